@@ -1,0 +1,172 @@
+//! Runtime options: the reference's `RuntimeConfig` minus the persistence adapter (which the
+//! binding supplies as an object), plus the limits this runtime adds. Validation errors name
+//! the field, e.g. `idleTimeoutMs must be a positive number of milliseconds`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `modal: { tokenId, tokenSecret, appName }`. Debug output never shows the secret.
+#[derive(Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModalConfig {
+    #[serde(default)]
+    pub token_id: Option<String>,
+    #[serde(default)]
+    pub token_secret: Option<String>,
+    #[serde(default)]
+    pub app_name: Option<String>,
+}
+
+impl fmt::Debug for ModalConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModalConfig")
+            .field("token_id", &self.token_id.as_ref().map(|_| "<set>"))
+            .field("token_secret", &self.token_secret.as_ref().map(|_| "<redacted>"))
+            .field("app_name", &self.app_name)
+            .finish()
+    }
+}
+
+impl ModalConfig {
+    /// Both token fields are non-empty strings: the rule for choosing the Modal provider.
+    pub fn has_tokens(&self) -> bool {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        set(&self.token_id) && set(&self.token_secret)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Local,
+    Modal,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SandboxConfig {
+    #[serde(default)]
+    pub provider: Option<ProviderKind>,
+}
+
+/// The raw shape as it arrives from JavaScript.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawOptions {
+    modal: Option<ModalConfig>,
+    sandbox: Option<SandboxConfig>,
+    idle_timeout_ms: Option<f64>,
+    sync_interval_ms: Option<f64>,
+    persistence_timeout_ms: Option<f64>,
+    max_body_bytes: Option<f64>,
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub modal: ModalConfig,
+    pub provider: ProviderKind,
+    pub idle_timeout: Duration,
+    pub sync_interval: Duration,
+    /// Bound on every persistence adapter call, so a promise that never settles cannot hang
+    /// a request or `shutdown()`.
+    pub persistence_timeout: Duration,
+    /// Largest accepted REST request body.
+    pub max_body_bytes: usize,
+    pub log_level: Option<String>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            modal: ModalConfig::default(),
+            provider: ProviderKind::Local,
+            idle_timeout: Duration::from_millis(900_000),
+            sync_interval: Duration::from_millis(60_000),
+            persistence_timeout: Duration::from_millis(30_000),
+            max_body_bytes: 10 * 1024 * 1024,
+            log_level: None,
+        }
+    }
+}
+
+fn positive_ms(field: &str, v: Option<f64>, default: Duration) -> Result<Duration, String> {
+    match v {
+        None => Ok(default),
+        Some(n) if n.is_finite() && n > 0.0 => Ok(Duration::from_millis(n as u64)),
+        Some(_) => Err(format!("{field} must be a positive number of milliseconds")),
+    }
+}
+
+impl RuntimeOptions {
+    /// Parse and validate the JSON options. The error names the offending field.
+    pub fn from_json(v: serde_json::Value) -> Result<Self, String> {
+        let raw: RawOptions = serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            format!("invalid runtime config at {path}: {}", e.into_inner())
+        })?;
+        let d = Self::default();
+        if let Some(level) = &raw.log_level {
+            if crate::logging::normalize_level(level).is_none() {
+                return Err(format!(
+                    "logLevel must be one of trace, debug, info, warn, error, fatal (got {level:?})"
+                ));
+            }
+        }
+        let max_body = match raw.max_body_bytes {
+            None => d.max_body_bytes,
+            Some(n) if n.is_finite() && n >= 1.0 => n as usize,
+            Some(_) => return Err("maxBodyBytes must be a positive number of bytes".into()),
+        };
+        let modal = raw.modal.unwrap_or_default();
+        let provider = match raw.sandbox.and_then(|s| s.provider) {
+            Some(p) => p,
+            None if modal.has_tokens() => ProviderKind::Modal,
+            None => ProviderKind::Local,
+        };
+        Ok(Self {
+            idle_timeout: positive_ms("idleTimeoutMs", raw.idle_timeout_ms, d.idle_timeout)?,
+            sync_interval: positive_ms("syncIntervalMs", raw.sync_interval_ms, d.sync_interval)?,
+            persistence_timeout: positive_ms("persistenceTimeoutMs", raw.persistence_timeout_ms, d.persistence_timeout)?,
+            max_body_bytes: max_body,
+            log_level: raw.log_level,
+            modal,
+            provider,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_and_provider_rule() {
+        let o = RuntimeOptions::from_json(json!({})).unwrap();
+        assert_eq!(o.provider, ProviderKind::Local);
+        assert_eq!(o.idle_timeout, Duration::from_secs(900));
+        let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "ak-1", "tokenSecret": "as-2", "appName": "x"}})).unwrap();
+        assert_eq!(o.provider, ProviderKind::Modal);
+        let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "", "tokenSecret": "s"}})).unwrap();
+        assert_eq!(o.provider, ProviderKind::Local);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = RuntimeOptions::from_json(json!({"idleTimeoutMs": -1})).unwrap_err();
+        assert!(e.contains("idleTimeoutMs"), "{e}");
+        let e = RuntimeOptions::from_json(json!({"modal": {"tokenId": 5}})).unwrap_err();
+        assert!(e.contains("modal.tokenId"), "{e}");
+        let e = RuntimeOptions::from_json(json!({"logLevel": "loud"})).unwrap_err();
+        assert!(e.contains("logLevel"), "{e}");
+    }
+
+    #[test]
+    fn debug_hides_secret() {
+        let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "ak-1", "tokenSecret": "as-secret"}})).unwrap();
+        let s = format!("{o:?}");
+        assert!(!s.contains("as-secret") && !s.contains("ak-1"), "{s}");
+    }
+}

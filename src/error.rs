@@ -1,0 +1,42 @@
+//! The crate's error type. Every variant has a stable string code (used in REST bodies and
+//! JS errors) and a message that names what was wrong.
+
+use crate::persistence::PersistenceError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("Session {0} not found in persistence")]
+    SessionNotFound(String),
+    #[error("Session {0} is not loaded")]
+    SessionNotLoaded(String),
+    #[error("Agent profile {0} not found in persistence")]
+    AgentProfileNotFound(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Persistence(#[from] PersistenceError),
+    #[error("{0}")]
+    NotImplemented(&'static str),
+    #[error("runtime is shut down")]
+    ShutDown,
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::SessionNotFound(_) | Error::SessionNotLoaded(_) => "SESSION_NOT_FOUND",
+            Error::AgentProfileNotFound(_) => "AGENT_PROFILE_NOT_FOUND",
+            Error::InvalidInput(_) => "INVALID_REQUEST",
+            Error::Persistence(e) => e.code(),
+            Error::NotImplemented(_) => "NOT_IMPLEMENTED",
+            Error::ShutDown => "RUNTIME_SHUT_DOWN",
+        }
+    }
+
+    /// True for "the thing asked for does not exist" (404 over REST).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::SessionNotFound(_) | Error::SessionNotLoaded(_))
+    }
+}

@@ -1,0 +1,30 @@
+//! Core of `agent-runtime-native`: a plain async Rust library with no napi dependency.
+//!
+//! Modules, one per concept of the reference runtime:
+//! - [`config`]: runtime options (timeouts, limits, log level) and their validation.
+//! - [`events`]: domain events (`session:status`, `session:block:*`, `sessions:changed`, ...) and the bus.
+//! - [`persistence`]: the `PersistenceAdapter` contract, its record types, and the JSON bridge
+//!   that turns an untyped adapter (the JS one) into a typed, time-bounded one.
+//! - [`agent`]: conversation blocks and the per-architecture transcript parsers.
+//! - [`session`]: `SessionManager` and `AgentSession` (lifecycle, state, persistence order).
+//! - [`runtime`]: `AgentRuntime`, which owns all of the above.
+//! - [`transport`]: the REST router (axum), served through `fetch` from JS or natively.
+//!
+//! Not to be confused with the top-level `sandbox/` folder of the npm package, which holds
+//! scripts that run *inside* a sandbox.
+
+pub mod agent;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod logging;
+pub mod persistence;
+pub mod runtime;
+pub mod session;
+pub mod time;
+pub mod transport;
+
+pub use config::RuntimeOptions;
+pub use error::{Error, Result};
+pub use events::{DomainEvent, EventBus};
+pub use runtime::AgentRuntime;

@@ -1,0 +1,184 @@
+//! From an untyped adapter (method name + JSON arguments -> JSON) to a typed [`PersistenceAdapter`].
+//!
+//! This is where a JS adapter's answers are checked: every call is bounded by a timeout, and
+//! a value of the wrong shape becomes [`PersistenceError::WrongShape`] naming the field.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+/// How an untyped call can fail before its value is inspected.
+#[derive(Debug, Clone)]
+pub enum CallFailure {
+    /// The adapter threw or its promise rejected; the message is the adapter's.
+    Failed(String),
+    /// The adapter returned something that could not be carried over as JSON.
+    Unreadable(String),
+    /// The host environment is gone (e.g. Node is exiting).
+    Closed,
+}
+
+/// One adapter method call, untyped. Implemented by the napi binding with a threadsafe function.
+#[async_trait]
+pub trait RawAdapter: Send + Sync + 'static {
+    async fn call(&self, method: &'static str, args: Vec<Value>) -> Result<Value, CallFailure>;
+}
+
+/// A typed adapter over a [`RawAdapter`], with a per-call timeout.
+pub struct JsonAdapter<R> {
+    raw: R,
+    timeout: Duration,
+}
+
+impl<R: RawAdapter> JsonAdapter<R> {
+    pub fn new(raw: R, timeout: Duration) -> Self {
+        Self { raw, timeout }
+    }
+
+    async fn call(&self, method: &'static str, args: Vec<Value>) -> PResult<Value> {
+        match tokio::time::timeout(self.timeout, self.raw.call(method, args)).await {
+            Err(_) => Err(PersistenceError::Timeout { method, ms: self.timeout.as_millis() as u64 }),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(CallFailure::Failed(message))) => Err(PersistenceError::Failed { method, message }),
+            Ok(Err(CallFailure::Unreadable(detail))) => Err(PersistenceError::WrongShape { method, detail }),
+            Ok(Err(CallFailure::Closed)) => Err(PersistenceError::Closed { method }),
+        }
+    }
+
+    async fn typed<T: DeserializeOwned>(&self, method: &'static str, args: Vec<Value>) -> PResult<T> {
+        let v = self.call(method, args).await?;
+        decode(method, v)
+    }
+}
+
+/// Deserialize with the path of the offending field in the message (`[0].sessionId: invalid type ...`).
+pub fn decode<T: DeserializeOwned>(method: &'static str, v: Value) -> PResult<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let detail = if path == "." { inner.to_string() } else { format!("{path}: {inner}") };
+        PersistenceError::WrongShape { method, detail }
+    })
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("persistence records serialize to JSON")
+}
+
+#[async_trait]
+impl<R: RawAdapter> PersistenceAdapter for JsonAdapter<R> {
+    async fn list_all_sessions(&self) -> PResult<Vec<SessionRecord>> {
+        self.typed("listAllSessions", vec![]).await
+    }
+    async fn load_session(&self, session_id: &str) -> PResult<Option<StoredSession>> {
+        const M: &str = "loadSession";
+        let mut record = match self.call(M, vec![json!(session_id)]).await? {
+            Value::Null => return Ok(None),
+            Value::Object(map) => map,
+            other => return decode::<SessionRecord>(M, other).map(|_| None),
+        };
+        // Move the (possibly huge) content fields out, then decode each part with field paths.
+        let content: Map<String, Value> = ["rawTranscript", "subagents", "workspaceFiles"]
+            .into_iter()
+            .filter_map(|k| record.remove(k).map(|v| (k.to_string(), v)))
+            .collect();
+        let record: SessionRecord = decode(M, Value::Object(record))?;
+        let content: StoredContent = decode(M, Value::Object(content))?;
+        Ok(Some(StoredSession { record, raw_transcript: content.raw_transcript, workspace_files: content.workspace_files }))
+    }
+    async fn create_session_record(&self, record: &SessionRecord) -> PResult<()> {
+        self.call("createSessionRecord", vec![to_value(record)]).await.map(drop)
+    }
+    async fn update_session_record(&self, session_id: &str, updates: &SessionRecordUpdate) -> PResult<()> {
+        self.call("updateSessionRecord", vec![json!(session_id), to_value(updates)]).await.map(drop)
+    }
+    async fn save_transcript(&self, session_id: &str, raw_transcript: &str) -> PResult<()> {
+        self.call("saveTranscript", vec![json!(session_id), json!(raw_transcript)]).await.map(drop)
+    }
+    async fn save_workspace_file(&self, session_id: &str, file: &WorkspaceFile) -> PResult<()> {
+        self.call("saveWorkspaceFile", vec![json!(session_id), to_value(file)]).await.map(drop)
+    }
+    async fn delete_session_file(&self, session_id: &str, path: &str) -> PResult<()> {
+        self.call("deleteSessionFile", vec![json!(session_id), json!(path)]).await.map(drop)
+    }
+    async fn list_agent_profiles(&self) -> PResult<Vec<AgentProfileSummary>> {
+        self.typed("listAgentProfiles", vec![]).await
+    }
+    async fn load_agent_profile(&self, profile_id: &str) -> PResult<Option<AgentProfile>> {
+        const M: &str = "loadAgentProfile";
+        match self.call(M, vec![json!(profile_id)]).await? {
+            Value::Null => Ok(None),
+            Value::Object(map) => {
+                let mut profile: AgentProfile = decode(M, Value::Object(map.clone()))?;
+                profile.raw = map;
+                Ok(Some(profile))
+            }
+            other => decode::<AgentProfile>(M, other).map(|_| None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Answers every call from a script of results.
+    struct Scripted(Mutex<Vec<Result<Value, CallFailure>>>);
+
+    #[async_trait]
+    impl RawAdapter for Scripted {
+        async fn call(&self, _m: &'static str, _a: Vec<Value>) -> Result<Value, CallFailure> {
+            let next = self.0.lock().unwrap().pop();
+            match next {
+                Some(r) => r,
+                None => futures::future::pending().await,
+            }
+        }
+    }
+
+    fn adapter(results: Vec<Result<Value, CallFailure>>) -> JsonAdapter<Scripted> {
+        JsonAdapter::new(Scripted(Mutex::new(results)), Duration::from_millis(50))
+    }
+
+    #[tokio::test]
+    async fn wrong_shape_names_method_and_field() {
+        let a = adapter(vec![Ok(json!({"sessionId": 5, "type": "claude-agent-sdk", "agentProfileReference": "p"}))]);
+        let err = a.load_session("s").await.unwrap_err();
+        assert_eq!(err.method(), "loadSession");
+        let msg = err.to_string();
+        assert!(msg.contains("sessionId"), "{msg}");
+        assert!(msg.contains("expected a string"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn list_item_error_has_index() {
+        let a = adapter(vec![Ok(json!([{"sessionId": "a", "type": "nope", "agentProfileReference": "p"}]))]);
+        let msg = a.list_all_sessions().await.unwrap_err().to_string();
+        assert!(msg.starts_with("persistence.listAllSessions returned an invalid value: [0].type"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn null_means_absent_and_missing_files_default() {
+        let a = adapter(vec![Ok(Value::Null)]);
+        assert_eq!(a.load_session("x").await.unwrap(), None);
+        let a = adapter(vec![Ok(json!({"sessionId": "a", "type": "opencode", "agentProfileReference": "p", "createdAt": 1.7e12}))]);
+        let s = a.load_session("a").await.unwrap().unwrap();
+        assert!(s.workspace_files.is_empty());
+        assert_eq!(s.record.created_at, Some(1_700_000_000_000));
+    }
+
+    #[tokio::test]
+    async fn rejection_and_timeout() {
+        let a = adapter(vec![Err(CallFailure::Failed("db down".into()))]);
+        let e = a.save_transcript("s", "").await.unwrap_err();
+        assert_eq!(e.to_string(), "persistence.saveTranscript failed: db down");
+        let a = adapter(vec![]);
+        let e = a.save_transcript("s", "").await.unwrap_err();
+        assert_eq!(e, PersistenceError::Timeout { method: "saveTranscript", ms: 50 });
+    }
+}

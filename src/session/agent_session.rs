@@ -1,0 +1,296 @@
+//! One session: its conversation state, its persistence calls in the reference's order, and
+//! (with the sandbox layer) its agent runs.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::state::{RuntimeState, SandboxState};
+use crate::agent::blocks::{Block, SubagentConversation};
+use crate::agent::Architecture;
+use crate::error::{Error, Result};
+use crate::events::{DomainEvent, EventBus};
+use crate::persistence::retry::RetryPolicy;
+use crate::persistence::{AgentProfile, PersistenceAdapter, SessionRecord, SessionRecordUpdate, StoredSession, WorkspaceFile};
+use crate::time::now_ms;
+
+/// What every session shares with its manager.
+pub struct SessionContext {
+    pub persistence: Arc<dyn PersistenceAdapter>,
+    pub events: EventBus,
+    pub retry: RetryPolicy,
+}
+
+struct Conversation {
+    blocks: Vec<Block>,
+    subagents: Vec<SubagentConversation>,
+    /// `blocks` and `subagents` serialized once; state reads of a big session then cost a copy.
+    json_cache: Option<(Arc<RawValue>, Arc<RawValue>)>,
+}
+
+impl Conversation {
+    fn json(&mut self) -> (Arc<RawValue>, Arc<RawValue>) {
+        self.json_cache
+            .get_or_insert_with(|| {
+                let b = serde_json::value::to_raw_value(&self.blocks).expect("blocks serialize");
+                let s = serde_json::value::to_raw_value(&self.subagents).expect("subagents serialize");
+                (Arc::from(b), Arc::from(s))
+            })
+            .clone()
+    }
+}
+
+struct SessionData {
+    conversation: Conversation,
+    raw_transcript: Option<String>,
+    workspace_files: Vec<WorkspaceFile>,
+    session_options: Map<String, Value>,
+    created_at: i64,
+    last_activity: i64,
+    name: Option<String>,
+    metadata: Option<Map<String, Value>>,
+    sandbox: Option<SandboxState>,
+}
+
+pub struct AgentSession {
+    pub session_id: String,
+    pub architecture: Architecture,
+    profile: AgentProfile,
+    data: Mutex<SessionData>,
+    ctx: Arc<SessionContext>,
+}
+
+/// `CreateSessionArgs`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateSessionArgs {
+    pub agent_profile_ref: String,
+    pub architecture: Option<Architecture>,
+    #[serde(default)]
+    pub session_options: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub default_workspace_files: Option<Vec<WorkspaceFile>>,
+}
+
+/// `getPersistedListData()`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListData<'a> {
+    session_id: &'a str,
+    #[serde(rename = "type")]
+    architecture: Architecture,
+    agent_profile_reference: &'a str,
+    session_options: &'a Map<String, Value>,
+    last_activity: i64,
+    created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: &'a Option<Map<String, Value>>,
+}
+
+/// `getState()`: list data plus runtime, blocks, files and subagents.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StateView<'a> {
+    #[serde(flatten)]
+    list: ListData<'a>,
+    runtime: RuntimeState,
+    blocks: &'a RawValue,
+    workspace_files: &'a [WorkspaceFile],
+    subagents: &'a RawValue,
+}
+
+impl AgentSession {
+    fn new(
+        session_id: String,
+        architecture: Architecture,
+        profile: AgentProfile,
+        data: SessionData,
+        ctx: Arc<SessionContext>,
+    ) -> Self {
+        Self { session_id, architecture, profile, data: Mutex::new(data), ctx }
+    }
+
+    /// Create a new session: persistence calls in the reference's order (spec §4.1).
+    pub(crate) async fn create(args: CreateSessionArgs, ctx: Arc<SessionContext>) -> Result<Arc<Self>> {
+        let architecture = args
+            .architecture
+            .ok_or_else(|| Error::InvalidInput("architecture is required".into()))?;
+        let p = &ctx.persistence;
+        let profile = p
+            .load_agent_profile(&args.agent_profile_ref)
+            .await?
+            .ok_or_else(|| Error::AgentProfileNotFound(args.agent_profile_ref.clone()))?;
+        let session_id = architecture.new_session_id();
+        let now = now_ms();
+        let mut files = profile.default_workspace_files.clone().unwrap_or_default();
+        files.extend(args.default_workspace_files.unwrap_or_default());
+        let session_options = args.session_options.unwrap_or_default();
+        let record = SessionRecord {
+            session_id: session_id.clone(),
+            architecture,
+            session_options: Some(session_options.clone()),
+            agent_profile_reference: profile.id.clone(),
+            name: None,
+            last_activity: None,
+            created_at: Some(now),
+            metadata: None,
+        };
+        p.create_session_record(&record).await?;
+        p.save_transcript(&session_id, "").await?;
+        futures::future::try_join_all(files.iter().map(|f| p.save_workspace_file(&session_id, f))).await?;
+        p.update_session_record(&session_id, &SessionRecordUpdate { last_activity: Some(now), ..Default::default() })
+            .await?;
+        let data = SessionData {
+            conversation: Conversation { blocks: vec![], subagents: vec![], json_cache: None },
+            raw_transcript: None,
+            workspace_files: files,
+            session_options,
+            created_at: now,
+            last_activity: now,
+            name: None,
+            metadata: None,
+            sandbox: None,
+        };
+        Ok(Arc::new(Self::new(session_id, architecture, profile, data, ctx)))
+    }
+
+    /// Load a stored session (spec §4.2). Parsing the transcript runs on a blocking thread so a
+    /// 50 MB transcript does not stall the async workers.
+    pub(crate) async fn load(session_id: &str, ctx: Arc<SessionContext>) -> Result<Arc<Self>> {
+        let p = &ctx.persistence;
+        let stored: StoredSession = p
+            .load_session(session_id)
+            .await?
+            .ok_or_else(|| Error::SessionNotFound(session_id.to_string()))?;
+        let profile_ref = stored.record.agent_profile_reference.clone();
+        let profile = p
+            .load_agent_profile(&profile_ref)
+            .await?
+            .ok_or_else(|| Error::AgentProfileNotFound(profile_ref))?;
+        let architecture = stored.record.architecture;
+        let raw = stored.raw_transcript.filter(|t| !t.is_empty());
+        let (raw, parsed) = match raw {
+            None => (None, Default::default()),
+            Some(raw) => tokio::task::spawn_blocking(move || {
+                let parsed = architecture.parse_transcript(&raw);
+                (Some(raw), parsed)
+            })
+            .await
+            .expect("transcript parser panicked"),
+        };
+        let now = now_ms();
+        let r = stored.record;
+        let data = SessionData {
+            conversation: Conversation { blocks: parsed.blocks, subagents: parsed.subagents, json_cache: None },
+            raw_transcript: raw,
+            workspace_files: stored.workspace_files,
+            session_options: r.session_options.unwrap_or_default(),
+            created_at: r.created_at.unwrap_or(now),
+            last_activity: r.last_activity.unwrap_or(now),
+            name: r.name,
+            metadata: r.metadata,
+            sandbox: None,
+        };
+        Ok(Arc::new(Self::new(session_id.to_string(), architecture, profile, data, ctx)))
+    }
+
+    pub fn agent_profile(&self) -> &AgentProfile {
+        &self.profile
+    }
+
+    pub fn runtime_state(&self) -> RuntimeState {
+        RuntimeState { is_loaded: true, sandbox: self.data.lock().unwrap().sandbox.clone() }
+    }
+
+    fn list_data<'a>(&'a self, d: &'a SessionData) -> ListData<'a> {
+        ListData {
+            session_id: &self.session_id,
+            architecture: self.architecture,
+            agent_profile_reference: &self.profile.id,
+            session_options: &d.session_options,
+            last_activity: d.last_activity,
+            created_at: d.created_at,
+            name: &d.name,
+            metadata: &d.metadata,
+        }
+    }
+
+    /// `getPersistedListData()` as a JSON value.
+    pub fn persisted_list_data(&self) -> Value {
+        let d = self.data.lock().unwrap();
+        serde_json::to_value(self.list_data(&d)).expect("list data serializes")
+    }
+
+    /// `getState()` serialized to a JSON string (`RuntimeSessionData`).
+    pub fn state_json(&self) -> String {
+        let mut d = self.data.lock().unwrap();
+        let (blocks, subagents) = d.conversation.json();
+        let runtime = RuntimeState { is_loaded: true, sandbox: d.sandbox.clone() };
+        let view = StateView {
+            list: self.list_data(&d),
+            runtime,
+            blocks: &blocks,
+            workspace_files: &d.workspace_files,
+            subagents: &subagents,
+        };
+        serde_json::to_string(&view).expect("state serializes")
+    }
+
+    pub fn session_options(&self) -> Map<String, Value> {
+        self.data.lock().unwrap().session_options.clone()
+    }
+
+    /// Replace the options (no merge), persist them, then announce them (spec §1.8).
+    pub async fn update_session_options(&self, options: Map<String, Value>) -> Result<()> {
+        self.data.lock().unwrap().session_options = options.clone();
+        let update = SessionRecordUpdate { session_options: Some(options.clone()), ..Default::default() };
+        self.ctx.persistence.update_session_record(&self.session_id, &update).await?;
+        self.ctx.events.emit(DomainEvent::options_update(&self.session_id, &options));
+        Ok(())
+    }
+
+    /// Persist the in-memory state (spec §4.5): transcript, every workspace file, lastActivity.
+    /// Writes are retried; a stored transcript is never overwritten by an empty one we never read.
+    pub async fn sync_to_storage(&self) -> Result<()> {
+        let (raw, files, last_activity) = {
+            let d = self.data.lock().unwrap();
+            (d.raw_transcript.clone(), d.workspace_files.clone(), d.last_activity)
+        };
+        let p = &self.ctx.persistence;
+        let id = &self.session_id;
+        if let Some(raw) = raw.as_deref() {
+            self.ctx.retry.run(|| p.save_transcript(id, raw)).await?;
+        }
+        futures::future::try_join_all(
+            files.iter().map(|f| self.ctx.retry.run(move || p.save_workspace_file(id, f))),
+        )
+        .await?;
+        let update = SessionRecordUpdate { last_activity: Some(last_activity), ..Default::default() };
+        self.ctx.retry.run(|| p.update_session_record(id, &update)).await?;
+        Ok(())
+    }
+
+    /// Release the session's resources. Without a sandbox nothing needs persisting (the
+    /// reference makes no adapter calls in that case either).
+    pub async fn destroy(&self) -> Result<()> {
+        let had_sandbox = self.data.lock().unwrap().sandbox.take().is_some();
+        if had_sandbox {
+            self.sync_to_storage().await?;
+        }
+        Ok(())
+    }
+
+    /// Run one agent turn. Needs the sandbox layer, which this build does not have yet.
+    pub async fn send_message(&self, _message: &str) -> Result<()> {
+        self.data.lock().unwrap().last_activity = now_ms();
+        let err = Error::NotImplemented(
+            "sendMessage needs a sandbox provider, and this build of agent-runtime-native has none yet",
+        );
+        self.ctx.events.emit(DomainEvent::error(&self.session_id, &err.to_string(), Some(err.code())));
+        Err(err)
+    }
+}

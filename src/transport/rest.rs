@@ -1,0 +1,238 @@
+//! The REST API (spec §2) as an axum router. The same router answers `fetch` calls from JS
+//! (one napi crossing per request) and can be served on a native listener.
+//!
+//! Routes: `GET /health` (no auth); under auth: `/api/sessions` (POST, GET),
+//! `/api/sessions/{id}` (GET, DELETE), `/api/sessions/{id}/sync` (POST),
+//! `/api/sessions/{id}/options` (PATCH), `/api/sessions/{id}/messages` (POST),
+//! `/api/agent-profiles` (GET), and the seed's documented aliases `/sessions/create`,
+//! `/sessions`, `/sessions/{id}`, `/sessions/{id}/message`, `/agent-profiles`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{Request, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{check_api_key, cors, parse_json_body, ApiError};
+use crate::agent::Architecture;
+use crate::error::Error;
+use crate::runtime::AgentRuntime;
+use crate::session::{AgentSession, CreateSessionArgs};
+
+#[derive(Clone)]
+pub struct RestState {
+    pub runtime: Arc<AgentRuntime>,
+    pub api_key: Arc<str>,
+}
+
+/// Build the router for one `createRestServer({ apiKey })` call.
+pub fn router(runtime: Arc<AgentRuntime>, api_key: &str) -> Router {
+    let state = RestState { runtime, api_key: Arc::from(api_key) };
+    let not_found = || async { (StatusCode::NOT_FOUND, [("content-type", "text/plain; charset=UTF-8")], "404 Not Found") };
+    let protected = Router::new()
+        .route("/api/sessions", post(create_session).get(list_sessions))
+        .route("/api/sessions/{id}", get(get_session).delete(delete_session))
+        .route("/api/sessions/{id}/sync", post(sync_session))
+        .route("/api/sessions/{id}/options", patch(update_options))
+        .route("/api/sessions/{id}/messages", post(send_message))
+        .route("/api/agent-profiles", get(list_profiles))
+        .route("/sessions/create", post(create_session))
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{id}", get(get_session))
+        .route("/sessions/{id}/message", post(send_message))
+        .route("/agent-profiles", get(list_profiles));
+    Router::new()
+        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), auth_and_limits))
+        .layer(middleware::from_fn(cors))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+fn needs_auth(path: &str) -> bool {
+    path == "/api"
+        || path.starts_with("/api/")
+        || path == "/sessions"
+        || path.starts_with("/sessions/")
+        || path == "/agent-profiles"
+}
+
+/// Auth before routing (so unknown `/api/...` paths also need the key, as in the reference),
+/// the body limit, and one debug log line per request.
+async fn auth_and_limits(State(st): State<RestState>, req: Request<Body>, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    if needs_auth(&path) {
+        if let Err(e) = check_api_key(req.headers(), &st.api_key) {
+            return e.into_response();
+        }
+    }
+    let limit = st.runtime.options.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return ApiError::payload_too_large(limit).into_response();
+        }
+        Err(e) => return ApiError::bad_request(format!("Could not read request body: {e}")).into_response(),
+    };
+    let res = next.run(Request::from_parts(parts, Body::from(body))).await;
+    tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "http");
+    res
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateBody {
+    agent_profile_ref: String,
+    architecture: Architecture,
+    #[serde(default)]
+    session_options: Option<Map<String, Value>>,
+    #[serde(default)]
+    default_workspace_files: Option<Vec<crate::persistence::WorkspaceFile>>,
+}
+
+async fn create_session(State(st): State<RestState>, body: Bytes) -> Result<Response, ApiError> {
+    let b: CreateBody = parse_json_body(&body)?;
+    let args = CreateSessionArgs {
+        agent_profile_ref: b.agent_profile_ref,
+        architecture: Some(b.architecture),
+        session_options: b.session_options,
+        default_workspace_files: b.default_workspace_files,
+    };
+    let session = st.runtime.sessions.create_session(args).await.map_err(|e| match e {
+        Error::AgentProfileNotFound(_) | Error::InvalidInput(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string())
+        }
+        e => failed("Failed to create session", "SESSION_CREATE_FAILED", e),
+    })?;
+    let data = session.persisted_list_data();
+    let body = json!({
+        "sessionId": session.session_id,
+        "runtime": session.runtime_state(),
+        "createdAt": data["createdAt"],
+        "sessionOptions": data["sessionOptions"],
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn list_sessions(State(st): State<RestState>) -> Result<Json<Value>, ApiError> {
+    let sessions = st
+        .runtime
+        .sessions
+        .all_sessions()
+        .await
+        .map_err(|e| failed("Failed to list sessions", "SESSION_LIST_FAILED", e))?;
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+fn failed(what: &str, code: &'static str, e: Error) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, format!("{what}: {e}"))
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "SESSION_NOT_FOUND", "Session not found")
+}
+
+/// Load-if-needed, mapping "does not exist" to 404 and adapter failures to 500.
+async fn load(st: &RestState, id: &str) -> Result<Arc<AgentSession>, ApiError> {
+    st.runtime.sessions.load_session(id).await.map_err(|e| match e {
+        e if e.is_not_found() => not_found(),
+        Error::AgentProfileNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.code(), e.to_string()),
+        e => failed("Failed to load session", "SESSION_GET_FAILED", e),
+    })
+}
+
+fn loaded(st: &RestState, id: &str) -> Result<Arc<AgentSession>, ApiError> {
+    st.runtime.sessions.get(id).ok_or_else(not_found)
+}
+
+async fn get_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let session = load(&st, &id).await?;
+    // The state is serialized once in the core; send it as is.
+    Ok(([("content-type", "application/json")], session.state_json()).into_response())
+}
+
+async fn delete_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    loaded(&st, &id)?;
+    st.runtime
+        .sessions
+        .unload_session(&id)
+        .await
+        .map_err(|e| failed("Failed to destroy session", "SESSION_DESTROY_FAILED", e))?;
+    Ok(Json(json!({ "success": true, "sessionId": id })))
+}
+
+async fn sync_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let session = loaded(&st, &id)?;
+    session
+        .sync_to_storage()
+        .await
+        .map_err(|e| failed("Failed to sync session", "SESSION_SYNC_FAILED", e))?;
+    Ok(Json(json!({ "success": true, "sessionId": id })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OptionsBody {
+    session_options: Map<String, Value>,
+}
+
+async fn update_options(
+    State(st): State<RestState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: OptionsBody = parse_json_body(&body)?;
+    let session = load(&st, &id).await?;
+    session
+        .update_session_options(b.session_options.clone())
+        .await
+        .map_err(|e| failed("Failed to update session options", "SESSION_OPTIONS_UPDATE_FAILED", e))?;
+    Ok(Json(json!({ "success": true, "sessionId": id, "sessionOptions": b.session_options })))
+}
+
+#[derive(Deserialize)]
+struct MessageBody {
+    content: String,
+}
+
+async fn send_message(
+    State(st): State<RestState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: MessageBody = parse_json_body(&body)?;
+    let session = load(&st, &id).await?;
+    // The reference answers before the run and reports its outcome over Socket.IO. Without a
+    // sandbox provider the run cannot start at all, so say so here instead of failing silently.
+    session.send_message(&b.content).await.map_err(|e| match e {
+        Error::NotImplemented(_) => ApiError::new(StatusCode::NOT_IMPLEMENTED, e.code(), e.to_string()),
+        e => failed("Failed to send message", "MESSAGE_SEND_FAILED", e),
+    })?;
+    Ok(Json(json!({ "success": true, "sessionId": id })))
+}
+
+async fn list_profiles(State(st): State<RestState>) -> Result<Json<Value>, ApiError> {
+    let profiles = st
+        .runtime
+        .sessions
+        .context()
+        .persistence
+        .list_agent_profiles()
+        .await
+        .map_err(|e| failed("Failed to list agent profiles", "AGENT_PROFILES_LIST_FAILED", e.into()))?;
+    Ok(Json(json!({ "profiles": profiles })))
+}
