@@ -23,7 +23,10 @@ impl fmt::Debug for ModalConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ModalConfig")
             .field("token_id", &self.token_id.as_ref().map(|_| "<set>"))
-            .field("token_secret", &self.token_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "token_secret",
+                &self.token_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("app_name", &self.app_name)
             .finish()
     }
@@ -128,7 +131,11 @@ impl RuntimeOptions {
         Ok(Self {
             idle_timeout: positive_ms("idleTimeoutMs", raw.idle_timeout_ms, d.idle_timeout)?,
             sync_interval: positive_ms("syncIntervalMs", raw.sync_interval_ms, d.sync_interval)?,
-            persistence_timeout: positive_ms("persistenceTimeoutMs", raw.persistence_timeout_ms, d.persistence_timeout)?,
+            persistence_timeout: positive_ms(
+                "persistenceTimeoutMs",
+                raw.persistence_timeout_ms,
+                d.persistence_timeout,
+            )?,
             max_body_bytes: max_body,
             log_level: raw.log_level,
             modal,
@@ -147,9 +154,13 @@ mod tests {
         let o = RuntimeOptions::from_json(json!({})).unwrap();
         assert_eq!(o.provider, ProviderKind::Local);
         assert_eq!(o.idle_timeout, Duration::from_secs(900));
-        let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "ak-1", "tokenSecret": "as-2", "appName": "x"}})).unwrap();
+        let o = RuntimeOptions::from_json(
+            json!({"modal": {"tokenId": "ak-1", "tokenSecret": "as-2", "appName": "x"}}),
+        )
+        .unwrap();
         assert_eq!(o.provider, ProviderKind::Modal);
-        let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "", "tokenSecret": "s"}})).unwrap();
+        let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "", "tokenSecret": "s"}}))
+            .unwrap();
         assert_eq!(o.provider, ProviderKind::Local);
     }
 
@@ -165,7 +176,10 @@ mod tests {
 
     #[test]
     fn debug_hides_secret() {
-        let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "ak-1", "tokenSecret": "as-secret"}})).unwrap();
+        let o = RuntimeOptions::from_json(
+            json!({"modal": {"tokenId": "ak-1", "tokenSecret": "as-secret"}}),
+        )
+        .unwrap();
         let s = format!("{o:?}");
         assert!(!s.contains("as-secret") && !s.contains("ak-1"), "{s}");
     }

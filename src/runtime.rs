@@ -26,14 +26,27 @@ impl AgentRuntime {
             retry: RetryPolicy::default(),
         });
         if options.provider == ProviderKind::Local && !options.modal.has_tokens() {
-            tracing::warn!("no Modal tokens configured: sessions will use the local sandbox provider");
+            tracing::warn!(
+                "no Modal tokens configured: sessions will use the local sandbox provider"
+            );
         }
-        Arc::new(Self { options, events, sessions, shut_down: AtomicBool::new(false) })
+        Arc::new(Self {
+            options,
+            events,
+            sessions,
+            shut_down: AtomicBool::new(false),
+        })
     }
 
     /// `start()`: one `listAllSessions()` call, which also checks that the adapter answers.
     pub async fn start(&self) -> Result<()> {
-        let n = self.sessions.context().persistence.list_all_sessions().await?.len();
+        let n = self
+            .sessions
+            .context()
+            .persistence
+            .list_all_sessions()
+            .await?
+            .len();
         tracing::info!(sessions = n, "runtime started");
         Ok(())
     }

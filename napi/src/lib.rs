@@ -1,1 +1,263 @@
+//! napi binding of `agent-runtime`: the only crate that names napi.
+//!
+//! Surface (wrapped by the hand-written `index.js`): `NativeRuntime.create(options, adapterCall,
+//! onEvent)`, its session methods keyed by session id, and `RestServer.handle` (one call per
+//! HTTP request). Everything big crosses as JSON strings or Buffers.
 
+#![deny(clippy::all)]
+
+mod events;
+mod persistence;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use agent_runtime::persistence::bridge::JsonAdapter;
+use agent_runtime::session::{AgentSession, CreateSessionArgs};
+use agent_runtime::transport::rest::{self, PlainRequest};
+use agent_runtime::{AgentRuntime, RuntimeOptions};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use serde_json::Value;
+
+fn to_napi(e: agent_runtime::Error) -> Error {
+    Error::new(Status::GenericFailure, format!("[{}] {e}", e.code()))
+}
+
+#[napi]
+pub struct NativeRuntime {
+    rt: Arc<AgentRuntime>,
+    forwarding: Arc<AtomicBool>,
+}
+
+#[napi]
+impl NativeRuntime {
+    /// Validate options and build the runtime. An invalid option throws `InvalidArg` with a
+    /// message naming the field (the JS glue turns it into a TypeError).
+    #[napi(factory)]
+    pub fn create(
+        options: Value,
+        adapter_call: Function<FnArgs<(String, Value)>, Promise<Value>>,
+        on_event: Function<FnArgs<(String, String)>, ()>,
+    ) -> Result<Self> {
+        let options =
+            RuntimeOptions::from_json(options).map_err(|m| Error::new(Status::InvalidArg, m))?;
+        agent_runtime::logging::init(options.log_level.as_deref());
+        let call = adapter_call
+            .build_threadsafe_function()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        let sink = on_event
+            .build_threadsafe_function()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        let adapter =
+            JsonAdapter::new(persistence::JsAdapter { call }, options.persistence_timeout);
+        let rt = AgentRuntime::new(options, Arc::new(adapter));
+        let forwarding = Arc::new(AtomicBool::new(false));
+        events::forward(&rt.events, sink, forwarding.clone());
+        Ok(Self { rt, forwarding })
+    }
+
+    /// Turn event forwarding to JS on or off (on while the JS EventBus has listeners).
+    #[napi]
+    pub fn set_event_forwarding(&self, on: bool) {
+        self.forwarding.store(on, Ordering::Relaxed);
+    }
+
+    #[napi]
+    pub async fn start(&self) -> Result<()> {
+        self.rt.start().await.map_err(to_napi)
+    }
+
+    #[napi]
+    pub async fn shutdown(&self) -> Result<()> {
+        self.rt.shutdown().await;
+        Ok(())
+    }
+
+    #[napi]
+    pub fn is_healthy(&self) -> bool {
+        self.rt.is_healthy()
+    }
+
+    /// Resolves to the new session id.
+    #[napi]
+    pub async fn create_session(&self, args: Value) -> Result<String> {
+        self.rt.ensure_running().map_err(to_napi)?;
+        let args: CreateSessionArgs = from_json_arg(args)?;
+        let s = self
+            .rt
+            .sessions
+            .create_session(args)
+            .await
+            .map_err(to_napi)?;
+        Ok(s.session_id.clone())
+    }
+
+    #[napi]
+    pub async fn load_session(&self, session_id: String) -> Result<String> {
+        self.rt.ensure_running().map_err(to_napi)?;
+        let s = self
+            .rt
+            .sessions
+            .load_session(&session_id)
+            .await
+            .map_err(to_napi)?;
+        Ok(s.session_id.clone())
+    }
+
+    #[napi]
+    pub async fn unload_session(&self, session_id: String) -> Result<()> {
+        self.rt
+            .sessions
+            .unload_session(&session_id)
+            .await
+            .map_err(to_napi)
+    }
+
+    /// `SessionListItem[]` as JSON.
+    #[napi]
+    pub async fn get_all_sessions(&self) -> Result<String> {
+        let list = self.rt.sessions.all_sessions().await.map_err(to_napi)?;
+        Ok(Value::Array(list).to_string())
+    }
+
+    #[napi]
+    pub fn is_loaded(&self, session_id: String) -> bool {
+        self.rt.sessions.is_loaded(&session_id)
+    }
+
+    #[napi]
+    pub fn loaded_ids(&self) -> Vec<String> {
+        self.rt.sessions.loaded_ids()
+    }
+
+    /// `getState()` as JSON, or null when the session is not loaded.
+    #[napi]
+    pub fn session_state(&self, session_id: String) -> Option<String> {
+        self.rt.sessions.get(&session_id).map(|s| s.state_json())
+    }
+
+    #[napi]
+    pub fn session_runtime_state(&self, session_id: String) -> Option<String> {
+        self.rt
+            .sessions
+            .get(&session_id)
+            .map(|s| serde_json::to_string(&s.runtime_state()).unwrap())
+    }
+
+    #[napi]
+    pub fn session_list_data(&self, session_id: String) -> Option<String> {
+        self.rt
+            .sessions
+            .get(&session_id)
+            .map(|s| s.persisted_list_data().to_string())
+    }
+
+    #[napi]
+    pub async fn update_session_options(&self, session_id: String, options: Value) -> Result<()> {
+        let Value::Object(options) = options else {
+            return Err(Error::new(
+                Status::InvalidArg,
+                "sessionOptions must be an object",
+            ));
+        };
+        self.session(&session_id)?
+            .update_session_options(options)
+            .await
+            .map_err(to_napi)
+    }
+
+    #[napi]
+    pub async fn sync_session(&self, session_id: String) -> Result<()> {
+        self.session(&session_id)?
+            .sync_to_storage()
+            .await
+            .map_err(to_napi)
+    }
+
+    #[napi]
+    pub async fn destroy_session(&self, session_id: String) -> Result<()> {
+        self.session(&session_id)?.destroy().await.map_err(to_napi)
+    }
+
+    #[napi]
+    pub async fn send_message(&self, session_id: String, message: String) -> Result<()> {
+        self.session(&session_id)?
+            .send_message(&message)
+            .await
+            .map_err(to_napi)
+    }
+
+    /// A REST handler bound to `api_key` (`createRestServer({ apiKey })`).
+    #[napi]
+    pub fn rest_server(&self, api_key: String) -> RestServer {
+        RestServer {
+            router: rest::router(self.rt.clone(), &api_key),
+            max_body: self.rt.options.max_body_bytes as u32,
+        }
+    }
+}
+
+impl NativeRuntime {
+    fn session(&self, id: &str) -> Result<Arc<AgentSession>> {
+        self.rt
+            .sessions
+            .get(id)
+            .ok_or_else(|| to_napi(agent_runtime::Error::SessionNotLoaded(id.to_string())))
+    }
+}
+
+fn from_json_arg<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
+    serde_json::from_value(v)
+        .map_err(|e| Error::new(Status::InvalidArg, format!("invalid argument: {e}")))
+}
+
+#[napi(object)]
+pub struct HttpResponse {
+    pub status: u32,
+    pub headers: Vec<String>,
+    pub body: Buffer,
+}
+
+#[napi]
+pub struct RestServer {
+    router: rest::Router,
+    /// Body limit, so the JS glue stops reading a body past it.
+    #[napi(readonly)]
+    pub max_body: u32,
+}
+
+#[napi]
+impl RestServer {
+    /// Answer one request: method, URL, flat raw headers, body bytes. One crossing each way.
+    #[napi]
+    pub async fn handle(
+        &self,
+        method: String,
+        url: String,
+        headers: Vec<String>,
+        body: Option<Buffer>,
+        oversized: bool,
+    ) -> Result<HttpResponse> {
+        let body = body
+            .map(|b| bytes::Bytes::copy_from_slice(&b))
+            .unwrap_or_default();
+        let req = PlainRequest {
+            method,
+            url,
+            headers,
+            body,
+            oversized,
+        };
+        let res = rest::handle_plain(&self.router, self.max_body as usize, req).await;
+        Ok(HttpResponse {
+            status: res.status as u32,
+            headers: res.headers,
+            body: res.body.to_vec().into(),
+        })
+    }
+}

@@ -41,15 +41,26 @@ impl<R: RawAdapter> JsonAdapter<R> {
 
     async fn call(&self, method: &'static str, args: Vec<Value>) -> PResult<Value> {
         match tokio::time::timeout(self.timeout, self.raw.call(method, args)).await {
-            Err(_) => Err(PersistenceError::Timeout { method, ms: self.timeout.as_millis() as u64 }),
+            Err(_) => Err(PersistenceError::Timeout {
+                method,
+                ms: self.timeout.as_millis() as u64,
+            }),
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(CallFailure::Failed(message))) => Err(PersistenceError::Failed { method, message }),
-            Ok(Err(CallFailure::Unreadable(detail))) => Err(PersistenceError::WrongShape { method, detail }),
+            Ok(Err(CallFailure::Failed(message))) => {
+                Err(PersistenceError::Failed { method, message })
+            }
+            Ok(Err(CallFailure::Unreadable(detail))) => {
+                Err(PersistenceError::WrongShape { method, detail })
+            }
             Ok(Err(CallFailure::Closed)) => Err(PersistenceError::Closed { method }),
         }
     }
 
-    async fn typed<T: DeserializeOwned>(&self, method: &'static str, args: Vec<Value>) -> PResult<T> {
+    async fn typed<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        args: Vec<Value>,
+    ) -> PResult<T> {
         let v = self.call(method, args).await?;
         decode(method, v)
     }
@@ -60,7 +71,11 @@ pub fn decode<T: DeserializeOwned>(method: &'static str, v: Value) -> PResult<T>
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let detail = if path == "." { inner.to_string() } else { format!("{path}: {inner}") };
+        let detail = if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        };
         PersistenceError::WrongShape { method, detail }
     })
 }
@@ -88,22 +103,46 @@ impl<R: RawAdapter> PersistenceAdapter for JsonAdapter<R> {
             .collect();
         let record: SessionRecord = decode(M, Value::Object(record))?;
         let content: StoredContent = decode(M, Value::Object(content))?;
-        Ok(Some(StoredSession { record, raw_transcript: content.raw_transcript, workspace_files: content.workspace_files }))
+        Ok(Some(StoredSession {
+            record,
+            raw_transcript: content.raw_transcript,
+            workspace_files: content.workspace_files,
+        }))
     }
     async fn create_session_record(&self, record: &SessionRecord) -> PResult<()> {
-        self.call("createSessionRecord", vec![to_value(record)]).await.map(drop)
+        self.call("createSessionRecord", vec![to_value(record)])
+            .await
+            .map(drop)
     }
-    async fn update_session_record(&self, session_id: &str, updates: &SessionRecordUpdate) -> PResult<()> {
-        self.call("updateSessionRecord", vec![json!(session_id), to_value(updates)]).await.map(drop)
+    async fn update_session_record(
+        &self,
+        session_id: &str,
+        updates: &SessionRecordUpdate,
+    ) -> PResult<()> {
+        self.call(
+            "updateSessionRecord",
+            vec![json!(session_id), to_value(updates)],
+        )
+        .await
+        .map(drop)
     }
     async fn save_transcript(&self, session_id: &str, raw_transcript: &str) -> PResult<()> {
-        self.call("saveTranscript", vec![json!(session_id), json!(raw_transcript)]).await.map(drop)
+        self.call(
+            "saveTranscript",
+            vec![json!(session_id), json!(raw_transcript)],
+        )
+        .await
+        .map(drop)
     }
     async fn save_workspace_file(&self, session_id: &str, file: &WorkspaceFile) -> PResult<()> {
-        self.call("saveWorkspaceFile", vec![json!(session_id), to_value(file)]).await.map(drop)
+        self.call("saveWorkspaceFile", vec![json!(session_id), to_value(file)])
+            .await
+            .map(drop)
     }
     async fn delete_session_file(&self, session_id: &str, path: &str) -> PResult<()> {
-        self.call("deleteSessionFile", vec![json!(session_id), json!(path)]).await.map(drop)
+        self.call("deleteSessionFile", vec![json!(session_id), json!(path)])
+            .await
+            .map(drop)
     }
     async fn list_agent_profiles(&self) -> PResult<Vec<AgentProfileSummary>> {
         self.typed("listAgentProfiles", vec![]).await
@@ -147,7 +186,9 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_shape_names_method_and_field() {
-        let a = adapter(vec![Ok(json!({"sessionId": 5, "type": "claude-agent-sdk", "agentProfileReference": "p"}))]);
+        let a = adapter(vec![Ok(
+            json!({"sessionId": 5, "type": "claude-agent-sdk", "agentProfileReference": "p"}),
+        )]);
         let err = a.load_session("s").await.unwrap_err();
         assert_eq!(err.method(), "loadSession");
         let msg = err.to_string();
@@ -157,16 +198,23 @@ mod tests {
 
     #[tokio::test]
     async fn list_item_error_has_index() {
-        let a = adapter(vec![Ok(json!([{"sessionId": "a", "type": "nope", "agentProfileReference": "p"}]))]);
+        let a = adapter(vec![Ok(
+            json!([{"sessionId": "a", "type": "nope", "agentProfileReference": "p"}]),
+        )]);
         let msg = a.list_all_sessions().await.unwrap_err().to_string();
-        assert!(msg.starts_with("persistence.listAllSessions returned an invalid value: [0].type"), "{msg}");
+        assert!(
+            msg.starts_with("persistence.listAllSessions returned an invalid value: [0].type"),
+            "{msg}"
+        );
     }
 
     #[tokio::test]
     async fn null_means_absent_and_missing_files_default() {
         let a = adapter(vec![Ok(Value::Null)]);
         assert_eq!(a.load_session("x").await.unwrap(), None);
-        let a = adapter(vec![Ok(json!({"sessionId": "a", "type": "opencode", "agentProfileReference": "p", "createdAt": 1.7e12}))]);
+        let a = adapter(vec![Ok(
+            json!({"sessionId": "a", "type": "opencode", "agentProfileReference": "p", "createdAt": 1.7e12}),
+        )]);
         let s = a.load_session("a").await.unwrap().unwrap();
         assert!(s.workspace_files.is_empty());
         assert_eq!(s.record.created_at, Some(1_700_000_000_000));
@@ -179,6 +227,12 @@ mod tests {
         assert_eq!(e.to_string(), "persistence.saveTranscript failed: db down");
         let a = adapter(vec![]);
         let e = a.save_transcript("s", "").await.unwrap_err();
-        assert_eq!(e, PersistenceError::Timeout { method: "saveTranscript", ms: 50 });
+        assert_eq!(
+            e,
+            PersistenceError::Timeout {
+                method: "saveTranscript",
+                ms: 50
+            }
+        );
     }
 }

@@ -13,7 +13,10 @@ use crate::agent::Architecture;
 use crate::error::{Error, Result};
 use crate::events::{DomainEvent, EventBus};
 use crate::persistence::retry::RetryPolicy;
-use crate::persistence::{AgentProfile, PersistenceAdapter, SessionRecord, SessionRecordUpdate, StoredSession, WorkspaceFile};
+use crate::persistence::{
+    AgentProfile, PersistenceAdapter, SessionRecord, SessionRecordUpdate, StoredSession,
+    WorkspaceFile,
+};
 use crate::time::now_ms;
 
 /// What every session shares with its manager.
@@ -35,7 +38,8 @@ impl Conversation {
         self.json_cache
             .get_or_insert_with(|| {
                 let b = serde_json::value::to_raw_value(&self.blocks).expect("blocks serialize");
-                let s = serde_json::value::to_raw_value(&self.subagents).expect("subagents serialize");
+                let s =
+                    serde_json::value::to_raw_value(&self.subagents).expect("subagents serialize");
                 (Arc::from(b), Arc::from(s))
             })
             .clone()
@@ -111,11 +115,20 @@ impl AgentSession {
         data: SessionData,
         ctx: Arc<SessionContext>,
     ) -> Self {
-        Self { session_id, architecture, profile, data: Mutex::new(data), ctx }
+        Self {
+            session_id,
+            architecture,
+            profile,
+            data: Mutex::new(data),
+            ctx,
+        }
     }
 
     /// Create a new session: persistence calls in the reference's order (spec §4.1).
-    pub(crate) async fn create(args: CreateSessionArgs, ctx: Arc<SessionContext>) -> Result<Arc<Self>> {
+    pub(crate) async fn create(
+        args: CreateSessionArgs,
+        ctx: Arc<SessionContext>,
+    ) -> Result<Arc<Self>> {
         let architecture = args
             .architecture
             .ok_or_else(|| Error::InvalidInput("architecture is required".into()))?;
@@ -141,11 +154,22 @@ impl AgentSession {
         };
         p.create_session_record(&record).await?;
         p.save_transcript(&session_id, "").await?;
-        futures::future::try_join_all(files.iter().map(|f| p.save_workspace_file(&session_id, f))).await?;
-        p.update_session_record(&session_id, &SessionRecordUpdate { last_activity: Some(now), ..Default::default() })
+        futures::future::try_join_all(files.iter().map(|f| p.save_workspace_file(&session_id, f)))
             .await?;
+        p.update_session_record(
+            &session_id,
+            &SessionRecordUpdate {
+                last_activity: Some(now),
+                ..Default::default()
+            },
+        )
+        .await?;
         let data = SessionData {
-            conversation: Conversation { blocks: vec![], subagents: vec![], json_cache: None },
+            conversation: Conversation {
+                blocks: vec![],
+                subagents: vec![],
+                json_cache: None,
+            },
             raw_transcript: None,
             workspace_files: files,
             session_options,
@@ -155,7 +179,13 @@ impl AgentSession {
             metadata: None,
             sandbox: None,
         };
-        Ok(Arc::new(Self::new(session_id, architecture, profile, data, ctx)))
+        Ok(Arc::new(Self::new(
+            session_id,
+            architecture,
+            profile,
+            data,
+            ctx,
+        )))
     }
 
     /// Load a stored session (spec §4.2). Parsing the transcript runs on a blocking thread so a
@@ -185,7 +215,11 @@ impl AgentSession {
         let now = now_ms();
         let r = stored.record;
         let data = SessionData {
-            conversation: Conversation { blocks: parsed.blocks, subagents: parsed.subagents, json_cache: None },
+            conversation: Conversation {
+                blocks: parsed.blocks,
+                subagents: parsed.subagents,
+                json_cache: None,
+            },
             raw_transcript: raw,
             workspace_files: stored.workspace_files,
             session_options: r.session_options.unwrap_or_default(),
@@ -195,7 +229,13 @@ impl AgentSession {
             metadata: r.metadata,
             sandbox: None,
         };
-        Ok(Arc::new(Self::new(session_id.to_string(), architecture, profile, data, ctx)))
+        Ok(Arc::new(Self::new(
+            session_id.to_string(),
+            architecture,
+            profile,
+            data,
+            ctx,
+        )))
     }
 
     pub fn agent_profile(&self) -> &AgentProfile {
@@ -203,7 +243,10 @@ impl AgentSession {
     }
 
     pub fn runtime_state(&self) -> RuntimeState {
-        RuntimeState { is_loaded: true, sandbox: self.data.lock().unwrap().sandbox.clone() }
+        RuntimeState {
+            is_loaded: true,
+            sandbox: self.data.lock().unwrap().sandbox.clone(),
+        }
     }
 
     fn list_data<'a>(&'a self, d: &'a SessionData) -> ListData<'a> {
@@ -229,7 +272,10 @@ impl AgentSession {
     pub fn state_json(&self) -> String {
         let mut d = self.data.lock().unwrap();
         let (blocks, subagents) = d.conversation.json();
-        let runtime = RuntimeState { is_loaded: true, sandbox: d.sandbox.clone() };
+        let runtime = RuntimeState {
+            is_loaded: true,
+            sandbox: d.sandbox.clone(),
+        };
         let view = StateView {
             list: self.list_data(&d),
             runtime,
@@ -247,9 +293,17 @@ impl AgentSession {
     /// Replace the options (no merge), persist them, then announce them (spec §1.8).
     pub async fn update_session_options(&self, options: Map<String, Value>) -> Result<()> {
         self.data.lock().unwrap().session_options = options.clone();
-        let update = SessionRecordUpdate { session_options: Some(options.clone()), ..Default::default() };
-        self.ctx.persistence.update_session_record(&self.session_id, &update).await?;
-        self.ctx.events.emit(DomainEvent::options_update(&self.session_id, &options));
+        let update = SessionRecordUpdate {
+            session_options: Some(options.clone()),
+            ..Default::default()
+        };
+        self.ctx
+            .persistence
+            .update_session_record(&self.session_id, &update)
+            .await?;
+        self.ctx
+            .events
+            .emit(DomainEvent::options_update(&self.session_id, &options));
         Ok(())
     }
 
@@ -258,7 +312,11 @@ impl AgentSession {
     pub async fn sync_to_storage(&self) -> Result<()> {
         let (raw, files, last_activity) = {
             let d = self.data.lock().unwrap();
-            (d.raw_transcript.clone(), d.workspace_files.clone(), d.last_activity)
+            (
+                d.raw_transcript.clone(),
+                d.workspace_files.clone(),
+                d.last_activity,
+            )
         };
         let p = &self.ctx.persistence;
         let id = &self.session_id;
@@ -266,11 +324,19 @@ impl AgentSession {
             self.ctx.retry.run(|| p.save_transcript(id, raw)).await?;
         }
         futures::future::try_join_all(
-            files.iter().map(|f| self.ctx.retry.run(move || p.save_workspace_file(id, f))),
+            files
+                .iter()
+                .map(|f| self.ctx.retry.run(move || p.save_workspace_file(id, f))),
         )
         .await?;
-        let update = SessionRecordUpdate { last_activity: Some(last_activity), ..Default::default() };
-        self.ctx.retry.run(|| p.update_session_record(id, &update)).await?;
+        let update = SessionRecordUpdate {
+            last_activity: Some(last_activity),
+            ..Default::default()
+        };
+        self.ctx
+            .retry
+            .run(|| p.update_session_record(id, &update))
+            .await?;
         Ok(())
     }
 
@@ -290,7 +356,11 @@ impl AgentSession {
         let err = Error::NotImplemented(
             "sendMessage needs a sandbox provider, and this build of agent-runtime-native has none yet",
         );
-        self.ctx.events.emit(DomainEvent::error(&self.session_id, &err.to_string(), Some(err.code())));
+        self.ctx.events.emit(DomainEvent::error(
+            &self.session_id,
+            &err.to_string(),
+            Some(err.code()),
+        ));
         Err(err)
     }
 }

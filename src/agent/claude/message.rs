@@ -95,7 +95,9 @@ enum Content {
 }
 
 fn content_of(raw: Option<&RawValue>) -> Result<Content, serde_json::Error> {
-    let Some(raw) = raw else { return Ok(Content::None) };
+    let Some(raw) = raw else {
+        return Ok(Content::None);
+    };
     let s = raw.get().trim_start();
     Ok(match s.as_bytes().first() {
         Some(b'"') => Content::Text(serde_json::from_str(s)?),
@@ -119,7 +121,9 @@ fn text_of(v: &Value) -> String {
 
 /// Copy the listed keys of `obj` that are present into a new map (JS leaves `undefined` out).
 fn pick(obj: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
-    keys.iter().filter_map(|k| obj.get(*k).map(|v| (k.to_string(), v.clone()))).collect()
+    keys.iter()
+        .filter_map(|k| obj.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect()
 }
 
 fn str_field<'a>(obj: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
@@ -159,7 +163,10 @@ fn convert(line: &str, fallback_base: &str, now: &str) -> Result<Vec<Block>, ser
                             Some(t) => Block::Subagent {
                                 id: ids.next(),
                                 timestamp: timestamp.clone(),
-                                subagent_id: format!("agent-{}", t.agent_id.as_deref().unwrap_or_default()),
+                                subagent_id: format!(
+                                    "agent-{}",
+                                    t.agent_id.as_deref().unwrap_or_default()
+                                ),
                                 name: t.subagent_type.clone(),
                                 input: t.prompt.clone().unwrap_or_default(),
                                 status: if t.status.as_deref() == Some("completed") {
@@ -194,13 +201,18 @@ fn convert(line: &str, fallback_base: &str, now: &str) -> Result<Vec<Block>, ser
                         Content::None => String::new(),
                     };
                     let id = env.uuid.clone().unwrap_or_else(|| ids.next());
-                    out.push(Block::UserMessage { id, timestamp, content: Value::String(text) });
+                    out.push(Block::UserMessage {
+                        id,
+                        timestamp,
+                        content: Value::String(text),
+                    });
                 }
             }
         }
         "assistant" => {
             let model = env.message.as_ref().and_then(|m| m.model.clone());
-            if let Content::Items(items) = content_of(env.message.as_ref().and_then(|m| m.content))? {
+            if let Content::Items(items) = content_of(env.message.as_ref().and_then(|m| m.content))?
+            {
                 for item in items {
                     match item.kind.as_str() {
                         "text" => out.push(Block::AssistantText {
@@ -244,16 +256,43 @@ fn convert(line: &str, fallback_base: &str, now: &str) -> Result<Vec<Block>, ser
     Ok(out)
 }
 
-fn system_block(id: String, timestamp: String, subtype: &str, message: String, metadata: Map<String, Value>) -> Block {
-    Block::System { id, timestamp, subtype: subtype.into(), message, metadata: Some(metadata) }
+fn system_block(
+    id: String,
+    timestamp: String,
+    subtype: &str,
+    message: String,
+    metadata: Map<String, Value>,
+) -> Block {
+    Block::System {
+        id,
+        timestamp,
+        subtype: subtype.into(),
+        message,
+        metadata: Some(metadata),
+    }
 }
 
-fn system_like(kind: &str, subtype: Option<&str>, o: &Map<String, Value>, id: String, ts: String) -> Option<Block> {
+fn system_like(
+    kind: &str,
+    subtype: Option<&str>,
+    o: &Map<String, Value>,
+    id: String,
+    ts: String,
+) -> Option<Block> {
     Some(match (kind, subtype) {
         ("system", Some("init")) => {
             let model = str_field(o, "model").unwrap_or("undefined");
             let msg = format!("Session initialized with {model}");
-            system_block(id, ts, "session_start", msg, pick(o, &["model", "tools", "permissionMode", "agents", "mcp_servers"]))
+            system_block(
+                id,
+                ts,
+                "session_start",
+                msg,
+                pick(
+                    o,
+                    &["model", "tools", "permissionMode", "agents", "mcp_servers"],
+                ),
+            )
         }
         ("system", Some("status")) => {
             let msg = format!("Status: {}", str_field(o, "status").unwrap_or("ready"));
@@ -265,11 +304,23 @@ fn system_like(kind: &str, subtype: Option<&str>, o: &Map<String, Value>, id: St
                 str_field(o, "hook_name").unwrap_or("undefined"),
                 str_field(o, "hook_event").unwrap_or("undefined")
             );
-            system_block(id, ts, "hook_response", msg, pick(o, &["hook_name", "hook_event", "stdout", "stderr", "exit_code"]))
+            system_block(
+                id,
+                ts,
+                "hook_response",
+                msg,
+                pick(
+                    o,
+                    &["hook_name", "hook_event", "stdout", "stderr", "exit_code"],
+                ),
+            )
         }
         ("system", Some("compact_boundary")) => {
             let meta = o.get("compact_metadata").cloned().unwrap_or(Value::Null);
-            let trigger = meta.get("trigger").and_then(Value::as_str).unwrap_or("undefined");
+            let trigger = meta
+                .get("trigger")
+                .and_then(Value::as_str)
+                .unwrap_or("undefined");
             let msg = format!("Compact boundary ({trigger})");
             let meta = match meta {
                 Value::Object(m) => m,
@@ -280,19 +331,54 @@ fn system_like(kind: &str, subtype: Option<&str>, o: &Map<String, Value>, id: St
         ("result", sub) => {
             let success = sub == Some("success");
             let msg = if success {
-                let turns = o.get("num_turns").map(|v| v.to_string()).unwrap_or_else(|| "undefined".into());
-                let cost = o.get("total_cost_usd").and_then(Value::as_f64).unwrap_or(0.0);
+                let turns = o
+                    .get("num_turns")
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "undefined".into());
+                let cost = o
+                    .get("total_cost_usd")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
                 format!("Session completed successfully ({turns} turns, ${cost:.4})")
             } else {
                 format!("Session ended with error: {}", sub.unwrap_or("undefined"))
             };
-            let meta = pick(o, &["duration_ms", "num_turns", "total_cost_usd", "usage", "modelUsage", "errors"]);
-            system_block(id, ts, if success { "session_end" } else { "error" }, msg, meta)
+            let meta = pick(
+                o,
+                &[
+                    "duration_ms",
+                    "num_turns",
+                    "total_cost_usd",
+                    "usage",
+                    "modelUsage",
+                    "errors",
+                ],
+            );
+            system_block(
+                id,
+                ts,
+                if success { "session_end" } else { "error" },
+                msg,
+                meta,
+            )
         }
         ("auth_status", _) => {
-            let authenticating = o.get("isAuthenticating").and_then(Value::as_bool).unwrap_or(false);
-            let msg = if authenticating { "Authenticating..." } else { "Authentication complete" };
-            system_block(id, ts, "auth_status", msg.into(), pick(o, &["isAuthenticating", "output", "error"]))
+            let authenticating = o
+                .get("isAuthenticating")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let msg = if authenticating {
+                "Authenticating..."
+            } else {
+                "Authentication complete"
+            };
+            system_block(
+                id,
+                ts,
+                "auth_status",
+                msg.into(),
+                pick(o, &["isAuthenticating", "output", "error"]),
+            )
         }
         _ => return None,
     })

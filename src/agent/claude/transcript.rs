@@ -71,7 +71,10 @@ pub fn parse_combined(raw: &str) -> ParsedTranscript {
         .subagents
         .iter()
         .filter(|s| started.contains(agent_key(&s.id)))
-        .map(|s| SubagentConversation { id: s.id.clone(), blocks: parse_jsonl(&s.transcript) })
+        .map(|s| SubagentConversation {
+            id: s.id.clone(),
+            blocks: parse_jsonl(&s.transcript),
+        })
         .filter(|s| s.blocks.len() > 1)
         .collect();
     ParsedTranscript { blocks, subagents }

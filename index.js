@@ -1,0 +1,347 @@
+'use strict';
+// Public JS API: thin glue over the native core (binding.js). It validates what only JS can
+// see (the adapter object), bridges adapter calls and events, and converts Request/Response.
+const { EventEmitter } = require('node:events');
+const native = require('./binding.js');
+
+const ADAPTER_METHODS = [
+  'listAllSessions',
+  'loadSession',
+  'createSessionRecord',
+  'updateSessionRecord',
+  'saveTranscript',
+  'saveWorkspaceFile',
+  'deleteSessionFile',
+  'listAgentProfiles',
+  'loadAgentProfile',
+];
+
+class EventBus extends EventEmitter {}
+
+// ---- errors -------------------------------------------------------------------------------
+
+/** Native errors arrive as "[CODE] message"; give them back their `code`. */
+function fromNative(err) {
+  const m = /^\[([A-Z_]+)\] ([\s\S]*)$/.exec(err && err.message);
+  if (!m) return err;
+  const e = new Error(m[2]);
+  e.code = m[1];
+  return e;
+}
+
+async function call(promise) {
+  try {
+    return await promise;
+  } catch (err) {
+    throw fromNative(err);
+  }
+}
+
+function messageOf(err) {
+  if (err instanceof Error) return err.message || err.name;
+  try {
+    return typeof err === 'string' ? err : JSON.stringify(err) ?? String(err);
+  } catch {
+    return String(err);
+  }
+}
+
+// ---- persistence bridge -------------------------------------------------------------------
+
+/** JSON semantics for adapter results (undefined/functions dropped, toJSON honoured), plus
+ *  byte arrays read as UTF-8 strings. Throws on BigInt or cycles, like JSON.stringify. */
+function toPlain(v, seen = new Set()) {
+  if (v === null || typeof v === 'string' || typeof v === 'boolean') return v;
+  if (typeof v === 'number') return Number.isFinite(v) ? v : null;
+  if (v === undefined || typeof v === 'function' || typeof v === 'symbol') return undefined;
+  if (typeof v === 'bigint') throw new TypeError('a BigInt cannot be stored as JSON');
+  if (ArrayBuffer.isView(v)) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('utf8');
+  if (typeof v.toJSON === 'function') return toPlain(v.toJSON(), seen);
+  if (seen.has(v)) throw new TypeError('a circular structure cannot be stored as JSON');
+  seen.add(v);
+  let out;
+  if (Array.isArray(v)) {
+    out = v.map((x) => {
+      const p = toPlain(x, seen);
+      return p === undefined ? null : p;
+    });
+  } else {
+    out = {};
+    for (const k of Object.keys(v)) {
+      const p = toPlain(v[k], seen);
+      if (p !== undefined) out[k] = p;
+    }
+  }
+  seen.delete(v);
+  return out;
+}
+
+/** The single function Rust calls for every adapter method. It never rejects: it reports
+ *  `{ ok }`, `{ error }` (the adapter threw or rejected) or `{ shapeError }`. */
+function adapterBridge(adapter) {
+  return (method, args) => {
+    let result;
+    try {
+      result = adapter[method](...args);
+    } catch (err) {
+      return Promise.resolve({ error: messageOf(err) });
+    }
+    return Promise.resolve(result).then(
+      (value) => {
+        try {
+          const plain = toPlain(value);
+          return { ok: plain === undefined ? null : plain };
+        } catch (err) {
+          return { shapeError: err.message };
+        }
+      },
+      (err) => ({ error: messageOf(err) }),
+    );
+  };
+}
+
+function validateConfig(config) {
+  if (config === null || typeof config !== 'object') {
+    throw new TypeError('createAgentRuntime: config must be an object');
+  }
+  const p = config.persistence;
+  if (p === null || typeof p !== 'object') {
+    throw new TypeError('createAgentRuntime: config.persistence must be a PersistenceAdapter object');
+  }
+  for (const m of ADAPTER_METHODS) {
+    if (typeof p[m] !== 'function') {
+      throw new TypeError(`createAgentRuntime: config.persistence.${m} must be a function (got ${typeof p[m]})`);
+    }
+  }
+  if (config.modal !== undefined && (config.modal === null || typeof config.modal !== 'object')) {
+    throw new TypeError('createAgentRuntime: config.modal must be an object');
+  }
+}
+
+// ---- sessions -----------------------------------------------------------------------------
+
+function notLoaded(id) {
+  const e = new Error(`Session ${id} is not loaded`);
+  e.code = 'SESSION_NOT_FOUND';
+  return e;
+}
+
+class AgentSession {
+  #n;
+  constructor(nativeRuntime, sessionId) {
+    this.#n = nativeRuntime;
+    Object.defineProperty(this, 'sessionId', { value: sessionId, enumerable: true });
+  }
+  #json(text) {
+    if (text == null) throw notLoaded(this.sessionId);
+    return JSON.parse(text);
+  }
+  getState() {
+    return this.#json(this.#n.sessionState(this.sessionId));
+  }
+  getRuntimeState() {
+    return this.#json(this.#n.sessionRuntimeState(this.sessionId));
+  }
+  getPersistedListData() {
+    return this.#json(this.#n.sessionListData(this.sessionId));
+  }
+  async updateSessionOptions(options) {
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+      throw new TypeError('updateSessionOptions: options must be an object');
+    }
+    return call(this.#n.updateSessionOptions(this.sessionId, toPlain(options)));
+  }
+  async syncSessionStateToStorage() {
+    return call(this.#n.syncSession(this.sessionId));
+  }
+  async destroy() {
+    return call(this.#n.destroySession(this.sessionId));
+  }
+  async sendMessage(message) {
+    if (typeof message !== 'string') throw new TypeError('sendMessage: message must be a string');
+    return call(this.#n.sendMessage(this.sessionId, message));
+  }
+}
+
+const INTERNAL = Symbol('agent-runtime-native internal');
+
+class SessionManager {
+  #n;
+  constructor(token, nativeRuntime) {
+    if (token !== INTERNAL) {
+      throw new TypeError('SessionManager is created by createAgentRuntime(); use runtime.sessionManager');
+    }
+    this.#n = nativeRuntime;
+  }
+  /** @internal the native runtime, for the standalone createRestServer. */
+  static native(manager) {
+    return manager.#n;
+  }
+  async initialize() {
+    await this.getAllSessions();
+  }
+  async createSession(args) {
+    if (args === null || typeof args !== 'object') throw new TypeError('createSession: args must be an object');
+    if (typeof args.agentProfileRef !== 'string') throw new TypeError('createSession: args.agentProfileRef must be a string');
+    if (args.architecture !== 'claude-agent-sdk' && args.architecture !== 'opencode') {
+      throw new TypeError(
+        `createSession: args.architecture must be "claude-agent-sdk" or "opencode" (got ${JSON.stringify(args.architecture)})`,
+      );
+    }
+    const id = await call(this.#n.createSession(toPlain(args)));
+    return new AgentSession(this.#n, id);
+  }
+  async loadSession(sessionId) {
+    if (typeof sessionId !== 'string') throw new TypeError('loadSession: sessionId must be a string');
+    const id = await call(this.#n.loadSession(sessionId));
+    return new AgentSession(this.#n, id);
+  }
+  getSession(sessionId) {
+    return this.#n.isLoaded(sessionId) ? new AgentSession(this.#n, sessionId) : undefined;
+  }
+  isSessionLoaded(sessionId) {
+    return this.#n.isLoaded(sessionId);
+  }
+  async unloadSession(sessionId) {
+    if (!this.#n.isLoaded(sessionId)) return; // the reference's no-op
+    return call(this.#n.unloadSession(sessionId));
+  }
+  async getAllSessions() {
+    return JSON.parse(await call(this.#n.getAllSessions()));
+  }
+  getLoadedSessions() {
+    return this.#n.loadedIds().map((id) => new AgentSession(this.#n, id));
+  }
+  getLoadedSessionIds() {
+    return this.#n.loadedIds();
+  }
+  getLoadedSessionCount() {
+    return this.#n.loadedIds().length;
+  }
+  isHealthy() {
+    return this.#n.isHealthy();
+  }
+  async shutdown() {
+    return call(this.#n.shutdown());
+  }
+}
+
+// ---- REST ---------------------------------------------------------------------------------
+
+/** Read a request body, stopping once it passes `limit` bytes. */
+async function readBody(request, limit) {
+  const declared = Number(request.headers.get('content-length'));
+  if (Number.isFinite(declared) && declared > limit) return { body: null, oversized: true };
+  const reader = request.body.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      return { body: null, oversized: true };
+    }
+    chunks.push(value);
+  }
+  return { body: Buffer.concat(chunks, size), oversized: false };
+}
+
+const NO_BODY_STATUS = new Set([101, 204, 205, 304]);
+
+function restServer(nativeRuntime, apiKey) {
+  if (typeof apiKey !== 'string' || apiKey.length === 0) {
+    throw new TypeError('createRestServer: apiKey must be a non-empty string');
+  }
+  const server = nativeRuntime.restServer(apiKey);
+  const limit = server.maxBody;
+  const fetch = async (request) => {
+    const headers = [];
+    request.headers.forEach((value, name) => headers.push(name, value));
+    let body = null;
+    let oversized = false;
+    if (request.body && request.method !== 'GET' && request.method !== 'HEAD') {
+      ({ body, oversized } = await readBody(request, limit));
+    }
+    const res = await server.handle(request.method, request.url, headers, body, oversized);
+    const out = new Headers();
+    for (let i = 0; i < res.headers.length; i += 2) out.append(res.headers[i], res.headers[i + 1]);
+    return new Response(NO_BODY_STATUS.has(res.status) ? null : res.body, { status: res.status, headers: out });
+  };
+  return { fetch };
+}
+
+function createRestServer({ sessionManager, config } = {}) {
+  if (!(sessionManager instanceof SessionManager)) {
+    throw new TypeError('createRestServer: sessionManager must be runtime.sessionManager');
+  }
+  return restServer(SessionManager.native(sessionManager), config && config.apiKey);
+}
+
+function errorResponse(message, code) {
+  return code ? { error: message, code } : { error: message };
+}
+
+// ---- runtime ------------------------------------------------------------------------------
+
+const BRIDGE_EVENTS = new Set(['newListener', 'removeListener']);
+let wsWarned = false;
+
+async function createAgentRuntime(config) {
+  validateConfig(config);
+  const { persistence, ...rest } = config;
+  const eventBus = new EventBus();
+  const onEvent = (name, json) => {
+    try {
+      if (json) eventBus.emit(name, JSON.parse(json));
+      else eventBus.emit(name);
+    } catch (err) {
+      // A throwing listener must not take the process down from inside a native callback.
+      console.error(`[agent-runtime-native] a listener of "${name}" threw:`, err);
+    }
+  };
+  let n;
+  try {
+    n = native.NativeRuntime.create(toPlain(rest) ?? {}, adapterBridge(persistence), onEvent);
+  } catch (err) {
+    if (err && err.code === 'InvalidArg') throw new TypeError(`createAgentRuntime: ${err.message}`);
+    throw fromNative(err);
+  }
+  // Forward events only while someone listens: with no listener an event costs Rust one atomic load.
+  const refresh = () => n.setEventForwarding(eventBus.eventNames().some((e) => !BRIDGE_EVENTS.has(e)));
+  eventBus.on('newListener', (name) => {
+    if (!BRIDGE_EVENTS.has(name)) n.setEventForwarding(true);
+  });
+  eventBus.on('removeListener', refresh);
+
+  const sessionManager = new SessionManager(INTERNAL, n);
+  return {
+    sessionManager,
+    eventBus,
+    start: () => call(n.start()),
+    shutdown: () => call(n.shutdown()),
+    isHealthy: () => n.isHealthy(),
+    createRestServer: (options = {}) => restServer(n, options.apiKey),
+    createWebSocketServer: (httpServer) => {
+      if (!httpServer || typeof httpServer.on !== 'function') {
+        throw new TypeError('createWebSocketServer: expected a Node http.Server or https.Server');
+      }
+      if (!wsWarned) {
+        wsWarned = true;
+        console.warn('[agent-runtime-native] Socket.IO is not in this build yet; REST is served, realtime events are not.');
+      }
+      return { close: (cb) => cb && cb() };
+    },
+  };
+}
+
+module.exports = {
+  createAgentRuntime,
+  createRestServer,
+  errorResponse,
+  EventBus,
+  SessionManager,
+  AgentSession,
+  ...require('./types.js'),
+};

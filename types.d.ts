@@ -1,0 +1,298 @@
+// Browser-safe types of agent-runtime-native (the reference's "./types" subpath).
+// Shapes and names follow @hhopkins/agent-runtime 0.1.1.
+
+export type AGENT_ARCHITECTURE_TYPE = 'claude-agent-sdk' | 'opencode';
+
+export interface WorkspaceFile {
+  /** Path relative to the workspace root. */
+  path: string;
+  content: string | undefined;
+}
+
+export interface ClaudeSDKSessionOptions {
+  model?: string;
+}
+export interface OpenCodeSessionOptions {
+  model?: string;
+}
+export type AgentArchitectureSessionOptions = ClaudeSDKSessionOptions | OpenCodeSessionOptions;
+
+export interface PersistedSessionListData {
+  sessionId: string;
+  type: AGENT_ARCHITECTURE_TYPE;
+  sessionOptions?: AgentArchitectureSessionOptions;
+  agentProfileReference: string;
+  name?: string;
+  /** ms since epoch */
+  lastActivity?: number;
+  /** ms since epoch */
+  createdAt?: number;
+  metadata?: Record<string, unknown>;
+}
+
+export interface PersistedSessionData extends PersistedSessionListData {
+  /** Claude: the combined JSON `{ main, subagents }`; OpenCode: its export JSON. */
+  rawTranscript?: string;
+  subagents?: { id: string; rawTranscript?: string }[];
+  workspaceFiles: WorkspaceFile[];
+}
+
+export type SandboxStatus = 'starting' | 'ready' | 'unhealthy' | 'terminated';
+
+export interface SessionRuntimeState {
+  isLoaded: boolean;
+  sandbox: null | {
+    sandboxId?: string;
+    status: SandboxStatus;
+    statusMessage?: string;
+    restartCount: number;
+    lastHealthCheck: number;
+  };
+}
+
+export interface SessionListItem extends PersistedSessionListData {
+  runtime: SessionRuntimeState;
+}
+
+export interface RuntimeSessionData extends SessionListItem {
+  blocks: ConversationBlock[];
+  workspaceFiles: WorkspaceFile[];
+  subagents: { id: string; blocks: ConversationBlock[] }[];
+}
+
+export interface CreateSessionArgs {
+  agentProfileRef: string;
+  architecture: AGENT_ARCHITECTURE_TYPE;
+  command?: string;
+  defaultWorkspaceFiles?: WorkspaceFile[];
+  sessionOptions?: AgentArchitectureSessionOptions;
+}
+
+export interface AgentProfileListData {
+  id: string;
+  name: string;
+  description?: string;
+}
+
+export interface ClaudeSkill {
+  name: string;
+  description: string;
+  skillMd: string;
+  supportingFiles: { relativePath: string; content: string }[];
+  npmDependencies?: string[];
+  pipDependencies?: string[];
+}
+
+export interface ClaudeSubagent {
+  name: string;
+  description: string;
+  prompt: string;
+  model?: string;
+  tools?: string[];
+}
+
+export interface LocalMcpServer {
+  name: string;
+  description: string;
+  localProjectPath: string;
+  startCommand: string;
+  installCommand: string;
+}
+
+export type McpServerConfig = Record<string, unknown>;
+
+export interface AgentProfile extends AgentProfileListData {
+  systemPrompt?: string;
+  agentMDFile?: string;
+  skills?: ClaudeSkill[];
+  subagents?: ClaudeSubagent[];
+  commands?: { name: string; prompt: string }[];
+  tools?: string[];
+  bundledMCPs?: LocalMcpServer[];
+  externalMCPs?: McpServerConfig[];
+  npmDependencies?: string[];
+  pipDependencies?: string[];
+  environmentVariables?: Record<string, string>;
+  defaultWorkspaceFiles?: WorkspaceFile[];
+}
+
+/** A value or a promise of it: adapter methods may be sync or async. */
+export type Awaitable<T> = T | Promise<T>;
+
+export interface PersistenceAdapter {
+  listAllSessions(): Awaitable<PersistedSessionListData[]>;
+  loadSession(sessionId: string): Awaitable<PersistedSessionData | null>;
+  createSessionRecord(session: PersistedSessionListData): Awaitable<void>;
+  updateSessionRecord(sessionId: string, updates: Partial<PersistedSessionListData>): Awaitable<void>;
+  saveTranscript(sessionId: string, rawTranscript: string): Awaitable<void>;
+  saveWorkspaceFile(sessionId: string, file: WorkspaceFile): Awaitable<void>;
+  deleteSessionFile(sessionId: string, path: string): Awaitable<void>;
+  listAgentProfiles(): Awaitable<AgentProfileListData[]>;
+  loadAgentProfile(agentProfileId: string): Awaitable<AgentProfile | null>;
+}
+
+export interface RuntimeConfig {
+  persistence: PersistenceAdapter;
+  /** Modal credentials; sessions run on Modal when both tokens are non-empty strings. */
+  modal?: { tokenId?: string; tokenSecret?: string; appName?: string };
+  /** Sandbox provider; default "modal" with Modal tokens, else "local". */
+  sandbox?: { provider?: 'local' | 'modal' };
+  /** Idle time before a session's sandbox is stopped (default 15 min). */
+  idleTimeoutMs?: number;
+  /** Interval of background syncs to persistence (default 60 s, the reference's effective value). */
+  syncIntervalMs?: number;
+  /** Accepted for compatibility; the WebSocket server attaches to the HTTP server you pass. */
+  websocketPort?: number;
+  logLevel?: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+  /** Bound on each persistence adapter call (default 30 s). */
+  persistenceTimeoutMs?: number;
+  /** Largest accepted REST request body in bytes (default 10 MiB). */
+  maxBodyBytes?: number;
+}
+
+// ---- Blocks ----
+export interface TextContent {
+  type: 'text';
+  text: string;
+}
+export interface ImageContent {
+  type: 'image';
+  source: { type: 'base64' | 'url'; data: string; mediaType?: string };
+}
+export type ContentPart = TextContent | ImageContent;
+export type MessageContent = string | ContentPart[];
+export type ToolExecutionStatus = 'pending' | 'running' | 'success' | 'error';
+export interface ToolIO {
+  input: Record<string, unknown>;
+  output?: unknown;
+}
+export interface BaseBlock {
+  id: string;
+  /** ISO-8601 */
+  timestamp: string;
+}
+export interface UserMessageBlock extends BaseBlock {
+  type: 'user_message';
+  content: MessageContent;
+}
+export interface AssistantTextBlock extends BaseBlock {
+  type: 'assistant_text';
+  content: string;
+  model?: string;
+}
+export interface ToolUseBlock extends BaseBlock {
+  type: 'tool_use';
+  toolName: string;
+  toolUseId: string;
+  input: Record<string, unknown>;
+  status: ToolExecutionStatus;
+  displayName?: string;
+  description?: string;
+}
+export interface ToolResultBlock extends BaseBlock {
+  type: 'tool_result';
+  toolUseId: string;
+  output: unknown;
+  isError: boolean;
+  durationMs?: number;
+  renderOutputAsMarkdown?: boolean;
+}
+export interface ThinkingBlock extends BaseBlock {
+  type: 'thinking';
+  content: string;
+  summary?: string;
+}
+export interface SystemBlock extends BaseBlock {
+  type: 'system';
+  subtype: 'session_start' | 'session_end' | 'error' | 'status' | 'hook_response' | 'auth_status';
+  message: string;
+  metadata?: Record<string, unknown>;
+}
+export type SubagentStatus = 'pending' | 'running' | 'success' | 'error';
+export interface SubagentBlock extends BaseBlock {
+  type: 'subagent';
+  subagentId: string;
+  name?: string;
+  input: string;
+  status: SubagentStatus;
+  output?: string;
+  durationMs?: number;
+  toolUseId?: string;
+}
+export interface ErrorBlock extends BaseBlock {
+  type: 'error';
+  message: string;
+  code?: string;
+}
+export type ConversationBlock =
+  | UserMessageBlock
+  | AssistantTextBlock
+  | ToolUseBlock
+  | ToolResultBlock
+  | ThinkingBlock
+  | SystemBlock
+  | SubagentBlock
+  | ErrorBlock;
+
+export declare function isUserMessageBlock(block: ConversationBlock): block is UserMessageBlock;
+export declare function isAssistantTextBlock(block: ConversationBlock): block is AssistantTextBlock;
+export declare function isToolUseBlock(block: ConversationBlock): block is ToolUseBlock;
+export declare function isToolResultBlock(block: ConversationBlock): block is ToolResultBlock;
+export declare function isThinkingBlock(block: ConversationBlock): block is ThinkingBlock;
+export declare function isSystemBlock(block: ConversationBlock): block is SystemBlock;
+export declare function isSubagentBlock(block: ConversationBlock): block is SubagentBlock;
+export declare function isErrorBlock(block: ConversationBlock): block is ErrorBlock;
+
+// ---- Socket.IO events ----
+export interface SessionMetadata {
+  usage?: {
+    inputTokens: number;
+    outputTokens: number;
+    cacheReadTokens?: number;
+    cacheWriteTokens?: number;
+    thinkingTokens?: number;
+    totalTokens: number;
+  };
+  costUSD?: number;
+  model?: string;
+  [key: string]: unknown;
+}
+
+export interface ServerToClientEvents {
+  'sessions:list': (sessions: SessionListItem[]) => void;
+  'session:status': (data: { sessionId: string; runtime: SessionRuntimeState }) => void;
+  'session:block:start': (data: { sessionId: string; conversationId: string; block: ConversationBlock }) => void;
+  'session:block:delta': (data: { sessionId: string; conversationId: string; blockId: string; delta: string }) => void;
+  'session:block:update': (data: {
+    sessionId: string;
+    conversationId: string;
+    blockId: string;
+    updates: Partial<ConversationBlock>;
+  }) => void;
+  'session:block:complete': (data: {
+    sessionId: string;
+    conversationId: string;
+    blockId: string;
+    block: ConversationBlock;
+  }) => void;
+  'session:metadata:update': (data: { sessionId: string; conversationId: string; metadata: SessionMetadata }) => void;
+  'session:options:update': (data: { sessionId: string; options: AgentArchitectureSessionOptions }) => void;
+  'session:subagent:discovered': (data: { sessionId: string; subagent: { id: string; blocks: ConversationBlock[] } }) => void;
+  'session:subagent:completed': (data: { sessionId: string; subagentId: string; status: 'completed' | 'failed' }) => void;
+  'session:file:created': (data: { sessionId: string; file: WorkspaceFile }) => void;
+  'session:file:modified': (data: { sessionId: string; file: WorkspaceFile }) => void;
+  'session:file:deleted': (data: { sessionId: string; path: string }) => void;
+  error: (error: { message: string; code?: string; sessionId?: string }) => void;
+}
+
+export interface ClientToServerEvents {
+  'session:join': (sessionId: string, callback: (response: { success: boolean; error?: string }) => void) => void;
+  'session:leave': (sessionId: string, callback: (response: { success: boolean }) => void) => void;
+}
+
+export interface InterServerEvents {}
+
+export interface SocketData {
+  sessionId?: string;
+  joinedAt: number;
+}
