@@ -256,7 +256,16 @@ function restServer(nativeRuntime, apiKey) {
   }
   const server = nativeRuntime.restServer(apiKey);
   const limit = server.maxBody;
+  // Never rejects: a server built like the seed example has no catch around fetch().
   const fetch = async (request) => {
+    try {
+      return await answer(request);
+    } catch (err) {
+      const body = JSON.stringify({ error: `Internal server error: ${messageOf(err)}`, code: 'INTERNAL_ERROR' });
+      return new Response(body, { status: 500, headers: { 'content-type': 'application/json' } });
+    }
+  };
+  const answer = async (request) => {
     const headers = [];
     request.headers.forEach((value, name) => headers.push(name, value));
     let body = null;

@@ -170,7 +170,7 @@ impl AgentSession {
                 subagents: vec![],
                 json_cache: None,
             },
-            raw_transcript: None,
+            raw_transcript: Some(String::new()),
             workspace_files: files,
             session_options,
             created_at: now,
@@ -202,9 +202,9 @@ impl AgentSession {
             .await?
             .ok_or_else(|| Error::AgentProfileNotFound(profile_ref))?;
         let architecture = stored.record.architecture;
-        let raw = stored.raw_transcript.filter(|t| !t.is_empty());
-        let (raw, parsed) = match raw {
+        let (raw, parsed) = match stored.raw_transcript {
             None => (None, Default::default()),
+            Some(raw) if raw.is_empty() => (Some(raw), Default::default()),
             Some(raw) => tokio::task::spawn_blocking(move || {
                 let parsed = architecture.parse_transcript(&raw);
                 (Some(raw), parsed)
@@ -308,7 +308,8 @@ impl AgentSession {
     }
 
     /// Persist the in-memory state (spec §4.5): transcript, every workspace file, lastActivity.
-    /// Writes are retried; a stored transcript is never overwritten by an empty one we never read.
+    /// Writes are retried. The transcript written is the one held in memory (created, loaded or
+    /// read back from the sandbox), never an empty stand-in for one we could not read.
     pub async fn sync_to_storage(&self) -> Result<()> {
         let (raw, files, last_activity) = {
             let d = self.data.lock().unwrap();
