@@ -1,6 +1,7 @@
 // The seed's example server, verbatim, compiled with tsc --strict against this package (imported
 // as @hhopkins/agent-runtime) and run as a process; every REST route answers through it.
 import { test } from 'node:test';
+import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { makeConsumer, compileSeed, runSeed, stop, REPO, exerciseSeedServer } from './helpers/seed.mjs';
 
@@ -14,5 +15,6 @@ test('seed example compiles with tsc --strict and serves every REST route', asyn
   } finally {
     const code = await stop(server.child);
     assert.equal(code, 0, `SIGTERM should shut down cleanly:\n${server.output()}`);
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
