@@ -126,10 +126,30 @@ function notLoaded(id) {
   return e;
 }
 
+/** Parsed conversations of recently read sessions, keyed by id, valid while their version
+ *  matches: a repeated getState() of a big session then costs no JSON.parse. Bounded. */
+class ConversationCache {
+  #entries = new Map();
+  get(n, id, version) {
+    let c = this.#entries.get(id);
+    if (!c || c.version !== version) {
+      const text = n.sessionConversation(id);
+      if (text == null) throw notLoaded(id);
+      c = JSON.parse(text);
+      this.#entries.delete(id);
+      this.#entries.set(id, c);
+      if (this.#entries.size > 16) this.#entries.delete(this.#entries.keys().next().value);
+    }
+    return c;
+  }
+}
+
 class AgentSession {
   #n;
-  constructor(nativeRuntime, sessionId) {
+  #cache;
+  constructor(nativeRuntime, sessionId, cache) {
     this.#n = nativeRuntime;
+    this.#cache = cache;
     Object.defineProperty(this, 'sessionId', { value: sessionId, enumerable: true });
   }
   #json(text) {
@@ -137,7 +157,11 @@ class AgentSession {
     return JSON.parse(text);
   }
   getState() {
-    return this.#json(this.#n.sessionState(this.sessionId));
+    const { conversationVersion, ...state } = this.#json(this.#n.sessionStateMeta(this.sessionId));
+    const c = this.#cache.get(this.#n, this.sessionId, conversationVersion);
+    state.blocks = c.blocks;
+    state.subagents = c.subagents;
+    return state;
   }
   getRuntimeState() {
     return this.#json(this.#n.sessionRuntimeState(this.sessionId));
@@ -167,11 +191,15 @@ const INTERNAL = Symbol('agent-runtime-native internal');
 
 class SessionManager {
   #n;
+  #cache = new ConversationCache();
   constructor(token, nativeRuntime) {
     if (token !== INTERNAL) {
       throw new TypeError('SessionManager is created by createAgentRuntime(); use runtime.sessionManager');
     }
     this.#n = nativeRuntime;
+  }
+  #session(id) {
+    return new AgentSession(this.#n, id, this.#cache);
   }
   /** @internal the native runtime, for the standalone createRestServer. */
   static native(manager) {
@@ -189,15 +217,15 @@ class SessionManager {
       );
     }
     const id = await call(this.#n.createSession(toPlain(args)));
-    return new AgentSession(this.#n, id);
+    return this.#session(id);
   }
   async loadSession(sessionId) {
     if (typeof sessionId !== 'string') throw new TypeError('loadSession: sessionId must be a string');
     const id = await call(this.#n.loadSession(sessionId));
-    return new AgentSession(this.#n, id);
+    return this.#session(id);
   }
   getSession(sessionId) {
-    return this.#n.isLoaded(sessionId) ? new AgentSession(this.#n, sessionId) : undefined;
+    return this.#n.isLoaded(sessionId) ? this.#session(sessionId) : undefined;
   }
   isSessionLoaded(sessionId) {
     return this.#n.isLoaded(sessionId);
@@ -210,7 +238,7 @@ class SessionManager {
     return JSON.parse(await call(this.#n.getAllSessions()));
   }
   getLoadedSessions() {
-    return this.#n.loadedIds().map((id) => new AgentSession(this.#n, id));
+    return this.#n.loadedIds().map((id) => this.#session(id));
   }
   getLoadedSessionIds() {
     return this.#n.loadedIds();

@@ -17,6 +17,7 @@ pub mod agent;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod json;
 pub mod logging;
 pub mod persistence;
 pub mod runtime;

@@ -135,10 +135,27 @@ impl NativeRuntime {
         self.rt.sessions.loaded_ids()
     }
 
-    /// `getState()` as JSON, or null when the session is not loaded.
+    /// `getState()` minus blocks and subagents, plus `conversationVersion`; null when not loaded.
     #[napi]
-    pub fn session_state(&self, session_id: String) -> Option<String> {
-        self.rt.sessions.get(&session_id).map(|s| s.state_json())
+    pub fn session_state_meta(&self, session_id: String) -> Option<String> {
+        self.rt
+            .sessions
+            .get(&session_id)
+            .map(|s| s.state_meta_json())
+    }
+
+    /// `{ version, blocks, subagents }` as JSON; null when not loaded. The JSON is ASCII, so
+    /// the JS string is created as latin1: a copy, not a UTF-8 transcode.
+    #[napi(ts_return_type = "string | null")]
+    pub fn session_conversation<'e>(
+        &self,
+        env: &'e Env,
+        session_id: String,
+    ) -> Result<Option<napi::JsString<'e>>> {
+        match self.rt.sessions.get(&session_id) {
+            None => Ok(None),
+            Some(s) => env.create_string_latin1(s.conversation_json()).map(Some),
+        }
     }
 
     #[napi]

@@ -1,6 +1,7 @@
 //! One session: its conversation state, its persistence calls in the reference's order, and
 //! (with the sandbox layer) its agent runs.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -12,6 +13,7 @@ use crate::agent::blocks::{Block, SubagentConversation};
 use crate::agent::Architecture;
 use crate::error::{Error, Result};
 use crate::events::{DomainEvent, EventBus};
+use crate::json::to_ascii_string;
 use crate::persistence::retry::RetryPolicy;
 use crate::persistence::{
     AgentProfile, PersistenceAdapter, SessionRecord, SessionRecordUpdate, StoredSession,
@@ -26,21 +28,39 @@ pub struct SessionContext {
     pub retry: RetryPolicy,
 }
 
+/// Process-wide, so a version never repeats across sessions or reloads.
+static CONVERSATION_VERSION: AtomicU64 = AtomicU64::new(1);
+
 struct Conversation {
     blocks: Vec<Block>,
     subagents: Vec<SubagentConversation>,
+    /// Changes whenever blocks or subagents change; lets the JS side cache its parsed copy.
+    version: u64,
     /// `blocks` and `subagents` serialized once; state reads of a big session then cost a copy.
     json_cache: Option<(Arc<RawValue>, Arc<RawValue>)>,
 }
 
 impl Conversation {
+    fn new(blocks: Vec<Block>, subagents: Vec<SubagentConversation>) -> Self {
+        let version = CONVERSATION_VERSION.fetch_add(1, Ordering::Relaxed);
+        Self {
+            blocks,
+            subagents,
+            version,
+            json_cache: None,
+        }
+    }
+
     fn json(&mut self) -> (Arc<RawValue>, Arc<RawValue>) {
         self.json_cache
             .get_or_insert_with(|| {
-                let b = serde_json::value::to_raw_value(&self.blocks).expect("blocks serialize");
-                let s =
-                    serde_json::value::to_raw_value(&self.subagents).expect("subagents serialize");
-                (Arc::from(b), Arc::from(s))
+                let raw = |s: String| {
+                    Arc::from(RawValue::from_string(s).expect("serializer output is JSON"))
+                };
+                (
+                    raw(to_ascii_string(&self.blocks)),
+                    raw(to_ascii_string(&self.subagents)),
+                )
             })
             .clone()
     }
@@ -165,11 +185,7 @@ impl AgentSession {
         )
         .await?;
         let data = SessionData {
-            conversation: Conversation {
-                blocks: vec![],
-                subagents: vec![],
-                json_cache: None,
-            },
+            conversation: Conversation::new(vec![], vec![]),
             raw_transcript: Some(String::new()),
             workspace_files: files,
             session_options,
@@ -215,11 +231,7 @@ impl AgentSession {
         let now = now_ms();
         let r = stored.record;
         let data = SessionData {
-            conversation: Conversation {
-                blocks: parsed.blocks,
-                subagents: parsed.subagents,
-                json_cache: None,
-            },
+            conversation: Conversation::new(parsed.blocks, parsed.subagents),
             raw_transcript: raw,
             workspace_files: stored.workspace_files,
             session_options: r.session_options.unwrap_or_default(),
@@ -266,6 +278,46 @@ impl AgentSession {
     pub fn persisted_list_data(&self) -> Value {
         let d = self.data.lock().unwrap();
         serde_json::to_value(self.list_data(&d)).expect("list data serializes")
+    }
+
+    /// `getState()` without `blocks` and `subagents`, plus `conversationVersion`: what the JS
+    /// side needs to decide whether its parsed copy of the conversation is still current.
+    pub fn state_meta_json(&self) -> String {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta<'a> {
+            #[serde(flatten)]
+            list: ListData<'a>,
+            runtime: RuntimeState,
+            workspace_files: &'a [WorkspaceFile],
+            conversation_version: u64,
+        }
+        let d = self.data.lock().unwrap();
+        let meta = Meta {
+            list: self.list_data(&d),
+            runtime: RuntimeState {
+                is_loaded: true,
+                sandbox: d.sandbox.clone(),
+            },
+            workspace_files: &d.workspace_files,
+            conversation_version: d.conversation.version,
+        };
+        serde_json::to_string(&meta).expect("state serializes")
+    }
+
+    /// `{ version, blocks, subagents }` as ASCII-only JSON (see [`crate::json`]).
+    pub fn conversation_json(&self) -> String {
+        let mut d = self.data.lock().unwrap();
+        let (blocks, subagents) = d.conversation.json();
+        let version = d.conversation.version;
+        drop(d);
+        let mut out = String::with_capacity(blocks.get().len() + subagents.get().len() + 48);
+        out.push_str(&format!("{{\"version\":{version},\"blocks\":"));
+        out.push_str(blocks.get());
+        out.push_str(",\"subagents\":");
+        out.push_str(subagents.get());
+        out.push('}');
+        out
     }
 
     /// `getState()` serialized to a JSON string (`RuntimeSessionData`).

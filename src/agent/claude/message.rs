@@ -21,18 +21,18 @@ struct Envelope<'a> {
     uuid: Option<String>,
     #[serde(default)]
     timestamp: Option<String>,
-    #[serde(default, borrow)]
-    message: Option<MessageBody<'a>>,
+    #[serde(default)]
+    message: Option<MessageBody>,
     #[serde(default, borrow, rename = "toolUseResult")]
     tool_use_result: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct MessageBody<'a> {
+struct MessageBody {
     #[serde(default)]
     model: Option<String>,
-    #[serde(default, borrow)]
-    content: Option<&'a RawValue>,
+    #[serde(default)]
+    content: Content,
 }
 
 /// A content item of any kind; unused fields stay `None`.
@@ -88,22 +88,55 @@ impl Ids<'_> {
     }
 }
 
+/// `message.content`: a string or an array of items, read in one pass.
+#[derive(Default)]
 enum Content {
     Text(String),
     Items(Vec<Item>),
+    #[default]
     None,
 }
 
-fn content_of(raw: Option<&RawValue>) -> Result<Content, serde_json::Error> {
-    let Some(raw) = raw else {
-        return Ok(Content::None);
-    };
-    let s = raw.get().trim_start();
-    Ok(match s.as_bytes().first() {
-        Some(b'"') => Content::Text(serde_json::from_str(s)?),
-        Some(b'[') => Content::Items(serde_json::from_str(s)?),
-        _ => Content::None,
-    })
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Content;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content items")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Content, E> {
+                Ok(Content::Text(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Content, E> {
+                Ok(Content::Text(v))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Content, E> {
+                Ok(Content::None)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Content, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(2));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Content::Items(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Content, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Content::None)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn text_of(v: &Value) -> String {
@@ -150,7 +183,7 @@ fn convert(line: &str, fallback_base: &str, now: &str) -> Result<Vec<Block>, ser
     let mut out = Vec::new();
     match env.kind.as_str() {
         "user" => {
-            let content = content_of(env.message.as_ref().and_then(|m| m.content))?;
+            let content = env.message.map(|m| m.content).unwrap_or_default();
             match content {
                 Content::Items(items) if items.iter().any(|i| i.kind == "tool_result") => {
                     let task: Option<TaskResult> = env
@@ -210,9 +243,11 @@ fn convert(line: &str, fallback_base: &str, now: &str) -> Result<Vec<Block>, ser
             }
         }
         "assistant" => {
-            let model = env.message.as_ref().and_then(|m| m.model.clone());
-            if let Content::Items(items) = content_of(env.message.as_ref().and_then(|m| m.content))?
-            {
+            let (model, content) = match env.message {
+                Some(m) => (m.model, m.content),
+                None => (None, Content::None),
+            };
+            if let Content::Items(items) = content {
                 for item in items {
                     match item.kind.as_str() {
                         "text" => out.push(Block::AssistantText {

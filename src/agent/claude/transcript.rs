@@ -33,16 +33,43 @@ pub fn agent_key(id: &str) -> &str {
     s
 }
 
+/// Below this size one thread parses; above it the lines are split across the cores.
+const PARALLEL_BYTES: usize = 2 << 20;
+
 /// Blocks of one JSONL transcript, in line order.
 pub fn parse_jsonl(jsonl: &str) -> Vec<Block> {
     let now = crate::time::now_iso();
-    let mut out = Vec::new();
-    for (n, line) in jsonl.lines().enumerate() {
+    let lines: Vec<&str> = jsonl.lines().collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if jsonl.len() < PARALLEL_BYTES || workers < 2 {
+        return parse_lines(&lines, 0, &now);
+    }
+    let chunk = lines.len().div_ceil(workers).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = lines
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, part)| {
+                let now = &now;
+                scope.spawn(move || parse_lines(part, i * chunk, now))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("transcript worker panicked"))
+            .collect()
+    })
+}
+
+fn parse_lines(lines: &[&str], first_line: usize, now: &str) -> Vec<Block> {
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
         let line = line.trim();
-        if line.is_empty() {
-            continue;
+        if !line.is_empty() {
+            out.extend(line_to_blocks(line, &format!("l{}", first_line + i), now));
         }
-        out.extend(line_to_blocks(line, &format!("l{n}"), &now));
     }
     out
 }
