@@ -21,6 +21,7 @@ pub mod json;
 pub mod logging;
 pub mod persistence;
 pub mod runtime;
+pub mod sandbox;
 pub mod session;
 pub mod time;
 pub mod transport;

@@ -1,0 +1,326 @@
+//! The local provider: each sandbox is a directory tree on this machine
+//! (`<root>/<id>/{app,workspace,home,mcps,tmp}`) and its processes run in their own process
+//! groups with the sandbox's environment only. Terminate (and shutdown, and the host process
+//! exiting) kills every process group. Isolation is by directories and environment, not by
+//! namespaces.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use tokio::sync::mpsc;
+
+use super::*;
+
+pub struct LocalProvider {
+    root: PathBuf,
+    live: Mutex<HashMap<String, Weak<LocalSandbox>>>,
+}
+
+impl LocalProvider {
+    /// Sandboxes go under `root` (created if missing).
+    pub fn new(root: PathBuf) -> Self {
+        tracing::info!(root = %root.display(), "local sandbox provider: plain processes in per-sandbox directories");
+        Self { root, live: Mutex::new(HashMap::new()) }
+    }
+}
+
+#[async_trait]
+impl SandboxProvider for LocalProvider {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn create(&self, spec: SandboxSpec) -> SResult<Arc<dyn Sandbox>> {
+        let id = format!("local-{}", uuid::Uuid::new_v4().simple());
+        let dir = self.root.join(&id);
+        let io = |e: std::io::Error| SandboxError::Create(format!("{}: {e}", dir.display()));
+        for sub in ["app", "workspace", "home", "mcps", "tmp"] {
+            tokio::fs::create_dir_all(dir.join(sub)).await.map_err(io)?;
+        }
+        // Canonical paths: tools inside (Claude Code among them) derive folder names from the
+        // real cwd, so the paths we hand out must already be real.
+        let dir = tokio::fs::canonicalize(&dir).await.map_err(io)?;
+        let paths = BasePaths {
+            app: dir.join("app"),
+            workspace: dir.join("workspace"),
+            home: dir.join("home"),
+            mcps: dir.join("mcps"),
+        };
+        let mut env = BTreeMap::new();
+        env.insert("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
+        env.insert("HOME".into(), paths.home.display().to_string());
+        env.insert("TMPDIR".into(), dir.join("tmp").display().to_string());
+        env.insert("IS_SANDBOX".into(), "1".into());
+        env.insert("LANG".into(), "C.UTF-8".into());
+        env.extend(spec.env);
+        let sb = Arc::new(LocalSandbox {
+            id: id.clone(),
+            dir,
+            paths,
+            env,
+            groups: Mutex::new(Vec::new()),
+            terminated: AtomicBool::new(false),
+        });
+        self.live.lock().unwrap().insert(id.clone(), Arc::downgrade(&sb));
+        tracing::info!(sandbox_id = %id, "local sandbox created");
+        Ok(sb)
+    }
+
+    fn kill_all(&self) {
+        let live: Vec<_> = self.live.lock().unwrap().drain().filter_map(|(_, w)| w.upgrade()).collect();
+        for sb in live {
+            sb.kill_groups();
+        }
+    }
+}
+
+pub struct LocalSandbox {
+    id: String,
+    dir: PathBuf,
+    paths: BasePaths,
+    env: BTreeMap<String, String>,
+    /// Process group ids of running processes.
+    groups: Mutex<Vec<i32>>,
+    terminated: AtomicBool,
+}
+
+impl LocalSandbox {
+    fn host(&self, path: &Path) -> SResult<PathBuf> {
+        confine(&self.dir, &self.paths.workspace, path)
+    }
+
+    fn kill_groups(&self) {
+        for pgid in self.groups.lock().unwrap().drain(..) {
+            // SAFETY: killpg has no memory-safety preconditions.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+
+    fn io_err(path: &Path, e: std::io::Error) -> SandboxError {
+        SandboxError::Io { path: path.display().to_string(), message: e.to_string() }
+    }
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(&e.path(), &rel, out),
+            Ok(t) if t.is_file() => out.push(rel),
+            _ => {}
+        }
+    }
+}
+
+#[async_trait]
+impl Sandbox for LocalSandbox {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn paths(&self) -> &BasePaths {
+        &self.paths
+    }
+
+    async fn exec(&self, argv: &[String], opts: ExecOptions) -> SResult<Process> {
+        if self.terminated.load(Ordering::SeqCst) {
+            return Err(SandboxError::Terminated);
+        }
+        let program = argv.first().cloned().unwrap_or_default();
+        let cwd = match &opts.cwd {
+            Some(c) => self.host(c)?,
+            None => self.paths.workspace.clone(),
+        };
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.args(&argv[1..])
+            .current_dir(&cwd)
+            .env_clear()
+            .envs(&self.env)
+            .envs(&opts.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child when
+        // the thread that spawned it dies, so a crashed host leaves no runner behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| SandboxError::Spawn { program: program.clone(), message: e.to_string() })?;
+        let pgid = child.id().map(|p| p as i32);
+        if let Some(g) = pgid {
+            self.groups.lock().unwrap().push(g);
+        }
+        let stdout = Box::pin(child.stdout.take().expect("piped"));
+        let stderr = Box::pin(child.stderr.take().expect("piped"));
+        let stdin = child.stdin.take().map(|s| Box::pin(s) as Pin<Box<dyn AsyncWrite + Send>>);
+        let exit = async move {
+            use std::os::unix::process::ExitStatusExt;
+            match child.wait().await {
+                Ok(st) => st.code().unwrap_or_else(|| -st.signal().unwrap_or(9)),
+                Err(_) => -1,
+            }
+        }
+        .boxed();
+        Ok(Process { stdout, stderr, stdin, exit })
+    }
+
+    async fn read_file(&self, path: &Path) -> SResult<Option<Vec<u8>>> {
+        let p = self.host(path)?;
+        match tokio::fs::read(&p).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io_err(path, e)),
+        }
+    }
+
+    async fn write_file(&self, path: &Path, content: &[u8]) -> SResult<()> {
+        let p = self.host(path)?;
+        if let Some(parent) = p.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| Self::io_err(path, e))?;
+        }
+        tokio::fs::write(&p, content).await.map_err(|e| Self::io_err(path, e))
+    }
+
+    async fn mkdir(&self, path: &Path) -> SResult<()> {
+        let p = self.host(path)?;
+        tokio::fs::create_dir_all(&p).await.map_err(|e| Self::io_err(path, e))
+    }
+
+    async fn list_files(&self, dir: &Path) -> SResult<Vec<String>> {
+        let p = self.host(dir)?;
+        let mut out = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk(&p, "", &mut out);
+            out
+        })
+        .await
+        .unwrap_or_default();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn watch(&self, dir: &Path) -> SResult<mpsc::Receiver<FileEvent>> {
+        let p = self.host(dir)?;
+        super::watch::watch_dir(&p).map_err(|e| SandboxError::Io { path: dir.display().to_string(), message: e.to_string() })
+    }
+
+    async fn poll(&self) -> Option<i32> {
+        if self.terminated.load(Ordering::SeqCst) || !self.dir.exists() {
+            Some(137)
+        } else {
+            None
+        }
+    }
+
+    async fn terminate(&self) {
+        if self.terminated.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.kill_groups();
+        let _ = tokio::fs::remove_dir_all(&self.dir).await;
+        tracing::info!(sandbox_id = %self.id, "local sandbox terminated");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn provider() -> (LocalProvider, PathBuf) {
+        let root = std::env::temp_dir().join(format!("arn-test-{}", uuid::Uuid::new_v4().simple()));
+        (LocalProvider::new(root.clone()), root)
+    }
+
+    #[tokio::test]
+    async fn exec_streams_output_with_env_and_stdin() {
+        let (p, root) = provider();
+        let mut spec = SandboxSpec::default();
+        spec.env.insert("GREETING".into(), "hi".into());
+        let sb = p.create(spec).await.unwrap();
+        let argv: Vec<String> = ["sh", "-c", "read x; echo \"$GREETING $x $IS_SANDBOX $(pwd)\"; echo err >&2; exit 3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut proc = sb.exec(&argv, ExecOptions::default()).await.unwrap();
+        let mut stdin = proc.stdin.take().unwrap();
+        stdin.write_all(b"there\n").await.unwrap();
+        drop(stdin);
+        let mut out = lines(proc.stdout);
+        let mut err = lines(proc.stderr);
+        let line = out.recv().await.unwrap();
+        assert_eq!(line, format!("hi there 1 {}", sb.paths().workspace.display()));
+        assert_eq!(err.recv().await.unwrap(), "err");
+        assert_eq!(proc.exit.await, 3);
+        sb.terminate().await;
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[tokio::test]
+    async fn files_are_confined_and_listed_recursively() {
+        let (p, root) = provider();
+        let sb = p.create(SandboxSpec::default()).await.unwrap();
+        sb.write_file(Path::new("a/b.txt"), b"x").await.unwrap();
+        sb.write_file(Path::new("c.txt"), b"y").await.unwrap();
+        assert_eq!(sb.read_file(Path::new("a/b.txt")).await.unwrap(), Some(b"x".to_vec()));
+        assert_eq!(sb.read_file(Path::new("nope")).await.unwrap(), None);
+        assert!(matches!(sb.write_file(Path::new("../../x"), b"").await, Err(SandboxError::PathEscapes(_))));
+        let ws = sb.paths().workspace.clone();
+        assert_eq!(sb.list_files(&ws).await.unwrap(), ["a/b.txt", "c.txt"]);
+        sb.terminate().await;
+        assert_eq!(sb.poll().await, Some(137));
+        assert!(sb.exec(&["true".into()], ExecOptions::default()).await.is_err());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[tokio::test]
+    async fn terminate_kills_the_process_group() {
+        let (p, root) = provider();
+        let sb = p.create(SandboxSpec::default()).await.unwrap();
+        let argv: Vec<String> = ["sh", "-c", "sleep 30 & sleep 30"].iter().map(|s| s.to_string()).collect();
+        let proc = sb.exec(&argv, ExecOptions::default()).await.unwrap();
+        sb.terminate().await;
+        let code = tokio::time::timeout(std::time::Duration::from_secs(5), proc.exit).await.unwrap();
+        assert_eq!(code, -9);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[tokio::test]
+    async fn watch_reports_create_modify_delete() {
+        let (p, root) = provider();
+        let sb = p.create(SandboxSpec::default()).await.unwrap();
+        let ws = sb.paths().workspace.clone();
+        let mut rx = sb.watch(&ws).await.unwrap();
+        sb.write_file(Path::new("d/new.txt"), b"1").await.unwrap();
+        let mut seen = Vec::new();
+        while !seen.iter().any(|e: &FileEvent| e.kind == FileEventKind::Created && e.path == "d/new.txt") {
+            seen.push(tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap().unwrap());
+        }
+        std::fs::remove_file(ws.join("d/new.txt")).unwrap();
+        loop {
+            let e = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+            if e.kind == FileEventKind::Deleted {
+                assert_eq!(e.path, "d/new.txt");
+                break;
+            }
+        }
+        sb.terminate().await;
+        let _ = std::fs::remove_dir_all(root);
+    }
+}

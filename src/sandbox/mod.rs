@@ -1,0 +1,158 @@
+//! The sandbox layer: where an agent's processes and files live.
+//!
+//! [`Sandbox`] has the reference's primitive operations (exec with streamed output, files,
+//! directories, listing, watching, polling, terminate, base paths); providers create them.
+//! `local` runs processes on this machine, each sandbox in its own directories; Modal plugs in
+//! behind the same traits. (Not to be confused with the package's top-level `sandbox/` folder,
+//! which holds the scripts that run *inside* a sandbox.)
+
+pub mod local;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+pub use watch::{FileEvent, FileEventKind};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SandboxError {
+    #[error("sandbox path {0:?} is outside the sandbox")]
+    PathEscapes(String),
+    #[error("could not start {program:?} in the sandbox: {message}")]
+    Spawn { program: String, message: String },
+    #[error("sandbox I/O failed on {path:?}: {message}")]
+    Io { path: String, message: String },
+    #[error("sandbox is terminated")]
+    Terminated,
+    #[error("could not create sandbox: {0}")]
+    Create(String),
+}
+
+pub type SResult<T> = Result<T, SandboxError>;
+
+/// The directories a sandbox exposes, as paths seen from inside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BasePaths {
+    pub app: PathBuf,
+    pub workspace: PathBuf,
+    pub home: PathBuf,
+    pub mcps: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Working directory; the workspace when unset.
+    pub cwd: Option<PathBuf>,
+    /// Added to (and overriding) the sandbox's environment.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A started process. Output is raw bytes; callers split lines (see [`lines`]).
+pub struct Process {
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+    pub stderr: Pin<Box<dyn AsyncRead + Send>>,
+    pub stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    /// Resolves to the exit code (negative signal number when killed by a signal).
+    pub exit: BoxFuture<'static, i32>,
+}
+
+/// What a sandbox is created with.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxSpec {
+    /// Environment of every process in the sandbox.
+    pub env: BTreeMap<String, String>,
+}
+
+#[async_trait]
+pub trait Sandbox: Send + Sync + 'static {
+    fn id(&self) -> &str;
+    fn paths(&self) -> &BasePaths;
+    async fn exec(&self, argv: &[String], opts: ExecOptions) -> SResult<Process>;
+    /// `None` when the file does not exist.
+    async fn read_file(&self, path: &Path) -> SResult<Option<Vec<u8>>>;
+    async fn write_file(&self, path: &Path, content: &[u8]) -> SResult<()>;
+    /// Write many files; parent directories are created.
+    async fn write_files(&self, files: &[(PathBuf, Vec<u8>)]) -> SResult<()> {
+        for (p, c) in files {
+            self.write_file(p, c).await?;
+        }
+        Ok(())
+    }
+    async fn mkdir(&self, path: &Path) -> SResult<()>;
+    /// Regular files under `dir`, recursively, as paths relative to `dir`, sorted.
+    async fn list_files(&self, dir: &Path) -> SResult<Vec<String>>;
+    /// File events under `dir` (paths relative to it), until the sandbox ends.
+    async fn watch(&self, dir: &Path) -> SResult<mpsc::Receiver<FileEvent>>;
+    /// `None` while the sandbox runs, else its exit code.
+    async fn poll(&self) -> Option<i32>;
+    async fn terminate(&self);
+}
+
+#[async_trait]
+pub trait SandboxProvider: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    async fn create(&self, spec: SandboxSpec) -> SResult<std::sync::Arc<dyn Sandbox>>;
+    /// Terminate every sandbox this provider started (shutdown, process exit).
+    fn kill_all(&self);
+}
+
+/// Resolve `path` (absolute, or relative to `base`) and refuse anything that leaves `root`.
+/// Purely lexical: `..` components are rejected outright.
+pub fn confine(root: &Path, base: &Path, path: &Path) -> SResult<PathBuf> {
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(SandboxError::PathEscapes(path.display().to_string()));
+    }
+    let full = if path.is_absolute() { path.to_path_buf() } else { base.join(path) };
+    if full.starts_with(root) {
+        Ok(full)
+    } else {
+        Err(SandboxError::PathEscapes(path.display().to_string()))
+    }
+}
+
+/// Lines of a process stream, decoded as UTF-8 (lossy) with the newline removed.
+pub fn lines(r: Pin<Box<dyn AsyncRead + Send>>) -> mpsc::Receiver<String> {
+    use tokio::io::AsyncBufReadExt;
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, r);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        buf.pop();
+                    }
+                    if tx.send(String::from_utf8_lossy(&buf).into_owned()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confine_rejects_escapes() {
+        let root = Path::new("/sb/1");
+        let ws = Path::new("/sb/1/workspace");
+        assert_eq!(confine(root, ws, Path::new("a/b.txt")).unwrap(), Path::new("/sb/1/workspace/a/b.txt"));
+        assert!(confine(root, ws, Path::new("../../etc/passwd")).is_err());
+        assert!(confine(root, ws, Path::new("/etc/passwd")).is_err());
+        assert!(confine(root, ws, Path::new("/sb/1/home/x")).is_ok());
+        assert!(confine(root, ws, Path::new("/sb/10/x")).is_err());
+    }
+}
