@@ -1,12 +1,16 @@
 //! Claude transcript -> blocks, on a realistic combined transcript (thinking, text, tool use and
 //! results, an error result, a Task subagent, a compact boundary, a warm-up sidechain).
 
-use agent_runtime::agent::claude::message::line_to_blocks;
+use agent_runtime::agent::claude::message::{line_to_blocks as convert_line, LineContext};
 use agent_runtime::agent::claude::transcript::parse_combined;
 use agent_runtime::agent::Architecture;
 use serde_json::{json, Value};
 
 const COMBINED: &str = include_str!("fixtures/claude/combined-task.json");
+
+fn line_to_blocks(line: &str, base: &str, now: &str) -> Vec<agent_runtime::agent::blocks::Block> {
+    convert_line(line, base, &mut LineContext::new(now.to_string()))
+}
 
 fn blocks_json(blocks: &impl serde::Serialize) -> Value {
     serde_json::to_value(blocks).unwrap()
@@ -20,9 +24,9 @@ fn main_conversation_blocks() {
     let expected = json!([
         {"type": "user_message", "id": "u1", "timestamp": "2025-11-20T10:00:00.000Z",
          "content": "Write a haiku to haiku.txt, then ask a reviewer to check it"},
-        {"type": "thinking", "id": "block_a1_1", "timestamp": "2025-11-20T10:00:01.000Z",
+        {"type": "thinking", "id": "msg_01_0", "timestamp": "2025-11-20T10:00:01.000Z",
          "content": "I should write the file first."},
-        {"type": "assistant_text", "id": "block_a2_1", "timestamp": "2025-11-20T10:00:02.000Z",
+        {"type": "assistant_text", "id": "msg_01_1", "timestamp": "2025-11-20T10:00:02.000Z",
          "content": "I'll write the haiku now.", "model": model},
         {"type": "tool_use", "id": "toolu_01", "timestamp": "2025-11-20T10:00:03.000Z", "toolName": "Write",
          "toolUseId": "toolu_01", "status": "success",
@@ -42,7 +46,7 @@ fn main_conversation_blocks() {
          "output": "Exit code 2\nls: cannot access 'nope': No such file or directory", "isError": true},
         {"type": "system", "id": "s1", "timestamp": "2025-11-20T10:00:12.000Z", "subtype": "status",
          "message": "Compact boundary (manual)", "metadata": {"trigger": "manual", "preTokens": 1000}},
-        {"type": "assistant_text", "id": "block_a6_1", "timestamp": "2025-11-20T10:00:13.000Z",
+        {"type": "assistant_text", "id": "msg_04_0", "timestamp": "2025-11-20T10:00:13.000Z",
          "content": "Done: haiku.txt is written and reviewed.", "model": model},
     ]);
     assert_eq!(b, expected);

@@ -6,6 +6,7 @@
 
 pub mod blocks;
 pub mod claude;
+pub mod stream;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};

@@ -6,6 +6,8 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use crate::agent::blocks::{Block, ToolStatus};
@@ -23,12 +25,15 @@ struct Envelope<'a> {
     timestamp: Option<String>,
     #[serde(default)]
     message: Option<MessageBody>,
-    #[serde(default, borrow, rename = "toolUseResult")]
+    /// `toolUseResult` in transcripts, `tool_use_result` in live SDK messages.
+    #[serde(default, borrow, rename = "toolUseResult", alias = "tool_use_result")]
     tool_use_result: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct MessageBody {
+    #[serde(default)]
+    id: Option<String>,
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
@@ -73,6 +78,35 @@ struct TaskResult {
     total_duration_ms: Option<f64>,
     #[serde(default)]
     subagent_type: Option<String>,
+}
+
+/// State carried from line to line of one conversation.
+pub struct LineContext {
+    /// Timestamp for messages that carry none.
+    pub now: String,
+    /// Content blocks seen so far per API message id. Claude Code writes (and the SDK streams)
+    /// one line per content block, so this recovers each block's index in its message.
+    blocks_per_message: HashMap<String, usize>,
+}
+
+impl LineContext {
+    pub fn new(now: String) -> Self {
+        Self { now, blocks_per_message: HashMap::new() }
+    }
+
+    /// Index of the next content block of API message `msg_id`.
+    fn next_index(&mut self, msg_id: &str) -> usize {
+        let n = self.blocks_per_message.entry(msg_id.to_string()).or_insert(0);
+        *n += 1;
+        *n - 1
+    }
+}
+
+/// The id of content block `index` of API message `msg_id`, for blocks that have no id of their
+/// own (text, thinking). The live stream knows the same two facts at `content_block_start`, so a
+/// streamed block and the block parsed later from the transcript share this id.
+pub fn content_block_id(msg_id: &str, index: usize) -> String {
+    format!("{msg_id}_{index}")
 }
 
 /// Generates block ids that are stable for a given message.
@@ -164,9 +198,9 @@ fn str_field<'a>(obj: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
 }
 
 /// Convert one line. `fallback_base` seeds ids when the message has no uuid (e.g. its line
-/// number); `now` is the timestamp for messages that carry none. Unparseable lines yield nothing.
-pub fn line_to_blocks(line: &str, fallback_base: &str, now: &str) -> Vec<Block> {
-    match convert(line, fallback_base, now) {
+/// number). Unparseable lines yield nothing.
+pub fn line_to_blocks(line: &str, fallback_base: &str, ctx: &mut LineContext) -> Vec<Block> {
+    match convert(line, fallback_base, ctx) {
         Ok(blocks) => blocks,
         Err(e) => {
             tracing::debug!(error = %e, "skipping unparseable Claude message");
@@ -175,9 +209,9 @@ pub fn line_to_blocks(line: &str, fallback_base: &str, now: &str) -> Vec<Block> 
     }
 }
 
-fn convert(line: &str, fallback_base: &str, now: &str) -> Result<Vec<Block>, serde_json::Error> {
+fn convert(line: &str, fallback_base: &str, ctx: &mut LineContext) -> Result<Vec<Block>, serde_json::Error> {
     let env: Envelope = serde_json::from_str(line)?;
-    let timestamp = env.timestamp.clone().unwrap_or_else(|| now.to_string());
+    let timestamp = env.timestamp.clone().unwrap_or_else(|| ctx.now.clone());
     let base = env.uuid.as_deref().unwrap_or(fallback_base);
     let mut ids = Ids { base, n: 0 };
     let mut out = Vec::new();
@@ -243,15 +277,17 @@ fn convert(line: &str, fallback_base: &str, now: &str) -> Result<Vec<Block>, ser
             }
         }
         "assistant" => {
-            let (model, content) = match env.message {
-                Some(m) => (m.model, m.content),
-                None => (None, Content::None),
+            let (msg_id, model, content) = match env.message {
+                Some(m) => (m.id, m.model, m.content),
+                None => (None, None, Content::None),
             };
             if let Content::Items(items) = content {
                 for item in items {
+                    let positional = msg_id.as_deref().map(|m| content_block_id(m, ctx.next_index(m)));
+                    let mut own_id = || item.id.clone().or(positional.clone()).unwrap_or_else(|| ids.next());
                     match item.kind.as_str() {
                         "text" => out.push(Block::AssistantText {
-                            id: item.id.unwrap_or_else(|| ids.next()),
+                            id: own_id(),
                             timestamp: timestamp.clone(),
                             content: item.text.unwrap_or_default(),
                             model: model.clone(),
@@ -269,7 +305,7 @@ fn convert(line: &str, fallback_base: &str, now: &str) -> Result<Vec<Block>, ser
                             })
                         }
                         "thinking" => out.push(Block::Thinking {
-                            id: ids.next(),
+                            id: own_id(),
                             timestamp: timestamp.clone(),
                             content: item.thinking.unwrap_or_default(),
                         }),

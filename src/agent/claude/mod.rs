@@ -4,4 +4,5 @@
 //! and, later, the live stream); `transcript` handles the stored combined transcript.
 
 pub mod message;
+pub mod stream;
 pub mod transcript;

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use super::message::line_to_blocks;
+use super::message::{line_to_blocks, LineContext};
 use crate::agent::blocks::{Block, ParsedTranscript, SubagentConversation};
 
 #[derive(Deserialize)]
@@ -64,11 +64,12 @@ pub fn parse_jsonl(jsonl: &str) -> Vec<Block> {
 }
 
 fn parse_lines(lines: &[&str], first_line: usize, now: &str) -> Vec<Block> {
+    let mut ctx = LineContext::new(now.to_string());
     let mut out = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         let line = line.trim();
         if !line.is_empty() {
-            out.extend(line_to_blocks(line, &format!("l{}", first_line + i), now));
+            out.extend(line_to_blocks(line, &format!("l{}", first_line + i), &mut ctx));
         }
     }
     out

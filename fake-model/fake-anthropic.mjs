@@ -1,0 +1,148 @@
+// A scripted stand-in for the Anthropic Messages API, so the real Claude Agent SDK runs with no
+// key and no network (the demo and the tests). Start it with startFakeAnthropic(); point the SDK
+// at it with ANTHROPIC_BASE_URL. It answers POST /v1/messages (SSE or JSON) and decides what to
+// say from the newest user text:
+//   - "write <name.ext>" (optionally "containing <text>"): a Write tool call, then a summary
+//   - "helper" / "subagent": an Agent tool call to the `helper` subagent, then a summary
+//   - "think": a thinking block before the answer
+//   - "fail with 500": an HTTP 500
+//   - anything else: a short echo
+// Subagent requests (header x-claude-code-agent-id) get a one-line answer.
+import http from 'node:http';
+
+const MODEL_FALLBACK = 'claude-sonnet-4-5';
+
+function texts(content) {
+  if (typeof content === 'string') return [content];
+  return (content ?? []).filter((b) => b.type === 'text').map((b) => b.text);
+}
+
+/** The newest user text that is not a system reminder, and what the assistant did after it. */
+function lastTurn(messages) {
+  let prompt = '';
+  let idx = -1;
+  messages.forEach((m, i) => {
+    if (m.role !== 'user') return;
+    const t = texts(m.content).filter((x) => !x.trimStart().startsWith('<system-reminder>'));
+    if (t.length) {
+      prompt = t.join('\n');
+      idx = i;
+    }
+  });
+  const after = messages.slice(idx + 1);
+  const toolUses = after.filter((m) => m.role === 'assistant').flatMap((m) => (Array.isArray(m.content) ? m.content : []).filter((b) => b.type === 'tool_use'));
+  const results = after.filter((m) => m.role === 'user').flatMap((m) => (Array.isArray(m.content) ? m.content : []).filter((b) => b.type === 'tool_result'));
+  return { prompt, toolUses, results };
+}
+
+let counter = 0;
+const id = (p) => `${p}_fake${String(++counter).padStart(6, '0')}`;
+
+/** Decide the reply: { thinking?, text?, tool?: { name, input } }. */
+export function script(body, headers) {
+  if (body.output_config?.format) return { text: JSON.stringify({ title: 'Demo session' }) };
+  const { prompt, toolUses, results } = lastTurn(body.messages ?? []);
+  if (headers['x-claude-code-agent-id']) return { text: `Helper here: I looked at "${prompt.slice(0, 60)}" and all is well.` };
+  const lower = prompt.toLowerCase();
+  const thinking = lower.includes('think') ? `The user asked: ${prompt.slice(0, 80)}. Let me plan.` : undefined;
+  const write = /write\s+(?:a\s+\w+\s+)?(?:to\s+|into\s+)?([\w./-]+\.\w+)(?:\s+containing\s+([\s\S]+))?/i.exec(prompt);
+  if (write && toolUses.length === 0) {
+    const content = write[2]?.trim() ?? 'Old pond\nfrog jumps in\nsound of water\n';
+    return { thinking, text: `I'll write ${write[1]}.`, tool: { name: 'Write', input: { file_path: write[1], content } } };
+  }
+  if ((lower.includes('helper') || lower.includes('subagent')) && toolUses.length === 0) {
+    return {
+      thinking,
+      text: 'Let me ask the helper.',
+      tool: { name: 'Agent', input: { description: 'Ask the helper', prompt: `Check this: ${prompt}`, subagent_type: 'helper', run_in_background: false } },
+    };
+  }
+  if (toolUses.length) {
+    const failed = results.some((r) => r.is_error);
+    return { text: failed ? `The ${toolUses[0].name} call failed.` : `Done: the ${toolUses[0].name} step finished.` };
+  }
+  return { thinking, text: `You said: ${prompt.slice(0, 200)}` };
+}
+
+function usage(body) {
+  return { input_tokens: 10 + (body.messages?.length ?? 0), output_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
+}
+
+function sse(res, body, reply) {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'request-id': id('req') });
+  const send = (type, data) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
+  send('message_start', {
+    message: { id: id('msg'), type: 'message', role: 'assistant', model: body.model ?? MODEL_FALLBACK, content: [], stop_reason: null, stop_sequence: null, usage: usage(body) },
+  });
+  let index = 0;
+  if (reply.thinking) {
+    send('content_block_start', { index, content_block: { type: 'thinking', thinking: '', signature: '' } });
+    send('content_block_delta', { index, delta: { type: 'thinking_delta', thinking: reply.thinking } });
+    send('content_block_delta', { index, delta: { type: 'signature_delta', signature: 'fake-signature' } });
+    send('content_block_stop', { index });
+    index++;
+  }
+  if (reply.text) {
+    send('content_block_start', { index, content_block: { type: 'text', text: '' } });
+    for (const piece of reply.text.match(/\S+\s*/g) ?? [reply.text]) {
+      send('content_block_delta', { index, delta: { type: 'text_delta', text: piece } });
+    }
+    send('content_block_stop', { index });
+    index++;
+  }
+  if (reply.tool) {
+    send('content_block_start', { index, content_block: { type: 'tool_use', id: id('toolu'), name: reply.tool.name, input: {} } });
+    const json = JSON.stringify(reply.tool.input);
+    const cut = Math.floor(json.length / 2);
+    send('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: json.slice(0, cut) } });
+    send('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: json.slice(cut) } });
+    send('content_block_stop', { index });
+  }
+  send('message_delta', { delta: { stop_reason: reply.tool ? 'tool_use' : 'end_turn', stop_sequence: null }, usage: { output_tokens: 20 } });
+  send('message_stop', {});
+  res.end();
+}
+
+function json(res, body, reply) {
+  const content = [];
+  if (reply.text) content.push({ type: 'text', text: reply.text });
+  if (reply.tool) content.push({ type: 'tool_use', id: id('toolu'), name: reply.tool.name, input: reply.tool.input });
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ id: id('msg'), type: 'message', role: 'assistant', model: body.model ?? MODEL_FALLBACK, content, stop_reason: reply.tool ? 'tool_use' : 'end_turn', stop_sequence: null, usage: { ...usage(body), output_tokens: 20 } }));
+}
+
+/** Start on 127.0.0.1 (port 0 = any). Resolves to { url, requests, close() }. */
+export function startFakeAnthropic({ port = 0, log = () => {} } = {}) {
+  const requests = [];
+  const server = http.createServer((req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    let raw = '';
+    req.on('data', (c) => (raw += c));
+    req.on('end', () => {
+      let body = {};
+      try {
+        body = raw ? JSON.parse(raw) : {};
+      } catch {}
+      requests.push({ method: req.method, path, headers: req.headers, body });
+      log(`${req.method} ${path}`);
+      if (req.method === 'HEAD') return res.writeHead(200).end();
+      if (path === '/v1/messages' && req.method === 'POST') {
+        const reply = script(body, req.headers);
+        if (/fail with 500/i.test(lastTurn(body.messages ?? []).prompt)) {
+          res.writeHead(500, { 'content-type': 'application/json' });
+          return res.end(JSON.stringify({ type: 'error', error: { type: 'api_error', message: 'scripted failure' } }));
+        }
+        return body.stream ? sse(res, body, reply) : json(res, body, reply);
+      }
+      if (path === '/v1/messages/count_tokens') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"input_tokens":10}');
+      if (path === '/v1/models') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"data":[],"has_more":false}');
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ type: 'error', error: { type: 'not_found_error', message: path } }));
+    });
+  });
+  return new Promise((resolve) => {
+    server.listen(port, '127.0.0.1', () => {
+      const url = `http://127.0.0.1:${server.address().port}`;
+      resolve({ url, requests, close: () => new Promise((r) => server.close(r)) });
+    });
+  });
+}
