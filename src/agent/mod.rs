@@ -4,6 +4,7 @@
 //! (session files, runner command, live stream conversion) joins this module with the
 //! sandbox layer.
 
+pub mod architecture;
 pub mod blocks;
 pub mod claude;
 pub mod stream;

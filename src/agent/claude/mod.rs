@@ -1,8 +1,160 @@
 //! The Claude Agent SDK architecture.
 //!
-//! `message` converts one SDK/transcript message into blocks (shared by transcript parsing
-//! and, later, the live stream); `transcript` handles the stored combined transcript.
+//! `files` writes the profile into the sandbox, `message` converts one SDK/transcript message
+//! into blocks, `stream` converts a live run, `transcript` parses the stored combined transcript.
+//! A turn runs the package's `sandbox/claude-runner.mjs` with Node; its request (prompt
+//! included) goes on stdin.
 
+pub mod files;
 pub mod message;
 pub mod stream;
 pub mod transcript;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use super::architecture::{AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter};
+use super::stream::AgentEvent;
+use crate::sandbox::{ExecOptions, Process, SResult, Sandbox, SandboxError};
+
+pub const RUNNER: &str = "claude-runner.mjs";
+
+/// Files never copied from a bundled MCP folder (installed, not uploaded).
+const MCP_SKIP: &[&str] = &["node_modules", "package-lock.json", "yarn.lock", "pnpm-lock.yaml"];
+
+pub struct ClaudeArchitecture {
+    assets: RunnerAssets,
+}
+
+impl ClaudeArchitecture {
+    pub fn new(assets: RunnerAssets) -> Self {
+        Self { assets }
+    }
+}
+
+impl StreamConverter for stream::ClaudeStream {
+    fn push_line(&mut self, line: &str) -> Vec<AgentEvent> {
+        stream::ClaudeStream::push_line(self, line)
+    }
+}
+
+fn read_tree(dir: &Path, rel: &Path, skip: &[&str], out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        let path = e.path();
+        let r = rel.join(&name);
+        match e.file_type() {
+            Ok(t) if t.is_dir() => read_tree(&path, &r, skip, out),
+            Ok(t) if t.is_file() => {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    out.push((r, bytes));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[async_trait]
+impl AgentArchitecture for ClaudeArchitecture {
+    async fn initialize(&self, sb: &dyn Sandbox, setup: &SessionSetup<'_>) -> SResult<()> {
+        let paths = sb.paths().clone();
+        let pf = files::profile_files(&setup.profile.raw, &paths.workspace, &paths.mcps);
+        let mut all = pf.files;
+        let mut uploads = Vec::new();
+        if let Some(dir) = &self.assets.runner_dir {
+            read_tree(dir, Path::new(""), &[], &mut uploads);
+            all.extend(uploads.drain(..).map(|(r, b)| (paths.app.join(r), b)));
+        }
+        for m in &pf.bundled_mcps {
+            if let Some(src) = &m.local_project_path {
+                read_tree(Path::new(src), Path::new(""), MCP_SKIP, &mut uploads);
+                let dest = paths.mcps.join(files::mcp_dir_name(&m.name));
+                all.extend(uploads.drain(..).map(|(r, b)| (dest.join(r), b)));
+            }
+        }
+        let tdir = files::transcript_dir(&paths.home, &paths.workspace);
+        sb.mkdir(&tdir).await?;
+        sb.mkdir(&paths.workspace.join(".claude")).await?;
+        if let Some(raw) = setup.raw_transcript {
+            all.extend(files::restore_files(raw, setup.session_id, &tdir));
+        }
+        sb.write_files(&all).await
+    }
+
+    async fn start_turn(&self, sb: &dyn Sandbox, setup: &SessionSetup<'_>, prompt: &str) -> SResult<Process> {
+        let paths = sb.paths();
+        let pf = files::profile_files(&setup.profile.raw, &paths.workspace, &paths.mcps);
+        let mut env = BTreeMap::new();
+        // The one switch that stops Claude Code's telemetry, title and probe requests.
+        env.insert("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(), "1".into());
+        env.insert("DISABLE_AUTOUPDATER".into(), "1".into());
+        env.insert("DISABLE_TELEMETRY".into(), "1".into());
+        env.insert("DISABLE_ERROR_REPORTING".into(), "1".into());
+        if let Some(entry) = &self.assets.claude_sdk_entry {
+            env.insert("CLAUDE_AGENT_SDK_ENTRY".into(), entry.clone());
+        }
+        let runner = paths.app.join(RUNNER).display().to_string();
+        let argv = vec![self.assets.node.clone(), runner];
+        let mut proc = sb.exec(&argv, ExecOptions { cwd: Some(paths.workspace.clone()), env }).await?;
+        let mut request = json!({
+            "prompt": prompt,
+            "sessionId": setup.session_id,
+            "cwd": paths.workspace.display().to_string(),
+            "tools": pf.tools,
+            "mcpServers": pf.mcp_servers,
+        });
+        if let Some(Value::String(model)) = setup.session_options.get("model") {
+            request["model"] = json!(model);
+        }
+        if let Some(mut stdin) = proc.stdin.take() {
+            let bytes = serde_json::to_vec(&request).expect("json");
+            stdin
+                .write_all(&bytes)
+                .await
+                .map_err(|e| SandboxError::Io { path: "runner stdin".into(), message: e.to_string() })?;
+            let _ = stdin.shutdown().await;
+        }
+        Ok(proc)
+    }
+
+    fn stream(&self) -> Box<dyn StreamConverter> {
+        Box::new(stream::ClaudeStream::new())
+    }
+
+    async fn read_transcript(&self, sb: &dyn Sandbox, session_id: &str) -> SResult<Option<String>> {
+        let paths = sb.paths();
+        let dir = files::transcript_dir(&paths.home, &paths.workspace);
+        let main = match sb.read_file(&dir.join(format!("{session_id}.jsonl"))).await? {
+            Some(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+            _ => return Ok(None),
+        };
+        let nested = format!("{session_id}/subagents/");
+        let mut subagents = Vec::new();
+        for rel in sb.list_files(&dir).await? {
+            let name = rel.rsplit('/').next().unwrap_or(&rel);
+            let is_sub = name.starts_with("agent-") && name.ends_with(".jsonl");
+            let here = rel.starts_with(&nested) || !rel.contains('/');
+            if !is_sub || !here {
+                continue;
+            }
+            let Some(bytes) = sb.read_file(&dir.join(&rel)).await? else { continue };
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            // Older Claude Code wrote one-line placeholders and other sessions' agents beside ours.
+            if text.lines().filter(|l| !l.trim().is_empty()).count() <= 1 || !text.contains(session_id) {
+                continue;
+            }
+            let id = name.trim_end_matches(".jsonl").to_string();
+            subagents.push(json!({ "id": id, "transcript": text }));
+        }
+        Ok(Some(json!({ "main": main, "subagents": subagents }).to_string()))
+    }
+}

@@ -1,0 +1,51 @@
+//! The agent-architecture interface: what differs between Claude Agent SDK and OpenCode when a
+//! session runs in a sandbox.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use super::stream::AgentEvent;
+use crate::persistence::AgentProfile;
+use crate::sandbox::{Process, SResult, Sandbox};
+
+/// What a session hands its architecture.
+pub struct SessionSetup<'a> {
+    pub session_id: &'a str,
+    pub profile: &'a AgentProfile,
+    pub session_options: &'a Map<String, Value>,
+    /// The stored raw transcript, restored into the sandbox so the conversation resumes.
+    pub raw_transcript: Option<&'a str>,
+}
+
+/// Where the host keeps things the sandbox needs (runner scripts, agent SDKs).
+#[derive(Debug, Clone, Default)]
+pub struct RunnerAssets {
+    /// The package's `sandbox/` folder (runner scripts), copied into the sandbox's app dir.
+    pub runner_dir: Option<PathBuf>,
+    /// The Node binary that runs the runner.
+    pub node: String,
+    /// Entry file of `@anthropic-ai/claude-agent-sdk` on this host, if installed here.
+    pub claude_sdk_entry: Option<String>,
+}
+
+/// Converts one run's stdout lines to events.
+pub trait StreamConverter: Send {
+    fn push_line(&mut self, line: &str) -> Vec<AgentEvent>;
+}
+
+#[async_trait]
+pub trait AgentArchitecture: Send + Sync + 'static {
+    /// Write the profile's files (and the restored transcript) into the sandbox.
+    async fn initialize(&self, sandbox: &dyn Sandbox, setup: &SessionSetup<'_>) -> SResult<()>;
+    /// Start one turn of the agent with `prompt`.
+    async fn start_turn(&self, sandbox: &dyn Sandbox, setup: &SessionSetup<'_>, prompt: &str) -> SResult<Process>;
+    fn stream(&self) -> Box<dyn StreamConverter>;
+    /// The session's transcript as stored (`rawTranscript`), read back from the sandbox.
+    async fn read_transcript(&self, sandbox: &dyn Sandbox, session_id: &str) -> SResult<Option<String>>;
+    /// Workspace paths (relative, `/`-separated prefixes) that are the agent's bookkeeping, not user files.
+    fn ignored_paths(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
