@@ -2,6 +2,8 @@
 // Public JS API: thin glue over the native core (binding.js). It validates what only JS can
 // see (the adapter object), bridges adapter calls and events, and converts Request/Response.
 const { EventEmitter } = require('node:events');
+const os = require('node:os');
+const path = require('node:path');
 const native = require('./binding.js');
 
 const ADAPTER_METHODS = [
@@ -325,9 +327,23 @@ function errorResponse(message, code) {
 const BRIDGE_EVENTS = new Set(['newListener', 'removeListener']);
 let wsWarned = false;
 
+/** What the native core needs to know about this host to run agents locally. */
+function hostInfo() {
+  let claudeSdkEntry;
+  try {
+    claudeSdkEntry = require.resolve('@anthropic-ai/claude-agent-sdk');
+  } catch {
+    // Not installed next to us: the runner then imports it by name inside the sandbox.
+  }
+  const env = {};
+  for (const k of ['ANTHROPIC_API_KEY', 'ANTHROPIC_BASE_URL']) if (process.env[k]) env[k] = process.env[k];
+  return { node: process.execPath, runnerDir: path.join(__dirname, 'sandbox'), claudeSdkEntry, env, tmpDir: os.tmpdir() };
+}
+
 async function createAgentRuntime(config) {
   validateConfig(config);
   const { persistence, ...rest } = config;
+  rest.__host = hostInfo();
   const eventBus = new EventBus();
   const onEvent = (name, json) => {
     try {
@@ -351,6 +367,10 @@ async function createAgentRuntime(config) {
     if (!BRIDGE_EVENTS.has(name)) n.setEventForwarding(true);
   });
   eventBus.on('removeListener', refresh);
+
+  // Sandbox processes must not outlive this process.
+  const kill = () => n.killSandboxes();
+  process.once('exit', kill);
 
   const sessionManager = new SessionManager(INTERNAL, n);
   return {

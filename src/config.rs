@@ -2,6 +2,7 @@
 //! binding supplies as an object), plus the limits this runtime adds. Validation errors name
 //! the field, e.g. `idleTimeoutMs must be a positive number of milliseconds`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -23,10 +24,7 @@ impl fmt::Debug for ModalConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ModalConfig")
             .field("token_id", &self.token_id.as_ref().map(|_| "<set>"))
-            .field(
-                "token_secret",
-                &self.token_secret.as_ref().map(|_| "<redacted>"),
-            )
+            .field("token_secret", &self.token_secret.as_ref().map(|_| "<redacted>"))
             .field("app_name", &self.app_name)
             .finish()
     }
@@ -51,10 +49,57 @@ pub enum ProviderKind {
 pub struct SandboxConfig {
     #[serde(default)]
     pub provider: Option<ProviderKind>,
+    /// Local provider: where sandbox directories are created.
+    #[serde(default)]
+    pub root: Option<String>,
+    /// Extra environment for every sandbox process.
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+/// Environment variables whose values may be secrets: Debug shows only the names.
+#[derive(Clone, Default)]
+pub struct SecretEnv(pub BTreeMap<String, String>);
+
+impl fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+/// Facts about the host the JS glue fills in (not user configuration).
+#[derive(Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostInfo {
+    /// The Node binary that runs runner scripts.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The package's `sandbox/` folder.
+    #[serde(default)]
+    pub runner_dir: Option<String>,
+    #[serde(default)]
+    pub claude_sdk_entry: Option<String>,
+    /// Host environment passed to sandboxes (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL when set).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Default root for local sandboxes.
+    #[serde(default)]
+    pub tmp_dir: Option<String>,
+}
+
+impl fmt::Debug for HostInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostInfo")
+            .field("node", &self.node)
+            .field("runner_dir", &self.runner_dir)
+            .field("claude_sdk_entry", &self.claude_sdk_entry)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// The raw shape as it arrives from JavaScript.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawOptions {
     modal: Option<ModalConfig>,
@@ -63,7 +108,11 @@ struct RawOptions {
     sync_interval_ms: Option<f64>,
     persistence_timeout_ms: Option<f64>,
     max_body_bytes: Option<f64>,
+    health_check_interval_ms: Option<f64>,
+    max_workspace_file_bytes: Option<f64>,
     log_level: Option<String>,
+    #[serde(rename = "__host")]
+    host: Option<HostInfo>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +126,14 @@ pub struct RuntimeOptions {
     pub persistence_timeout: Duration,
     /// Largest accepted REST request body.
     pub max_body_bytes: usize,
+    /// How often a session's sandbox is checked for life.
+    pub health_interval: Duration,
+    /// Workspace files larger than this (or not UTF-8 text) are not sent to persistence.
+    pub max_workspace_file_bytes: usize,
+    pub sandbox_root: std::path::PathBuf,
+    /// Environment of every sandbox process (host keys plus `sandbox.env`); never logged.
+    pub sandbox_env: SecretEnv,
+    pub host: HostInfo,
     pub log_level: Option<String>,
 }
 
@@ -89,6 +146,11 @@ impl Default for RuntimeOptions {
             sync_interval: Duration::from_millis(60_000),
             persistence_timeout: Duration::from_millis(30_000),
             max_body_bytes: 10 * 1024 * 1024,
+            health_interval: Duration::from_millis(30_000),
+            max_workspace_file_bytes: 10 * 1024 * 1024,
+            sandbox_root: std::env::temp_dir().join("agent-runtime-native"),
+            sandbox_env: SecretEnv::default(),
+            host: HostInfo::default(),
             log_level: None,
         }
     }
@@ -112,9 +174,7 @@ impl RuntimeOptions {
         let d = Self::default();
         if let Some(level) = &raw.log_level {
             if crate::logging::normalize_level(level).is_none() {
-                return Err(format!(
-                    "logLevel must be one of trace, debug, info, warn, error, fatal (got {level:?})"
-                ));
+                return Err(format!("logLevel must be one of trace, debug, info, warn, error, fatal (got {level:?})"));
             }
         }
         let max_body = match raw.max_body_bytes {
@@ -123,7 +183,22 @@ impl RuntimeOptions {
             Some(_) => return Err("maxBodyBytes must be a positive number of bytes".into()),
         };
         let modal = raw.modal.unwrap_or_default();
-        let provider = match raw.sandbox.and_then(|s| s.provider) {
+        let sandbox = raw.sandbox.clone().unwrap_or_default();
+        let host = raw.host.unwrap_or_default();
+        let mut sandbox_env = host.env.clone();
+        sandbox_env.extend(sandbox.env.clone().unwrap_or_default());
+        let sandbox_root = sandbox
+            .root
+            .clone()
+            .or_else(|| host.tmp_dir.clone().map(|t| format!("{t}/agent-runtime-native")))
+            .map(std::path::PathBuf::from)
+            .unwrap_or(d.sandbox_root.clone());
+        let max_file = match raw.max_workspace_file_bytes {
+            None => d.max_workspace_file_bytes,
+            Some(n) if n.is_finite() && n >= 0.0 => n as usize,
+            Some(_) => return Err("maxWorkspaceFileBytes must be a non-negative number of bytes".into()),
+        };
+        let provider = match sandbox.provider {
             Some(p) => p,
             None if modal.has_tokens() => ProviderKind::Modal,
             None => ProviderKind::Local,
@@ -137,6 +212,11 @@ impl RuntimeOptions {
                 d.persistence_timeout,
             )?,
             max_body_bytes: max_body,
+            health_interval: positive_ms("healthCheckIntervalMs", raw.health_check_interval_ms, d.health_interval)?,
+            max_workspace_file_bytes: max_file,
+            sandbox_root,
+            sandbox_env: SecretEnv(sandbox_env),
+            host,
             log_level: raw.log_level,
             modal,
             provider,
@@ -154,13 +234,10 @@ mod tests {
         let o = RuntimeOptions::from_json(json!({})).unwrap();
         assert_eq!(o.provider, ProviderKind::Local);
         assert_eq!(o.idle_timeout, Duration::from_secs(900));
-        let o = RuntimeOptions::from_json(
-            json!({"modal": {"tokenId": "ak-1", "tokenSecret": "as-2", "appName": "x"}}),
-        )
-        .unwrap();
-        assert_eq!(o.provider, ProviderKind::Modal);
-        let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "", "tokenSecret": "s"}}))
+        let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "ak-1", "tokenSecret": "as-2", "appName": "x"}}))
             .unwrap();
+        assert_eq!(o.provider, ProviderKind::Modal);
+        let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "", "tokenSecret": "s"}})).unwrap();
         assert_eq!(o.provider, ProviderKind::Local);
     }
 
@@ -176,10 +253,7 @@ mod tests {
 
     #[test]
     fn debug_hides_secret() {
-        let o = RuntimeOptions::from_json(
-            json!({"modal": {"tokenId": "ak-1", "tokenSecret": "as-secret"}}),
-        )
-        .unwrap();
+        let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "ak-1", "tokenSecret": "as-secret"}})).unwrap();
         let s = format!("{o:?}");
         assert!(!s.contains("as-secret") && !s.contains("ak-1"), "{s}");
     }

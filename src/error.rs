@@ -21,6 +21,10 @@ pub enum Error {
     NotImplemented(&'static str),
     #[error("runtime is shut down")]
     ShutDown,
+    #[error("{0}")]
+    Sandbox(String),
+    #[error("{0}")]
+    AgentRun(String),
 }
 
 impl Error {
@@ -32,11 +36,19 @@ impl Error {
             Error::Persistence(e) => e.code(),
             Error::NotImplemented(_) => "NOT_IMPLEMENTED",
             Error::ShutDown => "RUNTIME_SHUT_DOWN",
+            Error::Sandbox(_) => "SANDBOX_ERROR",
+            Error::AgentRun(_) => "AGENT_RUN_FAILED",
         }
     }
 
     /// True for "the thing asked for does not exist" (404 over REST).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::SessionNotFound(_) | Error::SessionNotLoaded(_))
+    }
+}
+
+impl From<crate::sandbox::SandboxError> for Error {
+    fn from(e: crate::sandbox::SandboxError) -> Self {
+        Error::Sandbox(e.to_string())
     }
 }

@@ -22,43 +22,23 @@ pub struct DomainEvent {
 
 impl DomainEvent {
     fn session(name: &'static str, session_id: &str, payload: Value) -> Self {
-        Self {
-            name,
-            session_id: Some(session_id.to_string()),
-            payload,
-        }
+        Self { name, session_id: Some(session_id.to_string()), payload }
     }
 
     pub fn sessions_changed() -> Self {
-        Self {
-            name: "sessions:changed",
-            session_id: None,
-            payload: Value::Null,
-        }
+        Self { name: "sessions:changed", session_id: None, payload: Value::Null }
     }
 
     pub fn status(session_id: &str, runtime: &RuntimeState) -> Self {
-        Self::session(
-            "session:status",
-            session_id,
-            json!({ "sessionId": session_id, "runtime": runtime }),
-        )
+        Self::session("session:status", session_id, json!({ "sessionId": session_id, "runtime": runtime }))
     }
 
     pub fn options_update(session_id: &str, options: &impl Serialize) -> Self {
-        Self::session(
-            "session:options:update",
-            session_id,
-            json!({ "sessionId": session_id, "options": options }),
-        )
+        Self::session("session:options:update", session_id, json!({ "sessionId": session_id, "options": options }))
     }
 
     pub fn transcript_changed(session_id: &str, content: &str) -> Self {
-        Self::session(
-            "session:transcript:changed",
-            session_id,
-            json!({ "sessionId": session_id, "content": content }),
-        )
+        Self::session("session:transcript:changed", session_id, json!({ "sessionId": session_id, "content": content }))
     }
 
     pub fn error(session_id: &str, message: &str, code: Option<&str>) -> Self {
@@ -66,11 +46,7 @@ impl DomainEvent {
         if let Some(c) = code {
             error["code"] = json!(c);
         }
-        Self::session(
-            "session:error",
-            session_id,
-            json!({ "sessionId": session_id, "error": error }),
-        )
+        Self::session("session:error", session_id, json!({ "sessionId": session_id, "error": error }))
     }
 }
 

@@ -27,9 +27,7 @@ pub fn init(level: Option<&str>) {
             .and_then(normalize_level)
             .or_else(|| env_level.as_deref().and_then(normalize_level))
             .unwrap_or("info");
-        let filter = tracing_subscriber::EnvFilter::new(format!(
-            "agent_runtime={level},agent_runtime_node={level}"
-        ));
+        let filter = tracing_subscriber::EnvFilter::new(format!("agent_runtime={level},agent_runtime_node={level}"));
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)

@@ -3,50 +3,66 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::agent::architecture::RunnerAssets;
+use crate::agent::claude::ClaudeArchitecture;
 use crate::config::{ProviderKind, RuntimeOptions};
 use crate::error::{Error, Result};
 use crate::events::EventBus;
 use crate::persistence::retry::RetryPolicy;
 use crate::persistence::PersistenceAdapter;
+use crate::sandbox::local::LocalProvider;
+use crate::sandbox::SandboxProvider;
 use crate::session::{SessionContext, SessionManager};
 
 pub struct AgentRuntime {
     pub options: RuntimeOptions,
     pub events: EventBus,
     pub sessions: Arc<SessionManager>,
+    sandboxes: Option<Arc<dyn SandboxProvider>>,
     shut_down: AtomicBool,
 }
 
 impl AgentRuntime {
     pub fn new(options: RuntimeOptions, persistence: Arc<dyn PersistenceAdapter>) -> Arc<Self> {
         let events = EventBus::new();
+        let sandboxes: std::result::Result<Arc<dyn SandboxProvider>, String> = match options.provider {
+            ProviderKind::Local => {
+                if !options.modal.has_tokens() {
+                    tracing::warn!("no Modal tokens configured: sessions will use the local sandbox provider");
+                }
+                Ok(Arc::new(LocalProvider::new(options.sandbox_root.clone())))
+            }
+            ProviderKind::Modal => Err("the Modal sandbox provider is not in this build yet; \
+                 use createAgentRuntime({ sandbox: { provider: \"local\" } })"
+                .to_string()),
+        };
+        let assets = RunnerAssets {
+            runner_dir: options.host.runner_dir.clone().map(Into::into),
+            node: options.host.node.clone().unwrap_or_else(|| "node".into()),
+            claude_sdk_entry: options.host.claude_sdk_entry.clone(),
+        };
         let sessions = SessionManager::new(SessionContext {
             persistence,
             events: events.clone(),
             retry: RetryPolicy::default(),
+            sandboxes: sandboxes.clone(),
+            claude: Arc::new(ClaudeArchitecture::new(assets)),
+            options: options.clone(),
+            manager: Default::default(),
         });
-        if options.provider == ProviderKind::Local && !options.modal.has_tokens() {
-            tracing::warn!(
-                "no Modal tokens configured: sessions will use the local sandbox provider"
-            );
+        Arc::new(Self { options, events, sessions, sandboxes: sandboxes.ok(), shut_down: AtomicBool::new(false) })
+    }
+
+    /// Kill every sandbox process now (the host is exiting). Synchronous on purpose.
+    pub fn kill_sandboxes(&self) {
+        if let Some(p) = &self.sandboxes {
+            p.kill_all();
         }
-        Arc::new(Self {
-            options,
-            events,
-            sessions,
-            shut_down: AtomicBool::new(false),
-        })
     }
 
     /// `start()`: one `listAllSessions()` call, which also checks that the adapter answers.
     pub async fn start(&self) -> Result<()> {
-        let n = self
-            .sessions
-            .context()
-            .persistence
-            .list_all_sessions()
-            .await?
-            .len();
+        let n = self.sessions.context().persistence.list_all_sessions().await?.len();
         tracing::info!(sessions = n, "runtime started");
         Ok(())
     }
@@ -67,6 +83,7 @@ impl AgentRuntime {
     pub async fn shutdown(&self) {
         self.shut_down.store(true, Ordering::SeqCst);
         self.sessions.shutdown().await;
+        self.kill_sandboxes();
         tracing::info!("runtime shut down");
     }
 }

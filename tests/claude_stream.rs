@@ -21,13 +21,25 @@ fn shape(events: &[AgentEvent]) -> Vec<(String, String, String)> {
     events
         .iter()
         .map(|e| match e {
-            AgentEvent::BlockStart { conversation_id, block } => ("start".into(), conversation_id.clone(), block.id().into()),
-            AgentEvent::TextDelta { conversation_id, block_id, .. } => ("delta".into(), conversation_id.clone(), block_id.clone()),
-            AgentEvent::BlockUpdate { conversation_id, block_id, .. } => ("update".into(), conversation_id.clone(), block_id.clone()),
-            AgentEvent::BlockComplete { conversation_id, block } => ("complete".into(), conversation_id.clone(), block.id().into()),
-            AgentEvent::MetadataUpdate { conversation_id, .. } => ("metadata".into(), conversation_id.clone(), String::new()),
+            AgentEvent::BlockStart { conversation_id, block } => {
+                ("start".into(), conversation_id.clone(), block.id().into())
+            }
+            AgentEvent::TextDelta { conversation_id, block_id, .. } => {
+                ("delta".into(), conversation_id.clone(), block_id.clone())
+            }
+            AgentEvent::BlockUpdate { conversation_id, block_id, .. } => {
+                ("update".into(), conversation_id.clone(), block_id.clone())
+            }
+            AgentEvent::BlockComplete { conversation_id, block } => {
+                ("complete".into(), conversation_id.clone(), block.id().into())
+            }
+            AgentEvent::MetadataUpdate { conversation_id, .. } => {
+                ("metadata".into(), conversation_id.clone(), String::new())
+            }
             AgentEvent::SubagentDiscovered { subagent_id } => ("discovered".into(), String::new(), subagent_id.clone()),
-            AgentEvent::SubagentCompleted { subagent_id, .. } => ("completed".into(), String::new(), subagent_id.clone()),
+            AgentEvent::SubagentCompleted { subagent_id, .. } => {
+                ("completed".into(), String::new(), subagent_id.clone())
+            }
             AgentEvent::Error { .. } => ("error".into(), String::new(), String::new()),
         })
         .collect()
@@ -83,8 +95,10 @@ fn final_contents_thinking_text_tool_and_status() {
     assert!(session_end["message"].as_str().unwrap().starts_with("Session completed successfully (2 turns, $"));
     assert!(completes.iter().any(|b| b["subtype"] == "session_start"));
     // The tool use is settled once its result is in.
-    let settled = events.iter().any(|e| matches!(e, AgentEvent::BlockUpdate { block_id, updates, .. }
-        if *block_id == tool["id"] && updates["status"] == "success"));
+    let settled = events.iter().any(|e| {
+        matches!(e, AgentEvent::BlockUpdate { block_id, updates, .. }
+        if *block_id == tool["id"] && updates["status"] == "success")
+    });
     assert!(settled);
     let cost = events.iter().rev().find_map(|e| match e {
         AgentEvent::MetadataUpdate { metadata, .. } if metadata.contains_key("costUSD") => Some(metadata.clone()),
@@ -114,7 +128,11 @@ fn subagent_is_discovered_completed_and_has_its_conversation() {
     assert_eq!(sub_blocks[0]["type"], "user_message");
     // The Agent tool result becomes a subagent block in main.
     let sub_block = events.iter().find_map(|e| match e {
-        AgentEvent::BlockComplete { conversation_id, block: b @ Block::Subagent { .. } } if conversation_id == "main" => Some(block_json(b)),
+        AgentEvent::BlockComplete { conversation_id, block: b @ Block::Subagent { .. } }
+            if conversation_id == "main" =>
+        {
+            Some(block_json(b))
+        }
         _ => None,
     });
     let sub_block = sub_block.expect("subagent block");
@@ -139,7 +157,8 @@ fn live_ids_match_the_ids_of_the_saved_transcript() {
     for jsonl in [WRITE, SUBAGENT] {
         for e in run(jsonl) {
             if let AgentEvent::BlockComplete { conversation_id, block } = e {
-                let streamed = matches!(block, Block::AssistantText { .. } | Block::Thinking { .. } | Block::ToolUse { .. });
+                let streamed =
+                    matches!(block, Block::AssistantText { .. } | Block::Thinking { .. } | Block::ToolUse { .. });
                 if conversation_id == "main" && streamed {
                     assert!(saved.contains(block.id()), "live id {} not in the transcript", block.id());
                 }

@@ -13,11 +13,7 @@ fn runtime(adapter: Arc<MemoryAdapter>) -> (Arc<AgentRuntime>, Arc<Mutex<Vec<(St
     let rt = AgentRuntime::new(RuntimeOptions::default(), adapter);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    rt.events.subscribe(move |e| {
-        s.lock()
-            .unwrap()
-            .push((e.name.to_string(), e.payload.clone()))
-    });
+    rt.events.subscribe(move |e| s.lock().unwrap().push((e.name.to_string(), e.payload.clone())));
     (rt, seen)
 }
 
@@ -32,49 +28,25 @@ fn args(profile: &str) -> CreateSessionArgs {
 #[tokio::test]
 async fn create_calls_adapter_in_reference_order() {
     let adapter = Arc::new(MemoryAdapter::with_profile("p"));
-    adapter.profiles.lock().unwrap()[0].default_workspace_files = Some(vec![WorkspaceFile {
-        path: "README.md".into(),
-        content: Some("hi".into()),
-    }]);
+    adapter.profiles.lock().unwrap()[0].default_workspace_files =
+        Some(vec![WorkspaceFile { path: "README.md".into(), content: Some("hi".into()) }]);
     let (rt, events) = runtime(adapter.clone());
     let s = rt.sessions.create_session(args("p")).await.unwrap();
     assert_eq!(
         adapter.calls(),
-        [
-            "loadAgentProfile",
-            "createSessionRecord",
-            "saveTranscript",
-            "saveWorkspaceFile",
-            "updateSessionRecord"
-        ]
+        ["loadAgentProfile", "createSessionRecord", "saveTranscript", "saveWorkspaceFile", "updateSessionRecord"]
     );
     let state: Value = serde_json::from_str(&s.state_json()).unwrap();
-    assert_eq!(
-        state["workspaceFiles"],
-        json!([{"path": "README.md", "content": "hi"}])
-    );
+    assert_eq!(state["workspaceFiles"], json!([{"path": "README.md", "content": "hi"}]));
     assert_eq!(state["runtime"], json!({"isLoaded": true, "sandbox": null}));
-    assert_eq!(
-        events
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| e.0.as_str())
-            .collect::<Vec<_>>(),
-        ["sessions:changed"]
-    );
+    assert_eq!(events.lock().unwrap().iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["sessions:changed"]);
 }
 
 #[tokio::test]
 async fn unknown_profile_is_an_error_and_nothing_is_written() {
     let adapter = Arc::new(MemoryAdapter::with_profile("p"));
     let (rt, _) = runtime(adapter.clone());
-    let err = rt
-        .sessions
-        .create_session(args("nope"))
-        .await
-        .err()
-        .unwrap();
+    let err = rt.sessions.create_session(args("nope")).await.err().unwrap();
     assert_eq!(err.code(), "AGENT_PROFILE_NOT_FOUND");
     assert_eq!(adapter.calls(), ["loadAgentProfile"]);
 }
@@ -99,28 +71,20 @@ fn stored(id: &str, transcript: Option<&str>) -> StoredSession {
 #[tokio::test]
 async fn concurrent_loads_share_one_adapter_call() {
     let adapter = Arc::new(MemoryAdapter::with_profile("p"));
-    adapter.sessions.lock().unwrap().insert(
-        "s1".into(),
-        stored(
-            "s1",
-            Some(include_str!("fixtures/claude/combined-task.json")),
-        ),
-    );
+    adapter
+        .sessions
+        .lock()
+        .unwrap()
+        .insert("s1".into(), stored("s1", Some(include_str!("fixtures/claude/combined-task.json"))));
     let (rt, events) = runtime(adapter.clone());
-    let (a, b) = tokio::join!(
-        rt.sessions.load_session("s1"),
-        rt.sessions.load_session("s1")
-    );
+    let (a, b) = tokio::join!(rt.sessions.load_session("s1"), rt.sessions.load_session("s1"));
     assert!(Arc::ptr_eq(&a.unwrap(), &b.unwrap()));
     assert_eq!(adapter.calls(), ["loadSession", "loadAgentProfile"]);
     assert_eq!(events.lock().unwrap().len(), 1);
     let state: Value = serde_json::from_str(&rt.sessions.get("s1").unwrap().state_json()).unwrap();
     assert_eq!(state["blocks"].as_array().unwrap().len(), 11);
     assert_eq!(state["subagents"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        state["lastActivity"], 42,
-        "the persisted lastActivity is kept"
-    );
+    assert_eq!(state["lastActivity"], 42, "the persisted lastActivity is kept");
     assert_eq!(state["name"], "named");
 }
 
@@ -133,20 +97,10 @@ async fn unload_emits_status_then_list_change() {
     rt.sessions.unload_session(&s.session_id).await.unwrap();
     let ev = events.lock().unwrap().clone();
     assert_eq!(ev[0].0, "session:status");
-    assert_eq!(
-        ev[0].1["runtime"],
-        json!({"isLoaded": false, "sandbox": null})
-    );
+    assert_eq!(ev[0].1["runtime"], json!({"isLoaded": false, "sandbox": null}));
     assert_eq!(ev[1].0, "sessions:changed");
     assert!(!rt.sessions.is_loaded(&s.session_id));
-    assert_eq!(
-        rt.sessions
-            .unload_session(&s.session_id)
-            .await
-            .unwrap_err()
-            .code(),
-        "SESSION_NOT_FOUND"
-    );
+    assert_eq!(rt.sessions.unload_session(&s.session_id).await.unwrap_err().code(), "SESSION_NOT_FOUND");
 }
 
 #[tokio::test]
@@ -163,13 +117,7 @@ async fn options_update_persists_then_emits() {
     assert_eq!(last.1["options"]["model"], "claude-opus");
 }
 
-async fn call(
-    rt: &Arc<AgentRuntime>,
-    method: &str,
-    url: &str,
-    body: &str,
-    key: Option<&str>,
-) -> (u16, Value) {
+async fn call(rt: &Arc<AgentRuntime>, method: &str, url: &str, body: &str, key: Option<&str>) -> (u16, Value) {
     let r = router(rt.clone(), "secret");
     let mut headers = vec!["content-type".to_string(), "application/json".to_string()];
     if let Some(k) = key {
@@ -183,8 +131,7 @@ async fn call(
         oversized: false,
     };
     let res = handle_plain(&r, rt.options.max_body_bytes, req).await;
-    let v = serde_json::from_slice(&res.body)
-        .unwrap_or(Value::String(String::from_utf8_lossy(&res.body).into()));
+    let v = serde_json::from_slice(&res.body).unwrap_or(Value::String(String::from_utf8_lossy(&res.body).into()));
     (res.status, v)
 }
 
@@ -193,33 +140,14 @@ async fn rest_routes_and_errors() {
     let adapter = Arc::new(MemoryAdapter::with_profile("p"));
     let (rt, _) = runtime(adapter);
     let k = Some("secret");
-    assert_eq!(
-        call(&rt, "GET", "http://h/health", "", None).await,
-        (200, json!({"status": "ok"}))
-    );
+    assert_eq!(call(&rt, "GET", "http://h/health", "", None).await, (200, json!({"status": "ok"})));
     assert_eq!(call(&rt, "GET", "/api/sessions", "", None).await.0, 401);
-    assert_eq!(
-        call(&rt, "GET", "/api/sessions", "", Some("wrong")).await.1["code"],
-        "INVALID_API_KEY"
-    );
-    assert_eq!(
-        call(&rt, "GET", "/api/unknown", "", None).await.0,
-        401,
-        "auth runs before routing"
-    );
-    assert_eq!(
-        call(&rt, "GET", "/api/unknown", "", k).await,
-        (404, json!("404 Not Found"))
-    );
+    assert_eq!(call(&rt, "GET", "/api/sessions", "", Some("wrong")).await.1["code"], "INVALID_API_KEY");
+    assert_eq!(call(&rt, "GET", "/api/unknown", "", None).await.0, 401, "auth runs before routing");
+    assert_eq!(call(&rt, "GET", "/api/unknown", "", k).await, (404, json!("404 Not Found")));
 
-    let (st, created) = call(
-        &rt,
-        "POST",
-        "/api/sessions",
-        r#"{"agentProfileRef":"p","architecture":"opencode"}"#,
-        k,
-    )
-    .await;
+    let (st, created) =
+        call(&rt, "POST", "/api/sessions", r#"{"agentProfileRef":"p","architecture":"opencode"}"#, k).await;
     assert_eq!(st, 201);
     let id = created["sessionId"].as_str().unwrap().to_string();
     assert!(id.starts_with("ses_"));
@@ -229,67 +157,19 @@ async fn rest_routes_and_errors() {
     assert_eq!(st, 200);
     assert_eq!(list["sessions"][0]["runtime"]["isLoaded"], true);
 
-    let (st, b) = call(
-        &rt,
-        "POST",
-        "/api/sessions",
-        r#"{"architecture":"claude-agent-sdk"}"#,
-        k,
-    )
-    .await;
+    let (st, b) = call(&rt, "POST", "/api/sessions", r#"{"architecture":"claude-agent-sdk"}"#, k).await;
     assert_eq!((st, b["code"].as_str()), (400, Some("INVALID_REQUEST")));
     assert!(b["error"].as_str().unwrap().contains("agentProfileRef"));
 
-    let (st, b) = call(
-        &rt,
-        "PATCH",
-        &format!("/api/sessions/{id}/options"),
-        r#"{"sessionOptions":{"model":"m"}}"#,
-        k,
-    )
-    .await;
-    assert_eq!(
-        (st, b["sessionOptions"]["model"].as_str()),
-        (200, Some("m"))
-    );
-    assert_eq!(
-        call(&rt, "POST", &format!("/api/sessions/{id}/sync"), "", k)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        call(&rt, "DELETE", &format!("/api/sessions/{id}"), "", k)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        call(&rt, "DELETE", &format!("/api/sessions/{id}"), "", k)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        call(&rt, "POST", &format!("/api/sessions/{id}/sync"), "", k)
-            .await
-            .0,
-        404
-    );
+    let (st, b) =
+        call(&rt, "PATCH", &format!("/api/sessions/{id}/options"), r#"{"sessionOptions":{"model":"m"}}"#, k).await;
+    assert_eq!((st, b["sessionOptions"]["model"].as_str()), (200, Some("m")));
+    assert_eq!(call(&rt, "POST", &format!("/api/sessions/{id}/sync"), "", k).await.0, 200);
+    assert_eq!(call(&rt, "DELETE", &format!("/api/sessions/{id}"), "", k).await.0, 200);
+    assert_eq!(call(&rt, "DELETE", &format!("/api/sessions/{id}"), "", k).await.0, 404);
+    assert_eq!(call(&rt, "POST", &format!("/api/sessions/{id}/sync"), "", k).await.0, 404);
     // GET loads it again from persistence.
-    assert_eq!(
-        call(&rt, "GET", &format!("/api/sessions/{id}"), "", k)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        call(&rt, "GET", "/api/sessions/missing", "", k).await.1["code"],
-        "SESSION_NOT_FOUND"
-    );
-    assert_eq!(
-        call(&rt, "PUT", "/api/sessions", "", k).await.0,
-        404,
-        "wrong method is a 404 as in Hono"
-    );
+    assert_eq!(call(&rt, "GET", &format!("/api/sessions/{id}"), "", k).await.0, 200);
+    assert_eq!(call(&rt, "GET", "/api/sessions/missing", "", k).await.1["code"], "SESSION_NOT_FOUND");
+    assert_eq!(call(&rt, "PUT", "/api/sessions", "", k).await.0, 404, "wrong method is a 404 as in Hono");
 }

@@ -56,21 +56,14 @@ fn main_conversation_blocks() {
 fn only_task_started_subagents_are_listed() {
     let parsed = parse_combined(COMBINED);
     let ids: Vec<&str> = parsed.subagents.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(
-        ids,
-        ["agent-9f3c2a1b"],
-        "the warm-up sidechain must be left out"
-    );
+    assert_eq!(ids, ["agent-9f3c2a1b"], "the warm-up sidechain must be left out");
     let kinds: Vec<String> = blocks_json(&parsed.subagents[0].blocks)
         .as_array()
         .unwrap()
         .iter()
         .map(|b| b["type"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(
-        kinds,
-        ["user_message", "tool_use", "tool_result", "assistant_text"]
-    );
+    assert_eq!(kinds, ["user_message", "tool_use", "tool_result", "assistant_text"]);
 }
 
 #[test]
@@ -89,20 +82,11 @@ fn legacy_double_prefixed_subagent_ids_still_match() {
 
 #[test]
 fn invalid_blobs_yield_nothing() {
-    for raw in [
-        "",
-        "not json",
-        "{\"main\": 5}",
-        "[1,2]",
-        "{\"main\": \"{broken\\n\", \"subagents\": []}",
-    ] {
+    for raw in ["", "not json", "{\"main\": 5}", "[1,2]", "{\"main\": \"{broken\\n\", \"subagents\": []}"] {
         let p = parse_combined(raw);
         assert!(p.blocks.is_empty() && p.subagents.is_empty(), "{raw}");
     }
-    assert!(Architecture::ClaudeAgentSdk
-        .parse_transcript("garbage")
-        .blocks
-        .is_empty());
+    assert!(Architecture::ClaudeAgentSdk.parse_transcript("garbage").blocks.is_empty());
 }
 
 #[test]
@@ -123,10 +107,7 @@ fn sdk_system_result_and_auth_messages() {
         "duration_ms": 900, "usage": {"input_tokens": 1}, "is_error": false, "result": "hi"});
     let b = blocks_json(&line_to_blocks(&ok.to_string(), "x", now));
     assert_eq!(b[0]["subtype"], "session_end");
-    assert_eq!(
-        b[0]["message"],
-        "Session completed successfully (3 turns, $0.0123)"
-    );
+    assert_eq!(b[0]["message"], "Session completed successfully (3 turns, $0.0123)");
     assert_eq!(b[0]["metadata"]["duration_ms"], 900);
 
     let err = json!({"type": "result", "subtype": "error_max_turns", "uuid": "r2"});
@@ -138,11 +119,7 @@ fn sdk_system_result_and_auth_messages() {
     let b = blocks_json(&line_to_blocks(&auth.to_string(), "x", now));
     assert_eq!(b[0]["message"], "Authenticating...");
 
-    for ignored in [
-        json!({"type": "stream_event"}),
-        json!({"type": "tool_progress"}),
-        json!({"type": "summary"}),
-    ] {
+    for ignored in [json!({"type": "stream_event"}), json!({"type": "tool_progress"}), json!({"type": "summary"})] {
         assert!(line_to_blocks(&ignored.to_string(), "x", now).is_empty());
     }
 }
@@ -157,8 +134,5 @@ fn user_content_arrays_and_unknown_items() {
     let asst = json!({"type": "assistant", "message": {"content": [{"type": "redacted_thinking", "data": "x"}, {"type": "text", "text": "ok"}]}});
     let b = blocks_json(&line_to_blocks(&asst.to_string(), "l8", now));
     assert_eq!(b.as_array().unwrap().len(), 1);
-    assert!(
-        b[0].get("model").is_none(),
-        "absent model is omitted, not null"
-    );
+    assert!(b[0].get("model").is_none(), "absent model is omitted, not null");
 }

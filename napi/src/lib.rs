@@ -40,21 +40,11 @@ impl NativeRuntime {
         adapter_call: Function<FnArgs<(String, Value)>, Promise<Value>>,
         on_event: Function<FnArgs<(String, String)>, ()>,
     ) -> Result<Self> {
-        let options =
-            RuntimeOptions::from_json(options).map_err(|m| Error::new(Status::InvalidArg, m))?;
+        let options = RuntimeOptions::from_json(options).map_err(|m| Error::new(Status::InvalidArg, m))?;
         agent_runtime::logging::init(options.log_level.as_deref());
-        let call = adapter_call
-            .build_threadsafe_function()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build()?;
-        let sink = on_event
-            .build_threadsafe_function()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build()?;
-        let adapter =
-            JsonAdapter::new(persistence::JsAdapter { call }, options.persistence_timeout);
+        let call = adapter_call.build_threadsafe_function().callee_handled::<false>().weak::<true>().build()?;
+        let sink = on_event.build_threadsafe_function().callee_handled::<false>().weak::<true>().build()?;
+        let adapter = JsonAdapter::new(persistence::JsAdapter { call }, options.persistence_timeout);
         let rt = AgentRuntime::new(options, Arc::new(adapter));
         let forwarding = Arc::new(AtomicBool::new(false));
         events::forward(&rt.events, sink, forwarding.clone());
@@ -78,6 +68,12 @@ impl NativeRuntime {
         Ok(())
     }
 
+    /// Kill every sandbox process now; for `process.on('exit')`, where nothing async runs.
+    #[napi]
+    pub fn kill_sandboxes(&self) {
+        self.rt.kill_sandboxes();
+    }
+
     #[napi]
     pub fn is_healthy(&self) -> bool {
         self.rt.is_healthy()
@@ -88,34 +84,20 @@ impl NativeRuntime {
     pub async fn create_session(&self, args: Value) -> Result<String> {
         self.rt.ensure_running().map_err(to_napi)?;
         let args: CreateSessionArgs = from_json_arg(args)?;
-        let s = self
-            .rt
-            .sessions
-            .create_session(args)
-            .await
-            .map_err(to_napi)?;
+        let s = self.rt.sessions.create_session(args).await.map_err(to_napi)?;
         Ok(s.session_id.clone())
     }
 
     #[napi]
     pub async fn load_session(&self, session_id: String) -> Result<String> {
         self.rt.ensure_running().map_err(to_napi)?;
-        let s = self
-            .rt
-            .sessions
-            .load_session(&session_id)
-            .await
-            .map_err(to_napi)?;
+        let s = self.rt.sessions.load_session(&session_id).await.map_err(to_napi)?;
         Ok(s.session_id.clone())
     }
 
     #[napi]
     pub async fn unload_session(&self, session_id: String) -> Result<()> {
-        self.rt
-            .sessions
-            .unload_session(&session_id)
-            .await
-            .map_err(to_napi)
+        self.rt.sessions.unload_session(&session_id).await.map_err(to_napi)
     }
 
     /// `SessionListItem[]` as JSON.
@@ -138,20 +120,13 @@ impl NativeRuntime {
     /// `getState()` minus blocks and subagents, plus `conversationVersion`; null when not loaded.
     #[napi]
     pub fn session_state_meta(&self, session_id: String) -> Option<String> {
-        self.rt
-            .sessions
-            .get(&session_id)
-            .map(|s| s.state_meta_json())
+        self.rt.sessions.get(&session_id).map(|s| s.state_meta_json())
     }
 
     /// `{ version, blocks, subagents }` as JSON; null when not loaded. The JSON is ASCII, so
     /// the JS string is created as latin1: a copy, not a UTF-8 transcode.
     #[napi(ts_return_type = "string | null")]
-    pub fn session_conversation<'e>(
-        &self,
-        env: &'e Env,
-        session_id: String,
-    ) -> Result<Option<napi::JsString<'e>>> {
+    pub fn session_conversation<'e>(&self, env: &'e Env, session_id: String) -> Result<Option<napi::JsString<'e>>> {
         match self.rt.sessions.get(&session_id) {
             None => Ok(None),
             Some(s) => env.create_string_latin1(s.conversation_json()).map(Some),
@@ -160,40 +135,25 @@ impl NativeRuntime {
 
     #[napi]
     pub fn session_runtime_state(&self, session_id: String) -> Option<String> {
-        self.rt
-            .sessions
-            .get(&session_id)
-            .map(|s| serde_json::to_string(&s.runtime_state()).unwrap())
+        self.rt.sessions.get(&session_id).map(|s| serde_json::to_string(&s.runtime_state()).unwrap())
     }
 
     #[napi]
     pub fn session_list_data(&self, session_id: String) -> Option<String> {
-        self.rt
-            .sessions
-            .get(&session_id)
-            .map(|s| s.persisted_list_data().to_string())
+        self.rt.sessions.get(&session_id).map(|s| s.persisted_list_data().to_string())
     }
 
     #[napi]
     pub async fn update_session_options(&self, session_id: String, options: Value) -> Result<()> {
         let Value::Object(options) = options else {
-            return Err(Error::new(
-                Status::InvalidArg,
-                "sessionOptions must be an object",
-            ));
+            return Err(Error::new(Status::InvalidArg, "sessionOptions must be an object"));
         };
-        self.session(&session_id)?
-            .update_session_options(options)
-            .await
-            .map_err(to_napi)
+        self.session(&session_id)?.update_session_options(options).await.map_err(to_napi)
     }
 
     #[napi]
     pub async fn sync_session(&self, session_id: String) -> Result<()> {
-        self.session(&session_id)?
-            .sync_to_storage()
-            .await
-            .map_err(to_napi)
+        self.session(&session_id)?.sync_to_storage().await.map_err(to_napi)
     }
 
     #[napi]
@@ -203,34 +163,24 @@ impl NativeRuntime {
 
     #[napi]
     pub async fn send_message(&self, session_id: String, message: String) -> Result<()> {
-        self.session(&session_id)?
-            .send_message(&message)
-            .await
-            .map_err(to_napi)
+        self.session(&session_id)?.send_message(&message).await.map_err(to_napi)
     }
 
     /// A REST handler bound to `api_key` (`createRestServer({ apiKey })`).
     #[napi]
     pub fn rest_server(&self, api_key: String) -> RestServer {
-        RestServer {
-            router: rest::router(self.rt.clone(), &api_key),
-            max_body: self.rt.options.max_body_bytes as u32,
-        }
+        RestServer { router: rest::router(self.rt.clone(), &api_key), max_body: self.rt.options.max_body_bytes as u32 }
     }
 }
 
 impl NativeRuntime {
     fn session(&self, id: &str) -> Result<Arc<AgentSession>> {
-        self.rt
-            .sessions
-            .get(id)
-            .ok_or_else(|| to_napi(agent_runtime::Error::SessionNotLoaded(id.to_string())))
+        self.rt.sessions.get(id).ok_or_else(|| to_napi(agent_runtime::Error::SessionNotLoaded(id.to_string())))
     }
 }
 
 fn from_json_arg<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
-    serde_json::from_value(v)
-        .map_err(|e| Error::new(Status::InvalidArg, format!("invalid argument: {e}")))
+    serde_json::from_value(v).map_err(|e| Error::new(Status::InvalidArg, format!("invalid argument: {e}")))
 }
 
 #[napi(object)]
@@ -260,21 +210,9 @@ impl RestServer {
         body: Option<Buffer>,
         oversized: bool,
     ) -> Result<HttpResponse> {
-        let body = body
-            .map(|b| bytes::Bytes::copy_from_slice(&b))
-            .unwrap_or_default();
-        let req = PlainRequest {
-            method,
-            url,
-            headers,
-            body,
-            oversized,
-        };
+        let body = body.map(|b| bytes::Bytes::copy_from_slice(&b)).unwrap_or_default();
+        let req = PlainRequest { method, url, headers, body, oversized };
         let res = rest::handle_plain(&self.router, self.max_body as usize, req).await;
-        Ok(HttpResponse {
-            status: res.status as u32,
-            headers: res.headers,
-            body: res.body.to_vec().into(),
-        })
+        Ok(HttpResponse { status: res.status as u32, headers: res.headers, body: res.body.to_vec().into() })
     }
 }

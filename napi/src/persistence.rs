@@ -11,14 +11,8 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunction;
 use serde_json::Value;
 
-pub type AdapterFn = ThreadsafeFunction<
-    FnArgs<(String, Value)>,
-    Promise<Value>,
-    FnArgs<(String, Value)>,
-    Status,
-    false,
-    true,
->;
+pub type AdapterFn =
+    ThreadsafeFunction<FnArgs<(String, Value)>, Promise<Value>, FnArgs<(String, Value)>, Status, false, true>;
 
 pub struct JsAdapter {
     pub call: AdapterFn,
@@ -26,23 +20,13 @@ pub struct JsAdapter {
 
 #[async_trait]
 impl RawAdapter for JsAdapter {
-    async fn call(
-        &self,
-        method: &'static str,
-        args: Vec<Value>,
-    ) -> std::result::Result<Value, CallFailure> {
-        let promise = match self
-            .call
-            .call_async_catch((method.to_string(), Value::Array(args)).into())
-            .await
-        {
+    async fn call(&self, method: &'static str, args: Vec<Value>) -> std::result::Result<Value, CallFailure> {
+        let promise = match self.call.call_async_catch((method.to_string(), Value::Array(args)).into()).await {
             Ok(p) => p,
             Err(e) if e.status == Status::Closing => return Err(CallFailure::Closed),
             Err(e) => return Err(CallFailure::Failed(e.reason.clone())),
         };
-        let settled = promise
-            .await
-            .map_err(|e| CallFailure::Unreadable(e.reason.clone()))?;
+        let settled = promise.await.map_err(|e| CallFailure::Unreadable(e.reason.clone()))?;
         match settled {
             Value::Object(mut m) => {
                 if let Some(Value::String(detail)) = m.remove("shapeError") {
@@ -57,9 +41,7 @@ impl RawAdapter for JsAdapter {
                     Ok(m.remove("ok").unwrap_or(Value::Null))
                 }
             }
-            other => Err(CallFailure::Unreadable(format!(
-                "unexpected bridge value {other}"
-            ))),
+            other => Err(CallFailure::Unreadable(format!("unexpected bridge value {other}"))),
         }
     }
 }

@@ -38,9 +38,8 @@ impl Architecture {
             Architecture::ClaudeAgentSdk => uuid::Uuid::new_v4().to_string(),
             Architecture::OpenCode => {
                 let mut rng = rand::rng();
-                let suffix: String = (0..11)
-                    .map(|_| std::char::from_digit(rng.random_range(0..36), 36).unwrap())
-                    .collect();
+                let suffix: String =
+                    (0..11).map(|_| std::char::from_digit(rng.random_range(0..36), 36).unwrap()).collect();
                 format!("ses_{:012x}_{suffix}", crate::time::now_ms())
             }
         }

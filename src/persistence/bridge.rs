@@ -41,26 +41,15 @@ impl<R: RawAdapter> JsonAdapter<R> {
 
     async fn call(&self, method: &'static str, args: Vec<Value>) -> PResult<Value> {
         match tokio::time::timeout(self.timeout, self.raw.call(method, args)).await {
-            Err(_) => Err(PersistenceError::Timeout {
-                method,
-                ms: self.timeout.as_millis() as u64,
-            }),
+            Err(_) => Err(PersistenceError::Timeout { method, ms: self.timeout.as_millis() as u64 }),
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(CallFailure::Failed(message))) => {
-                Err(PersistenceError::Failed { method, message })
-            }
-            Ok(Err(CallFailure::Unreadable(detail))) => {
-                Err(PersistenceError::WrongShape { method, detail })
-            }
+            Ok(Err(CallFailure::Failed(message))) => Err(PersistenceError::Failed { method, message }),
+            Ok(Err(CallFailure::Unreadable(detail))) => Err(PersistenceError::WrongShape { method, detail }),
             Ok(Err(CallFailure::Closed)) => Err(PersistenceError::Closed { method }),
         }
     }
 
-    async fn typed<T: DeserializeOwned>(
-        &self,
-        method: &'static str,
-        args: Vec<Value>,
-    ) -> PResult<T> {
+    async fn typed<T: DeserializeOwned>(&self, method: &'static str, args: Vec<Value>) -> PResult<T> {
         let v = self.call(method, args).await?;
         decode(method, v)
     }
@@ -71,11 +60,7 @@ pub fn decode<T: DeserializeOwned>(method: &'static str, v: Value) -> PResult<T>
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let detail = if path == "." {
-            inner.to_string()
-        } else {
-            format!("{path}: {inner}")
-        };
+        let detail = if path == "." { inner.to_string() } else { format!("{path}: {inner}") };
         PersistenceError::WrongShape { method, detail }
     })
 }
@@ -110,39 +95,19 @@ impl<R: RawAdapter> PersistenceAdapter for JsonAdapter<R> {
         }))
     }
     async fn create_session_record(&self, record: &SessionRecord) -> PResult<()> {
-        self.call("createSessionRecord", vec![to_value(record)])
-            .await
-            .map(drop)
+        self.call("createSessionRecord", vec![to_value(record)]).await.map(drop)
     }
-    async fn update_session_record(
-        &self,
-        session_id: &str,
-        updates: &SessionRecordUpdate,
-    ) -> PResult<()> {
-        self.call(
-            "updateSessionRecord",
-            vec![json!(session_id), to_value(updates)],
-        )
-        .await
-        .map(drop)
+    async fn update_session_record(&self, session_id: &str, updates: &SessionRecordUpdate) -> PResult<()> {
+        self.call("updateSessionRecord", vec![json!(session_id), to_value(updates)]).await.map(drop)
     }
     async fn save_transcript(&self, session_id: &str, raw_transcript: &str) -> PResult<()> {
-        self.call(
-            "saveTranscript",
-            vec![json!(session_id), json!(raw_transcript)],
-        )
-        .await
-        .map(drop)
+        self.call("saveTranscript", vec![json!(session_id), json!(raw_transcript)]).await.map(drop)
     }
     async fn save_workspace_file(&self, session_id: &str, file: &WorkspaceFile) -> PResult<()> {
-        self.call("saveWorkspaceFile", vec![json!(session_id), to_value(file)])
-            .await
-            .map(drop)
+        self.call("saveWorkspaceFile", vec![json!(session_id), to_value(file)]).await.map(drop)
     }
     async fn delete_session_file(&self, session_id: &str, path: &str) -> PResult<()> {
-        self.call("deleteSessionFile", vec![json!(session_id), json!(path)])
-            .await
-            .map(drop)
+        self.call("deleteSessionFile", vec![json!(session_id), json!(path)]).await.map(drop)
     }
     async fn list_agent_profiles(&self) -> PResult<Vec<AgentProfileSummary>> {
         self.typed("listAgentProfiles", vec![]).await
@@ -186,9 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_shape_names_method_and_field() {
-        let a = adapter(vec![Ok(
-            json!({"sessionId": 5, "type": "claude-agent-sdk", "agentProfileReference": "p"}),
-        )]);
+        let a = adapter(vec![Ok(json!({"sessionId": 5, "type": "claude-agent-sdk", "agentProfileReference": "p"}))]);
         let err = a.load_session("s").await.unwrap_err();
         assert_eq!(err.method(), "loadSession");
         let msg = err.to_string();
@@ -198,14 +161,9 @@ mod tests {
 
     #[tokio::test]
     async fn list_item_error_has_index() {
-        let a = adapter(vec![Ok(
-            json!([{"sessionId": "a", "type": "nope", "agentProfileReference": "p"}]),
-        )]);
+        let a = adapter(vec![Ok(json!([{"sessionId": "a", "type": "nope", "agentProfileReference": "p"}]))]);
         let msg = a.list_all_sessions().await.unwrap_err().to_string();
-        assert!(
-            msg.starts_with("persistence.listAllSessions returned an invalid value: [0].type"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("persistence.listAllSessions returned an invalid value: [0].type"), "{msg}");
     }
 
     #[tokio::test]
@@ -227,12 +185,6 @@ mod tests {
         assert_eq!(e.to_string(), "persistence.saveTranscript failed: db down");
         let a = adapter(vec![]);
         let e = a.save_transcript("s", "").await.unwrap_err();
-        assert_eq!(
-            e,
-            PersistenceError::Timeout {
-                method: "saveTranscript",
-                ms: 50
-            }
-        );
+        assert_eq!(e, PersistenceError::Timeout { method: "saveTranscript", ms: 50 });
     }
 }

@@ -40,13 +40,7 @@ impl MemoryAdapter {
 impl PersistenceAdapter for MemoryAdapter {
     async fn list_all_sessions(&self) -> PResult<Vec<SessionRecord>> {
         self.log("listAllSessions");
-        Ok(self
-            .sessions
-            .lock()
-            .unwrap()
-            .values()
-            .map(|s| s.record.clone())
-            .collect())
+        Ok(self.sessions.lock().unwrap().values().map(|s| s.record.clone()).collect())
     }
     async fn load_session(&self, id: &str) -> PResult<Option<StoredSession>> {
         self.log("loadSession");
@@ -56,11 +50,7 @@ impl PersistenceAdapter for MemoryAdapter {
         self.log("createSessionRecord");
         self.sessions.lock().unwrap().insert(
             record.session_id.clone(),
-            StoredSession {
-                record: record.clone(),
-                raw_transcript: None,
-                workspace_files: vec![],
-            },
+            StoredSession { record: record.clone(), raw_transcript: None, workspace_files: vec![] },
         );
         Ok(())
     }
@@ -105,21 +95,11 @@ impl PersistenceAdapter for MemoryAdapter {
             .lock()
             .unwrap()
             .iter()
-            .map(|p| AgentProfileSummary {
-                id: p.id.clone(),
-                name: p.name.clone(),
-                description: None,
-            })
+            .map(|p| AgentProfileSummary { id: p.id.clone(), name: p.name.clone(), description: None })
             .collect())
     }
     async fn load_agent_profile(&self, id: &str) -> PResult<Option<AgentProfile>> {
         self.log("loadAgentProfile");
-        Ok(self
-            .profiles
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|p| p.id == id)
-            .cloned())
+        Ok(self.profiles.lock().unwrap().iter().find(|p| p.id == id).cloned())
     }
 }

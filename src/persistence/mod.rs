@@ -36,17 +36,9 @@ pub struct SessionRecord {
     pub agent_profile_reference: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "millis::deserialize_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "millis::deserialize_opt", skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<i64>,
-    #[serde(
-        default,
-        deserialize_with = "millis::deserialize_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "millis::deserialize_opt", skip_serializing_if = "Option::is_none")]
     pub created_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
@@ -117,15 +109,9 @@ pub struct AgentProfile {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PersistenceError {
     #[error("persistence.{method} failed: {message}")]
-    Failed {
-        method: &'static str,
-        message: String,
-    },
+    Failed { method: &'static str, message: String },
     #[error("persistence.{method} returned an invalid value: {detail}")]
-    WrongShape {
-        method: &'static str,
-        detail: String,
-    },
+    WrongShape { method: &'static str, detail: String },
     #[error("persistence.{method} did not settle within {ms} ms")]
     Timeout { method: &'static str, ms: u64 },
     #[error("persistence.{method} could not be called: the JavaScript environment is closing")]
@@ -159,11 +145,7 @@ pub trait PersistenceAdapter: Send + Sync + 'static {
     async fn list_all_sessions(&self) -> PResult<Vec<SessionRecord>>;
     async fn load_session(&self, session_id: &str) -> PResult<Option<StoredSession>>;
     async fn create_session_record(&self, record: &SessionRecord) -> PResult<()>;
-    async fn update_session_record(
-        &self,
-        session_id: &str,
-        updates: &SessionRecordUpdate,
-    ) -> PResult<()>;
+    async fn update_session_record(&self, session_id: &str, updates: &SessionRecordUpdate) -> PResult<()>;
     async fn save_transcript(&self, session_id: &str, raw_transcript: &str) -> PResult<()>;
     async fn save_workspace_file(&self, session_id: &str, file: &WorkspaceFile) -> PResult<()>;
     async fn delete_session_file(&self, session_id: &str, path: &str) -> PResult<()>;

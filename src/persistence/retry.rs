@@ -14,10 +14,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            attempts: 4,
-            first_delay: Duration::from_millis(200),
-        }
+        Self { attempts: 4, first_delay: Duration::from_millis(200) }
     }
 }
 
@@ -57,10 +54,7 @@ mod tests {
         let r = RetryPolicy::default()
             .run(|| async {
                 if n.fetch_add(1, Ordering::SeqCst) < 2 {
-                    Err(PersistenceError::Failed {
-                        method: "saveTranscript",
-                        message: "x".into(),
-                    })
+                    Err(PersistenceError::Failed { method: "saveTranscript", message: "x".into() })
                 } else {
                     Ok(7)
                 }
@@ -73,18 +67,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn gives_up_after_attempts() {
         let n = AtomicU32::new(0);
-        let r: PResult<()> = RetryPolicy {
-            attempts: 3,
-            first_delay: Duration::from_millis(1),
-        }
-        .run(|| async {
-            n.fetch_add(1, Ordering::SeqCst);
-            Err(PersistenceError::Failed {
-                method: "saveTranscript",
-                message: "x".into(),
+        let r: PResult<()> = RetryPolicy { attempts: 3, first_delay: Duration::from_millis(1) }
+            .run(|| async {
+                n.fetch_add(1, Ordering::SeqCst);
+                Err(PersistenceError::Failed { method: "saveTranscript", message: "x".into() })
             })
-        })
-        .await;
+            .await;
         assert!(r.is_err());
         assert_eq!(n.load(Ordering::SeqCst), 3);
     }

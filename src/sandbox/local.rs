@@ -159,9 +159,8 @@ impl Sandbox for LocalSandbox {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| SandboxError::Spawn { program: program.clone(), message: e.to_string() })?;
+        let mut child =
+            cmd.spawn().map_err(|e| SandboxError::Spawn { program: program.clone(), message: e.to_string() })?;
         let pgid = child.id().map(|p| p as i32);
         if let Some(g) = pgid {
             self.groups.lock().unwrap().push(g);
@@ -217,7 +216,8 @@ impl Sandbox for LocalSandbox {
 
     async fn watch(&self, dir: &Path) -> SResult<mpsc::Receiver<FileEvent>> {
         let p = self.host(dir)?;
-        super::watch::watch_dir(&p).map_err(|e| SandboxError::Io { path: dir.display().to_string(), message: e.to_string() })
+        super::watch::watch_dir(&p)
+            .map_err(|e| SandboxError::Io { path: dir.display().to_string(), message: e.to_string() })
     }
 
     async fn poll(&self) -> Option<i32> {

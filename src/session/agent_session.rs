@@ -8,17 +8,20 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::run::Live;
 use super::state::{RuntimeState, SandboxState};
+use crate::agent::architecture::AgentArchitecture;
 use crate::agent::blocks::{Block, SubagentConversation};
 use crate::agent::Architecture;
+use crate::config::RuntimeOptions;
 use crate::error::{Error, Result};
 use crate::events::{DomainEvent, EventBus};
 use crate::json::to_ascii_string;
 use crate::persistence::retry::RetryPolicy;
 use crate::persistence::{
-    AgentProfile, PersistenceAdapter, SessionRecord, SessionRecordUpdate, StoredSession,
-    WorkspaceFile,
+    AgentProfile, PersistenceAdapter, SessionRecord, SessionRecordUpdate, StoredSession, WorkspaceFile,
 };
+use crate::sandbox::SandboxProvider;
 use crate::time::now_ms;
 
 /// What every session shares with its manager.
@@ -26,6 +29,23 @@ pub struct SessionContext {
     pub persistence: Arc<dyn PersistenceAdapter>,
     pub events: EventBus,
     pub retry: RetryPolicy,
+    /// Where sandboxes come from; `Err` explains why this runtime cannot run agents.
+    pub sandboxes: std::result::Result<Arc<dyn SandboxProvider>, String>,
+    pub claude: Arc<dyn AgentArchitecture>,
+    pub options: RuntimeOptions,
+    /// The manager, for sessions that unload themselves (idle timeout).
+    pub manager: std::sync::OnceLock<std::sync::Weak<super::SessionManager>>,
+}
+
+impl SessionContext {
+    pub fn architecture(&self, a: Architecture) -> Result<Arc<dyn AgentArchitecture>> {
+        match a {
+            Architecture::ClaudeAgentSdk => Ok(self.claude.clone()),
+            Architecture::OpenCode => Err(Error::NotImplemented(
+                "OpenCode sessions cannot run agents in this build yet (Claude sessions can)",
+            )),
+        }
+    }
 }
 
 /// Process-wide, so a version never repeats across sessions or reloads.
@@ -43,47 +63,49 @@ struct Conversation {
 impl Conversation {
     fn new(blocks: Vec<Block>, subagents: Vec<SubagentConversation>) -> Self {
         let version = CONVERSATION_VERSION.fetch_add(1, Ordering::Relaxed);
-        Self {
-            blocks,
-            subagents,
-            version,
-            json_cache: None,
-        }
+        Self { blocks, subagents, version, json_cache: None }
     }
 
     fn json(&mut self) -> (Arc<RawValue>, Arc<RawValue>) {
         self.json_cache
             .get_or_insert_with(|| {
-                let raw = |s: String| {
-                    Arc::from(RawValue::from_string(s).expect("serializer output is JSON"))
-                };
-                (
-                    raw(to_ascii_string(&self.blocks)),
-                    raw(to_ascii_string(&self.subagents)),
-                )
+                let raw = |s: String| Arc::from(RawValue::from_string(s).expect("serializer output is JSON"));
+                (raw(to_ascii_string(&self.blocks)), raw(to_ascii_string(&self.subagents)))
             })
             .clone()
     }
 }
 
-struct SessionData {
+pub(super) struct SessionData {
     conversation: Conversation,
-    raw_transcript: Option<String>,
-    workspace_files: Vec<WorkspaceFile>,
-    session_options: Map<String, Value>,
+    pub(super) raw_transcript: Option<String>,
+    pub(super) workspace_files: Vec<WorkspaceFile>,
+    pub(super) session_options: Map<String, Value>,
     created_at: i64,
-    last_activity: i64,
+    pub(super) last_activity: i64,
     name: Option<String>,
     metadata: Option<Map<String, Value>>,
-    sandbox: Option<SandboxState>,
+    pub(super) sandbox: Option<SandboxState>,
+}
+
+impl SessionData {
+    pub(super) fn set_conversation(&mut self, blocks: Vec<Block>, subagents: Vec<SubagentConversation>) {
+        self.conversation = Conversation::new(blocks, subagents);
+    }
 }
 
 pub struct AgentSession {
     pub session_id: String,
     pub architecture: Architecture,
-    profile: AgentProfile,
-    data: Mutex<SessionData>,
-    ctx: Arc<SessionContext>,
+    pub(super) profile: AgentProfile,
+    pub(super) data: Mutex<SessionData>,
+    pub(super) ctx: Arc<SessionContext>,
+    /// Held for the length of a turn: a second message waits for the first to finish.
+    pub(super) turn: tokio::sync::Mutex<()>,
+    /// The running sandbox and its background tasks.
+    pub(super) live: tokio::sync::Mutex<Option<Live>>,
+    pub(super) busy: std::sync::atomic::AtomicBool,
+    pub(super) restarts: std::sync::atomic::AtomicU32,
 }
 
 /// `CreateSessionArgs`.
@@ -141,17 +163,16 @@ impl AgentSession {
             profile,
             data: Mutex::new(data),
             ctx,
+            turn: Default::default(),
+            live: Default::default(),
+            busy: Default::default(),
+            restarts: Default::default(),
         }
     }
 
     /// Create a new session: persistence calls in the reference's order (spec §4.1).
-    pub(crate) async fn create(
-        args: CreateSessionArgs,
-        ctx: Arc<SessionContext>,
-    ) -> Result<Arc<Self>> {
-        let architecture = args
-            .architecture
-            .ok_or_else(|| Error::InvalidInput("architecture is required".into()))?;
+    pub(crate) async fn create(args: CreateSessionArgs, ctx: Arc<SessionContext>) -> Result<Arc<Self>> {
+        let architecture = args.architecture.ok_or_else(|| Error::InvalidInput("architecture is required".into()))?;
         let p = &ctx.persistence;
         let profile = p
             .load_agent_profile(&args.agent_profile_ref)
@@ -174,16 +195,9 @@ impl AgentSession {
         };
         p.create_session_record(&record).await?;
         p.save_transcript(&session_id, "").await?;
-        futures::future::try_join_all(files.iter().map(|f| p.save_workspace_file(&session_id, f)))
+        futures::future::try_join_all(files.iter().map(|f| p.save_workspace_file(&session_id, f))).await?;
+        p.update_session_record(&session_id, &SessionRecordUpdate { last_activity: Some(now), ..Default::default() })
             .await?;
-        p.update_session_record(
-            &session_id,
-            &SessionRecordUpdate {
-                last_activity: Some(now),
-                ..Default::default()
-            },
-        )
-        .await?;
         let data = SessionData {
             conversation: Conversation::new(vec![], vec![]),
             raw_transcript: Some(String::new()),
@@ -195,28 +209,18 @@ impl AgentSession {
             metadata: None,
             sandbox: None,
         };
-        Ok(Arc::new(Self::new(
-            session_id,
-            architecture,
-            profile,
-            data,
-            ctx,
-        )))
+        Ok(Arc::new(Self::new(session_id, architecture, profile, data, ctx)))
     }
 
     /// Load a stored session (spec §4.2). Parsing the transcript runs on a blocking thread so a
     /// 50 MB transcript does not stall the async workers.
     pub(crate) async fn load(session_id: &str, ctx: Arc<SessionContext>) -> Result<Arc<Self>> {
         let p = &ctx.persistence;
-        let stored: StoredSession = p
-            .load_session(session_id)
-            .await?
-            .ok_or_else(|| Error::SessionNotFound(session_id.to_string()))?;
+        let stored: StoredSession =
+            p.load_session(session_id).await?.ok_or_else(|| Error::SessionNotFound(session_id.to_string()))?;
         let profile_ref = stored.record.agent_profile_reference.clone();
-        let profile = p
-            .load_agent_profile(&profile_ref)
-            .await?
-            .ok_or_else(|| Error::AgentProfileNotFound(profile_ref))?;
+        let profile =
+            p.load_agent_profile(&profile_ref).await?.ok_or_else(|| Error::AgentProfileNotFound(profile_ref))?;
         let architecture = stored.record.architecture;
         let (raw, parsed) = match stored.raw_transcript {
             None => (None, Default::default()),
@@ -241,13 +245,7 @@ impl AgentSession {
             metadata: r.metadata,
             sandbox: None,
         };
-        Ok(Arc::new(Self::new(
-            session_id.to_string(),
-            architecture,
-            profile,
-            data,
-            ctx,
-        )))
+        Ok(Arc::new(Self::new(session_id.to_string(), architecture, profile, data, ctx)))
     }
 
     pub fn agent_profile(&self) -> &AgentProfile {
@@ -255,10 +253,7 @@ impl AgentSession {
     }
 
     pub fn runtime_state(&self) -> RuntimeState {
-        RuntimeState {
-            is_loaded: true,
-            sandbox: self.data.lock().unwrap().sandbox.clone(),
-        }
+        RuntimeState { is_loaded: true, sandbox: self.data.lock().unwrap().sandbox.clone() }
     }
 
     fn list_data<'a>(&'a self, d: &'a SessionData) -> ListData<'a> {
@@ -295,10 +290,7 @@ impl AgentSession {
         let d = self.data.lock().unwrap();
         let meta = Meta {
             list: self.list_data(&d),
-            runtime: RuntimeState {
-                is_loaded: true,
-                sandbox: d.sandbox.clone(),
-            },
+            runtime: RuntimeState { is_loaded: true, sandbox: d.sandbox.clone() },
             workspace_files: &d.workspace_files,
             conversation_version: d.conversation.version,
         };
@@ -324,10 +316,7 @@ impl AgentSession {
     pub fn state_json(&self) -> String {
         let mut d = self.data.lock().unwrap();
         let (blocks, subagents) = d.conversation.json();
-        let runtime = RuntimeState {
-            is_loaded: true,
-            sandbox: d.sandbox.clone(),
-        };
+        let runtime = RuntimeState { is_loaded: true, sandbox: d.sandbox.clone() };
         let view = StateView {
             list: self.list_data(&d),
             runtime,
@@ -345,75 +334,29 @@ impl AgentSession {
     /// Replace the options (no merge), persist them, then announce them (spec §1.8).
     pub async fn update_session_options(&self, options: Map<String, Value>) -> Result<()> {
         self.data.lock().unwrap().session_options = options.clone();
-        let update = SessionRecordUpdate {
-            session_options: Some(options.clone()),
-            ..Default::default()
-        };
-        self.ctx
-            .persistence
-            .update_session_record(&self.session_id, &update)
-            .await?;
-        self.ctx
-            .events
-            .emit(DomainEvent::options_update(&self.session_id, &options));
+        let update = SessionRecordUpdate { session_options: Some(options.clone()), ..Default::default() };
+        self.ctx.persistence.update_session_record(&self.session_id, &update).await?;
+        self.ctx.events.emit(DomainEvent::options_update(&self.session_id, &options));
         Ok(())
     }
 
     /// Persist the in-memory state (spec §4.5): transcript, every workspace file, lastActivity.
     /// Writes are retried. The transcript written is the one held in memory (created, loaded or
     /// read back from the sandbox), never an empty stand-in for one we could not read.
-    pub async fn sync_to_storage(&self) -> Result<()> {
+    pub(super) async fn persist_state(&self) -> Result<()> {
         let (raw, files, last_activity) = {
             let d = self.data.lock().unwrap();
-            (
-                d.raw_transcript.clone(),
-                d.workspace_files.clone(),
-                d.last_activity,
-            )
+            (d.raw_transcript.clone(), d.workspace_files.clone(), d.last_activity)
         };
         let p = &self.ctx.persistence;
         let id = &self.session_id;
         if let Some(raw) = raw.as_deref() {
             self.ctx.retry.run(|| p.save_transcript(id, raw)).await?;
         }
-        futures::future::try_join_all(
-            files
-                .iter()
-                .map(|f| self.ctx.retry.run(move || p.save_workspace_file(id, f))),
-        )
-        .await?;
-        let update = SessionRecordUpdate {
-            last_activity: Some(last_activity),
-            ..Default::default()
-        };
-        self.ctx
-            .retry
-            .run(|| p.update_session_record(id, &update))
+        futures::future::try_join_all(files.iter().map(|f| self.ctx.retry.run(move || p.save_workspace_file(id, f))))
             .await?;
+        let update = SessionRecordUpdate { last_activity: Some(last_activity), ..Default::default() };
+        self.ctx.retry.run(|| p.update_session_record(id, &update)).await?;
         Ok(())
-    }
-
-    /// Release the session's resources. Without a sandbox nothing needs persisting (the
-    /// reference makes no adapter calls in that case either).
-    pub async fn destroy(&self) -> Result<()> {
-        let had_sandbox = self.data.lock().unwrap().sandbox.take().is_some();
-        if had_sandbox {
-            self.sync_to_storage().await?;
-        }
-        Ok(())
-    }
-
-    /// Run one agent turn. Needs the sandbox layer, which this build does not have yet.
-    pub async fn send_message(&self, _message: &str) -> Result<()> {
-        self.data.lock().unwrap().last_activity = now_ms();
-        let err = Error::NotImplemented(
-            "sendMessage needs a sandbox provider, and this build of agent-runtime-native has none yet",
-        );
-        self.ctx.events.emit(DomainEvent::error(
-            &self.session_id,
-            &err.to_string(),
-            Some(err.code()),
-        ));
-        Err(err)
     }
 }

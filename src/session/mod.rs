@@ -1,6 +1,7 @@
 //! `SessionManager`: the loaded sessions, create / load / unload, and the list view.
 
 mod agent_session;
+mod run;
 mod state;
 
 pub use agent_session::{AgentSession, CreateSessionArgs, SessionContext};
@@ -26,11 +27,7 @@ pub struct SessionManager {
 
 impl SessionManager {
     pub fn new(ctx: SessionContext) -> Arc<Self> {
-        Arc::new(Self {
-            ctx: Arc::new(ctx),
-            sessions: Default::default(),
-            loading: Default::default(),
-        })
+        Arc::new(Self { ctx: Arc::new(ctx), sessions: Default::default(), loading: Default::default() })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -54,19 +51,14 @@ impl SessionManager {
     }
 
     fn insert(&self, session: Arc<AgentSession>) {
-        self.sessions
-            .write()
-            .unwrap()
-            .insert(session.session_id.clone(), session);
+        self.sessions.write().unwrap().insert(session.session_id.clone(), session);
         self.ctx.events.emit(DomainEvent::sessions_changed());
     }
 
     pub async fn create_session(&self, args: CreateSessionArgs) -> Result<Arc<AgentSession>> {
-        let session = AgentSession::create(args, self.ctx.clone())
-            .await
-            .inspect_err(|e| {
-                tracing::error!(error = %e, "failed to create session");
-            })?;
+        let session = AgentSession::create(args, self.ctx.clone()).await.inspect_err(|e| {
+            tracing::error!(error = %e, "failed to create session");
+        })?;
         tracing::info!(session_id = %session.session_id, architecture = session.architecture.as_str(), "session created");
         self.insert(session.clone());
         Ok(session)
@@ -114,9 +106,7 @@ impl SessionManager {
         };
         let result = session.destroy().await;
         self.sessions.write().unwrap().remove(id);
-        self.ctx
-            .events
-            .emit(DomainEvent::status(id, &RuntimeState::UNLOADED));
+        self.ctx.events.emit(DomainEvent::status(id, &RuntimeState::UNLOADED));
         self.ctx.events.emit(DomainEvent::sessions_changed());
         tracing::info!(session_id = %id, "session unloaded");
         result
@@ -128,10 +118,7 @@ impl SessionManager {
         Ok(records
             .into_iter()
             .map(|r| {
-                let runtime = self
-                    .get(&r.session_id)
-                    .map(|s| s.runtime_state())
-                    .unwrap_or(RuntimeState::UNLOADED);
+                let runtime = self.get(&r.session_id).map(|s| s.runtime_state()).unwrap_or(RuntimeState::UNLOADED);
                 let mut v = serde_json::to_value(&r).expect("record serializes");
                 v["runtime"] = json!(runtime);
                 v

@@ -32,8 +32,5 @@ pub struct RuntimeState {
 }
 
 impl RuntimeState {
-    pub const UNLOADED: RuntimeState = RuntimeState {
-        is_loaded: false,
-        sandbox: None,
-    };
+    pub const UNLOADED: RuntimeState = RuntimeState { is_loaded: false, sandbox: None };
 }

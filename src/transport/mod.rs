@@ -21,11 +21,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, error: impl Into<String>) -> Self {
-        Self {
-            status,
-            error: error.into(),
-            code,
-        }
+        Self { status, error: error.into(), code }
     }
     pub fn bad_request(error: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", error)
@@ -41,11 +37,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            axum::Json(json!({ "error": self.error, "code": self.code })),
-        )
-            .into_response()
+        (self.status, axum::Json(json!({ "error": self.error, "code": self.code }))).into_response()
     }
 }
 
@@ -57,22 +49,14 @@ pub fn key_matches(presented: &str, key: &str) -> bool {
 /// `Authorization: Bearer <key>` (prefix case-sensitive, as the reference) or the bare key.
 pub fn check_api_key(headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "AUTH_REQUIRED",
-            "Missing Authorization header",
-        ));
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_REQUIRED", "Missing Authorization header"));
     };
     let value = value.to_str().unwrap_or("");
     let token = value.strip_prefix("Bearer ").unwrap_or(value);
     if key_matches(token, key) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_API_KEY",
-            "Invalid API key",
-        ))
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, "INVALID_API_KEY", "Invalid API key"))
     }
 }
 
@@ -87,9 +71,7 @@ pub fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> 
             .map_err(|e| ApiError::bad_request(format!("Malformed JSON in request body: {e}")))?
     };
     if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "Invalid request body: expected a JSON object",
-        ));
+        return Err(ApiError::bad_request("Invalid request body: expected a JSON object"));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -109,28 +91,16 @@ pub async fn cors(req: Request<Body>, next: Next) -> Response {
     if req.method() == Method::OPTIONS {
         let mut res = StatusCode::NO_CONTENT.into_response();
         let h = res.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(ALLOW_METHODS),
-        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(ALLOW_METHODS));
         if let Some(req_headers) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, req_headers.clone());
-            h.append(
-                header::VARY,
-                HeaderValue::from_static("Access-Control-Request-Headers"),
-            );
+            h.append(header::VARY, HeaderValue::from_static("Access-Control-Request-Headers"));
         }
         return res;
     }
     let mut res = next.run(req).await;
-    res.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     res
 }
 
@@ -160,19 +130,11 @@ mod tests {
 
     #[test]
     fn body_errors_name_the_problem() {
-        assert!(parse_json_body::<Msg>(b"{oops")
-            .unwrap_err()
-            .error
-            .starts_with("Malformed JSON"));
+        assert!(parse_json_body::<Msg>(b"{oops").unwrap_err().error.starts_with("Malformed JSON"));
         let e = parse_json_body::<Msg>(b"").unwrap_err().error;
         assert!(e.contains("missing field `content`"), "{e}");
-        let e = parse_json_body::<Msg>(br#"{"content": 3}"#)
-            .unwrap_err()
-            .error;
-        assert!(
-            e.contains("content: invalid type: integer `3`, expected a string"),
-            "{e}"
-        );
+        let e = parse_json_body::<Msg>(br#"{"content": 3}"#).unwrap_err().error;
+        assert!(e.contains("content: invalid type: integer `3`, expected a string"), "{e}");
         let e = parse_json_body::<Msg>(br#"["x"]"#).unwrap_err().error;
         assert!(e.contains("expected a JSON object"), "{e}");
     }

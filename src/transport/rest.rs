@@ -36,23 +36,12 @@ pub struct RestState {
 
 /// Build the router for one `createRestServer({ apiKey })` call.
 pub fn router(runtime: Arc<AgentRuntime>, api_key: &str) -> Router {
-    let state = RestState {
-        runtime,
-        api_key: Arc::from(api_key),
-    };
-    let not_found = || async {
-        (
-            StatusCode::NOT_FOUND,
-            [("content-type", "text/plain; charset=UTF-8")],
-            "404 Not Found",
-        )
-    };
+    let state = RestState { runtime, api_key: Arc::from(api_key) };
+    let not_found =
+        || async { (StatusCode::NOT_FOUND, [("content-type", "text/plain; charset=UTF-8")], "404 Not Found") };
     let protected = Router::new()
         .route("/api/sessions", post(create_session).get(list_sessions))
-        .route(
-            "/api/sessions/{id}",
-            get(get_session).delete(delete_session),
-        )
+        .route("/api/sessions/{id}", get(get_session).delete(delete_session))
         .route("/api/sessions/{id}/sync", post(sync_session))
         .route("/api/sessions/{id}/options", patch(update_options))
         .route("/api/sessions/{id}/messages", post(send_message))
@@ -67,10 +56,7 @@ pub fn router(runtime: Arc<AgentRuntime>, api_key: &str) -> Router {
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth_and_limits,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), auth_and_limits))
         .layer(middleware::from_fn(cors))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -99,16 +85,10 @@ async fn auth_and_limits(State(st): State<RestState>, req: Request<Body>, next: 
     let (parts, body) = req.into_parts();
     let body = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return ApiError::payload_too_large(limit).into_response();
         }
-        Err(e) => {
-            return ApiError::bad_request(format!("Could not read request body: {e}"))
-                .into_response()
-        }
+        Err(e) => return ApiError::bad_request(format!("Could not read request body: {e}")).into_response(),
     };
     let res = next.run(Request::from_parts(parts, Body::from(body))).await;
     tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "http");
@@ -134,17 +114,12 @@ async fn create_session(State(st): State<RestState>, body: Bytes) -> Result<Resp
         session_options: b.session_options,
         default_workspace_files: b.default_workspace_files,
     };
-    let session = st
-        .runtime
-        .sessions
-        .create_session(args)
-        .await
-        .map_err(|e| match e {
-            Error::AgentProfileNotFound(_) | Error::InvalidInput(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string())
-            }
-            e => failed("Failed to create session", "SESSION_CREATE_FAILED", e),
-        })?;
+    let session = st.runtime.sessions.create_session(args).await.map_err(|e| match e {
+        Error::AgentProfileNotFound(_) | Error::InvalidInput(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string())
+        }
+        e => failed("Failed to create session", "SESSION_CREATE_FAILED", e),
+    })?;
     let data = session.persisted_list_data();
     let body = json!({
         "sessionId": session.session_id,
@@ -166,53 +141,33 @@ async fn list_sessions(State(st): State<RestState>) -> Result<Json<Value>, ApiEr
 }
 
 fn failed(what: &str, code: &'static str, e: Error) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        code,
-        format!("{what}: {e}"),
-    )
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, format!("{what}: {e}"))
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "SESSION_NOT_FOUND",
-        "Session not found",
-    )
+    ApiError::new(StatusCode::NOT_FOUND, "SESSION_NOT_FOUND", "Session not found")
 }
 
 /// Load-if-needed, mapping "does not exist" to 404 and adapter failures to 500.
 async fn load(st: &RestState, id: &str) -> Result<Arc<AgentSession>, ApiError> {
-    st.runtime
-        .sessions
-        .load_session(id)
-        .await
-        .map_err(|e| match e {
-            e if e.is_not_found() => not_found(),
-            Error::AgentProfileNotFound(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, e.code(), e.to_string())
-            }
-            e => failed("Failed to load session", "SESSION_GET_FAILED", e),
-        })
+    st.runtime.sessions.load_session(id).await.map_err(|e| match e {
+        e if e.is_not_found() => not_found(),
+        Error::AgentProfileNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.code(), e.to_string()),
+        e => failed("Failed to load session", "SESSION_GET_FAILED", e),
+    })
 }
 
 fn loaded(st: &RestState, id: &str) -> Result<Arc<AgentSession>, ApiError> {
     st.runtime.sessions.get(id).ok_or_else(not_found)
 }
 
-async fn get_session(
-    State(st): State<RestState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn get_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let session = load(&st, &id).await?;
     // The state is serialized once in the core; send it as is.
     Ok(([("content-type", "application/json")], session.state_json()).into_response())
 }
 
-async fn delete_session(
-    State(st): State<RestState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn delete_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     loaded(&st, &id)?;
     st.runtime
         .sessions
@@ -222,15 +177,9 @@ async fn delete_session(
     Ok(Json(json!({ "success": true, "sessionId": id })))
 }
 
-async fn sync_session(
-    State(st): State<RestState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn sync_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let session = loaded(&st, &id)?;
-    session
-        .sync_to_storage()
-        .await
-        .map_err(|e| failed("Failed to sync session", "SESSION_SYNC_FAILED", e))?;
+    session.sync_to_storage().await.map_err(|e| failed("Failed to sync session", "SESSION_SYNC_FAILED", e))?;
     Ok(Json(json!({ "success": true, "sessionId": id })))
 }
 
@@ -250,16 +199,8 @@ async fn update_options(
     session
         .update_session_options(b.session_options.clone())
         .await
-        .map_err(|e| {
-            failed(
-                "Failed to update session options",
-                "SESSION_OPTIONS_UPDATE_FAILED",
-                e,
-            )
-        })?;
-    Ok(Json(
-        json!({ "success": true, "sessionId": id, "sessionOptions": b.session_options }),
-    ))
+        .map_err(|e| failed("Failed to update session options", "SESSION_OPTIONS_UPDATE_FAILED", e))?;
+    Ok(Json(json!({ "success": true, "sessionId": id, "sessionOptions": b.session_options })))
 }
 
 #[derive(Deserialize)]
@@ -274,17 +215,19 @@ async fn send_message(
 ) -> Result<Json<Value>, ApiError> {
     let b: MessageBody = parse_json_body(&body)?;
     let session = load(&st, &id).await?;
-    // The reference answers before the run and reports its outcome over Socket.IO. Without a
-    // sandbox provider the run cannot start at all, so say so here instead of failing silently.
-    session
-        .send_message(&b.content)
-        .await
-        .map_err(|e| match e {
-            Error::NotImplemented(_) => {
-                ApiError::new(StatusCode::NOT_IMPLEMENTED, e.code(), e.to_string())
-            }
-            e => failed("Failed to send message", "MESSAGE_SEND_FAILED", e),
-        })?;
+    // What cannot run at all is refused here; everything else is reported over events, as the
+    // reference does: the answer comes before the run.
+    let ctx = st.runtime.sessions.context();
+    if let Err(e) = ctx.architecture(session.architecture) {
+        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, e.code(), e.to_string()));
+    }
+    if let Err(m) = &ctx.sandboxes {
+        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "SANDBOX_UNAVAILABLE", m.clone()));
+    }
+    tokio::spawn(async move {
+        // Failures were already sent as `session:error`.
+        let _ = session.send_message(&b.content).await;
+    });
     Ok(Json(json!({ "success": true, "sessionId": id })))
 }
 
@@ -296,13 +239,7 @@ async fn list_profiles(State(st): State<RestState>) -> Result<Json<Value>, ApiEr
         .persistence
         .list_agent_profiles()
         .await
-        .map_err(|e| {
-            failed(
-                "Failed to list agent profiles",
-                "AGENT_PROFILES_LIST_FAILED",
-                e.into(),
-            )
-        })?;
+        .map_err(|e| failed("Failed to list agent profiles", "AGENT_PROFILES_LIST_FAILED", e.into()))?;
     Ok(Json(json!({ "profiles": profiles })))
 }
 
@@ -330,40 +267,26 @@ pub async fn handle_plain(router: &Router, max_body: usize, req: PlainRequest) -
     let response = match build_request(req, max_body) {
         Ok(r) => {
             use tower::ServiceExt;
-            router
-                .clone()
-                .oneshot(r)
-                .await
-                .unwrap_or_else(|never| match never {})
+            router.clone().oneshot(r).await.unwrap_or_else(|never| match never {})
         }
         Err(e) => e.into_response(),
     };
     let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let mut headers = Vec::with_capacity(parts.headers.len() * 2);
     for (k, v) in &parts.headers {
         headers.push(k.as_str().to_string());
         headers.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
-    PlainResponse {
-        status: parts.status.as_u16(),
-        headers,
-        body,
-    }
+    PlainResponse { status: parts.status.as_u16(), headers, body }
 }
 
 fn build_request(req: PlainRequest, max_body: usize) -> Result<Request<Body>, ApiError> {
     if req.oversized {
         return Err(ApiError::payload_too_large(max_body));
     }
-    let uri: axum::http::Uri = req
-        .url
-        .parse()
-        .map_err(|e| ApiError::bad_request(format!("Invalid URL {:?}: {e}", req.url)))?;
+    let uri: axum::http::Uri =
+        req.url.parse().map_err(|e| ApiError::bad_request(format!("Invalid URL {:?}: {e}", req.url)))?;
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let method = axum::http::Method::from_bytes(req.method.as_bytes())
         .map_err(|_| ApiError::bad_request(format!("Invalid HTTP method {:?}", req.method)))?;
@@ -371,7 +294,5 @@ fn build_request(req: PlainRequest, max_body: usize) -> Result<Request<Body>, Ap
     for pair in req.headers.chunks_exact(2) {
         builder = builder.header(pair[0].as_str(), pair[1].as_str());
     }
-    builder
-        .body(Body::from(req.body))
-        .map_err(|e| ApiError::bad_request(format!("Invalid request: {e}")))
+    builder.body(Body::from(req.body)).map_err(|e| ApiError::bad_request(format!("Invalid request: {e}")))
 }

@@ -141,7 +141,11 @@ pub fn profile_files(profile_raw: &Map<String, Value>, workspace: &Path, mcps_di
         files.push((workspace.join("CLAUDE.md"), md.clone().into_bytes()));
     }
     for a in p.subagents.iter().filter(|a| safe_name("subagent", &a.name)) {
-        let mut fm = format!("---\nname: {}\ndescription: {}\n", yaml_str(&a.name), yaml_str(a.description.as_deref().unwrap_or("")));
+        let mut fm = format!(
+            "---\nname: {}\ndescription: {}\n",
+            yaml_str(&a.name),
+            yaml_str(a.description.as_deref().unwrap_or(""))
+        );
         if let Some(t) = &a.tools {
             fm.push_str(&format!("tools: {}\n", t.join(", ")));
         }
@@ -285,7 +289,9 @@ mod tests {
         });
         let ws = Path::new("/w");
         let pf = profile_files(raw.as_object().unwrap(), ws, Path::new("/m"));
-        let get = |p: &str| pf.files.iter().find(|(k, _)| k == Path::new(p)).map(|(_, v)| String::from_utf8(v.clone()).unwrap());
+        let get = |p: &str| {
+            pf.files.iter().find(|(k, _)| k == Path::new(p)).map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+        };
         assert_eq!(get("/w/CLAUDE.md").unwrap(), "# Rules");
         assert_eq!(
             get("/w/.claude/agents/helper.md").unwrap(),
@@ -293,7 +299,9 @@ mod tests {
         );
         assert!(pf.files.iter().all(|(p, _)| !p.display().to_string().contains("evil")));
         assert_eq!(get("/w/.claude/commands/hi.md").unwrap(), "Say hi");
-        assert!(get("/w/.claude/skills/s/SKILL.md").unwrap().starts_with("---\nname: \"s\"\ndescription: \"d\"\n---\n\nbody"));
+        assert!(get("/w/.claude/skills/s/SKILL.md")
+            .unwrap()
+            .starts_with("---\nname: \"s\"\ndescription: \"d\"\n---\n\nbody"));
         assert_eq!(get("/w/.claude/skills/s/ref/a.md").unwrap(), "A");
         assert_eq!(pf.files.iter().filter(|(p, _)| p.starts_with("/w/.claude/skills")).count(), 2);
         assert_eq!(

@@ -148,24 +148,15 @@ impl<'de> Deserialize<'de> for Content {
             fn visit_unit<E: serde::de::Error>(self) -> Result<Content, E> {
                 Ok(Content::None)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Content, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
                 let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(2));
                 while let Some(item) = seq.next_element()? {
                     items.push(item);
                 }
                 Ok(Content::Items(items))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Content, A::Error> {
-                while map
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Content, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
                 Ok(Content::None)
             }
         }
@@ -188,9 +179,7 @@ fn text_of(v: &Value) -> String {
 
 /// Copy the listed keys of `obj` that are present into a new map (JS leaves `undefined` out).
 fn pick(obj: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
-    keys.iter()
-        .filter_map(|k| obj.get(*k).map(|v| (k.to_string(), v.clone())))
-        .collect()
+    keys.iter().filter_map(|k| obj.get(*k).map(|v| (k.to_string(), v.clone()))).collect()
 }
 
 fn str_field<'a>(obj: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
@@ -230,10 +219,7 @@ fn convert(line: &str, fallback_base: &str, ctx: &mut LineContext) -> Result<Vec
                             Some(t) => Block::Subagent {
                                 id: ids.next(),
                                 timestamp: timestamp.clone(),
-                                subagent_id: format!(
-                                    "agent-{}",
-                                    t.agent_id.as_deref().unwrap_or_default()
-                                ),
+                                subagent_id: format!("agent-{}", t.agent_id.as_deref().unwrap_or_default()),
                                 name: t.subagent_type.clone(),
                                 input: t.prompt.clone().unwrap_or_default(),
                                 status: if t.status.as_deref() == Some("completed") {
@@ -268,11 +254,7 @@ fn convert(line: &str, fallback_base: &str, ctx: &mut LineContext) -> Result<Vec
                         Content::None => String::new(),
                     };
                     let id = env.uuid.clone().unwrap_or_else(|| ids.next());
-                    out.push(Block::UserMessage {
-                        id,
-                        timestamp,
-                        content: Value::String(text),
-                    });
+                    out.push(Block::UserMessage { id, timestamp, content: Value::String(text) });
                 }
             }
         }
@@ -327,29 +309,11 @@ fn convert(line: &str, fallback_base: &str, ctx: &mut LineContext) -> Result<Vec
     Ok(out)
 }
 
-fn system_block(
-    id: String,
-    timestamp: String,
-    subtype: &str,
-    message: String,
-    metadata: Map<String, Value>,
-) -> Block {
-    Block::System {
-        id,
-        timestamp,
-        subtype: subtype.into(),
-        message,
-        metadata: Some(metadata),
-    }
+fn system_block(id: String, timestamp: String, subtype: &str, message: String, metadata: Map<String, Value>) -> Block {
+    Block::System { id, timestamp, subtype: subtype.into(), message, metadata: Some(metadata) }
 }
 
-fn system_like(
-    kind: &str,
-    subtype: Option<&str>,
-    o: &Map<String, Value>,
-    id: String,
-    ts: String,
-) -> Option<Block> {
+fn system_like(kind: &str, subtype: Option<&str>, o: &Map<String, Value>, id: String, ts: String) -> Option<Block> {
     Some(match (kind, subtype) {
         ("system", Some("init")) => {
             let model = str_field(o, "model").unwrap_or("undefined");
@@ -359,10 +323,7 @@ fn system_like(
                 ts,
                 "session_start",
                 msg,
-                pick(
-                    o,
-                    &["model", "tools", "permissionMode", "agents", "mcp_servers"],
-                ),
+                pick(o, &["model", "tools", "permissionMode", "agents", "mcp_servers"]),
             )
         }
         ("system", Some("status")) => {
@@ -380,18 +341,12 @@ fn system_like(
                 ts,
                 "hook_response",
                 msg,
-                pick(
-                    o,
-                    &["hook_name", "hook_event", "stdout", "stderr", "exit_code"],
-                ),
+                pick(o, &["hook_name", "hook_event", "stdout", "stderr", "exit_code"]),
             )
         }
         ("system", Some("compact_boundary")) => {
             let meta = o.get("compact_metadata").cloned().unwrap_or(Value::Null);
-            let trigger = meta
-                .get("trigger")
-                .and_then(Value::as_str)
-                .unwrap_or("undefined");
+            let trigger = meta.get("trigger").and_then(Value::as_str).unwrap_or("undefined");
             let msg = format!("Compact boundary ({trigger})");
             let meta = match meta {
                 Value::Object(m) => m,
@@ -402,54 +357,19 @@ fn system_like(
         ("result", sub) => {
             let success = sub == Some("success");
             let msg = if success {
-                let turns = o
-                    .get("num_turns")
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "undefined".into());
-                let cost = o
-                    .get("total_cost_usd")
-                    .and_then(Value::as_f64)
-                    .unwrap_or(0.0);
+                let turns = o.get("num_turns").map(|v| v.to_string()).unwrap_or_else(|| "undefined".into());
+                let cost = o.get("total_cost_usd").and_then(Value::as_f64).unwrap_or(0.0);
                 format!("Session completed successfully ({turns} turns, ${cost:.4})")
             } else {
                 format!("Session ended with error: {}", sub.unwrap_or("undefined"))
             };
-            let meta = pick(
-                o,
-                &[
-                    "duration_ms",
-                    "num_turns",
-                    "total_cost_usd",
-                    "usage",
-                    "modelUsage",
-                    "errors",
-                ],
-            );
-            system_block(
-                id,
-                ts,
-                if success { "session_end" } else { "error" },
-                msg,
-                meta,
-            )
+            let meta = pick(o, &["duration_ms", "num_turns", "total_cost_usd", "usage", "modelUsage", "errors"]);
+            system_block(id, ts, if success { "session_end" } else { "error" }, msg, meta)
         }
         ("auth_status", _) => {
-            let authenticating = o
-                .get("isAuthenticating")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let msg = if authenticating {
-                "Authenticating..."
-            } else {
-                "Authentication complete"
-            };
-            system_block(
-                id,
-                ts,
-                "auth_status",
-                msg.into(),
-                pick(o, &["isAuthenticating", "output", "error"]),
-            )
+            let authenticating = o.get("isAuthenticating").and_then(Value::as_bool).unwrap_or(false);
+            let msg = if authenticating { "Authenticating..." } else { "Authentication complete" };
+            system_block(id, ts, "auth_status", msg.into(), pick(o, &["isAuthenticating", "output", "error"]))
         }
         _ => return None,
     })

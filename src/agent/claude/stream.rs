@@ -97,11 +97,8 @@ impl ClaudeStream {
         match (str_of(&msg, "type").unwrap_or(""), str_of(&msg, "subtype")) {
             ("stream_event", _) => self.stream_event(conv, msg.get("event").unwrap_or(&Value::Null)),
             ("system", Some("error")) => {
-                let message = msg
-                    .pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("Unknown SDK error")
-                    .to_string();
+                let message =
+                    msg.pointer("/error/message").and_then(Value::as_str).unwrap_or("Unknown SDK error").to_string();
                 vec![AgentEvent::Error { message }]
             }
             ("system", Some("task_started")) => {
@@ -144,7 +141,12 @@ impl ClaudeStream {
                 let (kind, id, block) = match str_of(cb, "type") {
                     Some("text") => {
                         let id = content_block_id(&msg_id, index);
-                        let b = Block::AssistantText { id: id.clone(), timestamp: now.clone(), content: String::new(), model };
+                        let b = Block::AssistantText {
+                            id: id.clone(),
+                            timestamp: now.clone(),
+                            content: String::new(),
+                            model,
+                        };
                         (Kind::Text, id, b)
                     }
                     Some("thinking") => {
@@ -168,7 +170,9 @@ impl ClaudeStream {
                     }
                     _ => return vec![],
                 };
-                state.active.insert(index, Active { id, kind, text: String::new(), json: String::new(), timestamp: now });
+                state
+                    .active
+                    .insert(index, Active { id, kind, text: String::new(), json: String::new(), timestamp: now });
                 vec![AgentEvent::BlockStart { conversation_id: conv, block }]
             }
             "content_block_delta" => {
@@ -186,7 +190,11 @@ impl ClaudeStream {
                 match piece {
                     Some(p) if !p.is_empty() => {
                         a.text.push_str(p);
-                        vec![AgentEvent::TextDelta { conversation_id: conv, block_id: a.id.clone(), delta: p.to_string() }]
+                        vec![AgentEvent::TextDelta {
+                            conversation_id: conv,
+                            block_id: a.id.clone(),
+                            delta: p.to_string(),
+                        }]
                     }
                     _ => vec![],
                 }

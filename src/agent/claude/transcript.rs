@@ -40,9 +40,7 @@ const PARALLEL_BYTES: usize = 2 << 20;
 pub fn parse_jsonl(jsonl: &str) -> Vec<Block> {
     let now = crate::time::now_iso();
     let lines: Vec<&str> = jsonl.lines().collect();
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if jsonl.len() < PARALLEL_BYTES || workers < 2 {
         return parse_lines(&lines, 0, &now);
     }
@@ -56,10 +54,7 @@ pub fn parse_jsonl(jsonl: &str) -> Vec<Block> {
                 scope.spawn(move || parse_lines(part, i * chunk, now))
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("transcript worker panicked"))
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().expect("transcript worker panicked")).collect()
     })
 }
 
@@ -99,10 +94,7 @@ pub fn parse_combined(raw: &str) -> ParsedTranscript {
         .subagents
         .iter()
         .filter(|s| started.contains(agent_key(&s.id)))
-        .map(|s| SubagentConversation {
-            id: s.id.clone(),
-            blocks: parse_jsonl(&s.transcript),
-        })
+        .map(|s| SubagentConversation { id: s.id.clone(), blocks: parse_jsonl(&s.transcript) })
         .filter(|s| s.blocks.len() > 1)
         .collect();
     ParsedTranscript { blocks, subagents }
