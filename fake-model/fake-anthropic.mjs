@@ -6,6 +6,7 @@
 //   - "helper" / "subagent": an Agent tool call to the `helper` subagent, then a summary
 //   - "think": a thinking block before the answer
 //   - "fail with 500": an HTTP 500
+//   - "wait <n>ms": the first answer to that prompt comes after n ms (for tests of slow turns)
 //   - anything else: a short echo
 // Subagent requests (header x-claude-code-agent-id) get a one-line answer.
 import http from 'node:http';
@@ -128,11 +129,15 @@ export function startFakeAnthropic({ port = 0, log = () => {} } = {}) {
       if (req.method === 'HEAD') return res.writeHead(200).end();
       if (path === '/v1/messages' && req.method === 'POST') {
         const reply = script(body, req.headers);
-        if (/fail with 500/i.test(lastTurn(body.messages ?? []).prompt)) {
+        const turn = lastTurn(body.messages ?? []);
+        if (/fail with 500/i.test(turn.prompt)) {
           res.writeHead(500, { 'content-type': 'application/json' });
           return res.end(JSON.stringify({ type: 'error', error: { type: 'api_error', message: 'scripted failure' } }));
         }
-        return body.stream ? sse(res, body, reply) : json(res, body, reply);
+        const wait = /wait (\d+)\s*ms/i.exec(turn.prompt);
+        const delay = wait && turn.toolUses.length === 0 && !req.headers['x-claude-code-agent-id'] ? Number(wait[1]) : 0;
+        const answer = () => (body.stream ? sse(res, body, reply) : json(res, body, reply));
+        return delay ? setTimeout(answer, delay) : answer();
       }
       if (path === '/v1/messages/count_tokens') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"input_tokens":10}');
       if (path === '/v1/models') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"data":[],"has_more":false}');

@@ -130,6 +130,11 @@ impl AgentArchitecture for ClaudeArchitecture {
         Box::new(stream::ClaudeStream::new())
     }
 
+    /// `.claude/` holds the profile's agents, commands and skills: configuration, not work.
+    fn ignored_paths(&self) -> &'static [&'static str] {
+        &[".claude/"]
+    }
+
     async fn read_transcript(&self, sb: &dyn Sandbox, session_id: &str) -> SResult<Option<String>> {
         let paths = sb.paths();
         let dir = files::transcript_dir(&paths.home, &paths.workspace);
