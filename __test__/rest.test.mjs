@@ -91,8 +91,10 @@ test('every /api route, with the adapter called in the reference order', async (
   assert.deepEqual(again.body.sessionOptions, { model: 'x' });
   assert.deepEqual(rec.names(), ['loadSession', 'loadAgentProfile']);
 
-  // Sending needs the sandbox layer: a clear 501, not a silent success.
-  const sent = await http('POST', `/api/sessions/${id}/messages`, { content: 'hi' });
+  // OpenCode runs are not in this build: a clear 501, not a silent success. (Claude runs are
+  // covered end to end in agent.test.mjs.)
+  const oc = await http('POST', '/api/sessions', { agentProfileRef: 'default', architecture: 'opencode' });
+  const sent = await http('POST', `/api/sessions/${oc.body.sessionId}/messages`, { content: 'hi' });
   assert.equal(sent.status, 501);
   assert.equal(sent.body.code, 'NOT_IMPLEMENTED');
 });

@@ -115,6 +115,14 @@ function json(res, body, reply) {
 /** Start on 127.0.0.1 (port 0 = any). Resolves to { url, requests, close() }. */
 export function startFakeAnthropic({ port = 0, log = () => {} } = {}) {
   const requests = [];
+  const watchers = [];
+  /** Resolves with the first request (seen or future) that `match` accepts. */
+  const waitForRequest = (match = () => true) =>
+    new Promise((resolve) => {
+      const seen = requests.find(match);
+      if (seen) resolve(seen);
+      else watchers.push({ match, resolve });
+    });
   const server = http.createServer((req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
     let raw = '';
@@ -124,7 +132,12 @@ export function startFakeAnthropic({ port = 0, log = () => {} } = {}) {
       try {
         body = raw ? JSON.parse(raw) : {};
       } catch {}
-      requests.push({ method: req.method, path, headers: req.headers, body });
+      const entry = { method: req.method, path, headers: req.headers, body };
+      requests.push(entry);
+      for (const w of watchers.filter((w) => w.match(entry))) {
+        watchers.splice(watchers.indexOf(w), 1);
+        w.resolve(entry);
+      }
       log(`${req.method} ${path}`);
       if (req.method === 'HEAD') return res.writeHead(200).end();
       if (path === '/v1/messages' && req.method === 'POST') {
@@ -147,7 +160,7 @@ export function startFakeAnthropic({ port = 0, log = () => {} } = {}) {
   return new Promise((resolve) => {
     server.listen(port, '127.0.0.1', () => {
       const url = `http://127.0.0.1:${server.address().port}`;
-      resolve({ url, requests, close: () => new Promise((r) => server.close(r)) });
+      resolve({ url, requests, waitForRequest, close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }) });
     });
   });
 }

@@ -27,7 +27,9 @@ pub struct SessionManager {
 
 impl SessionManager {
     pub fn new(ctx: SessionContext) -> Arc<Self> {
-        Arc::new(Self { ctx: Arc::new(ctx), sessions: Default::default(), loading: Default::default() })
+        let m = Arc::new(Self { ctx: Arc::new(ctx), sessions: Default::default(), loading: Default::default() });
+        let _ = m.ctx.manager.set(Arc::downgrade(&m));
+        m
     }
 
     pub fn context(&self) -> &SessionContext {
