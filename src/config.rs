@@ -119,6 +119,8 @@ struct RawOptions {
 pub struct RuntimeOptions {
     pub modal: ModalConfig,
     pub provider: ProviderKind,
+    /// The provider was named in the config (no "defaulted to local" warning then).
+    pub provider_explicit: bool,
     pub idle_timeout: Duration,
     pub sync_interval: Duration,
     /// Bound on every persistence adapter call, so a promise that never settles cannot hang
@@ -142,6 +144,7 @@ impl Default for RuntimeOptions {
         Self {
             modal: ModalConfig::default(),
             provider: ProviderKind::Local,
+            provider_explicit: false,
             idle_timeout: Duration::from_millis(900_000),
             sync_interval: Duration::from_millis(60_000),
             persistence_timeout: Duration::from_millis(30_000),
@@ -219,6 +222,7 @@ impl RuntimeOptions {
             host,
             log_level: raw.log_level,
             modal,
+            provider_explicit: sandbox.provider.is_some(),
             provider,
         })
     }

@@ -27,7 +27,7 @@ impl AgentRuntime {
         let events = EventBus::new();
         let sandboxes: std::result::Result<Arc<dyn SandboxProvider>, String> = match options.provider {
             ProviderKind::Local => {
-                if !options.modal.has_tokens() {
+                if !options.provider_explicit {
                     tracing::warn!("no Modal tokens configured: sessions will use the local sandbox provider");
                 }
                 Ok(Arc::new(LocalProvider::new(options.sandbox_root.clone())))
