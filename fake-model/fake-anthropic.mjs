@@ -4,6 +4,7 @@
 // say from the newest user text:
 //   - "write <name.ext>" (optionally "containing <text>"): a Write tool call, then a summary
 //   - "helper" / "subagent": an Agent tool call to the `helper` subagent, then a summary
+//   - "run: <shell command>": a Bash tool call with that command, then a summary
 //   - "think": a thinking block before the answer
 //   - "fail with 500": an HTTP 500
 //   - "wait <n>ms": the first answer to that prompt comes after n ms (for tests of slow turns)
@@ -50,6 +51,10 @@ export function script(body, headers) {
   if (write && toolUses.length === 0) {
     const content = write[2]?.trim() ?? 'Old pond\nfrog jumps in\nsound of water\n';
     return { thinking, text: `I'll write ${write[1]}.`, tool: { name: 'Write', input: { file_path: write[1], content } } };
+  }
+  const run = /run:\s*([\s\S]+)$/i.exec(prompt);
+  if (run && toolUses.length === 0) {
+    return { thinking, text: 'Running it.', tool: { name: 'Bash', input: { command: run[1].trim(), description: 'Run the command' } } };
   }
   if ((lower.includes('helper') || lower.includes('subagent')) && toolUses.length === 0) {
     return {

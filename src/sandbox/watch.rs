@@ -35,7 +35,6 @@ pub fn watch_dir(dir: &Path) -> notify::Result<mpsc::Receiver<FileEvent>> {
         let _keep = watcher; // dropped (and stopped) when this task ends
         while let Some(ev) = raw_rx.recv().await {
             let kind = match ev.kind {
-                EventKind::Create(notify::event::CreateKind::Folder) => continue,
                 EventKind::Create(_) => FileEventKind::Created,
                 EventKind::Modify(notify::event::ModifyKind::Name(notify::event::RenameMode::From)) => {
                     FileEventKind::Deleted
@@ -47,10 +46,17 @@ pub fn watch_dir(dir: &Path) -> notify::Result<mpsc::Receiver<FileEvent>> {
                 EventKind::Remove(_) => FileEventKind::Deleted,
                 _ => continue,
             };
+            let mut paths = Vec::new();
             for p in ev.paths {
                 if kind != FileEventKind::Deleted && p.is_dir() {
-                    continue;
+                    // Files written into a new directory before its watch was added produce no
+                    // events of their own: report what is there now.
+                    files_under(&p, &mut paths);
+                } else {
+                    paths.push(p);
                 }
+            }
+            for p in paths {
                 let Ok(rel) = p.strip_prefix(&root) else { continue };
                 let rel = rel.to_string_lossy().replace('\\', "/");
                 if rel.is_empty() {
@@ -63,4 +69,15 @@ pub fn watch_dir(dir: &Path) -> notify::Result<mpsc::Receiver<FileEvent>> {
         }
     });
     Ok(rx)
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => files_under(&e.path(), out),
+            Ok(t) if t.is_file() => out.push(e.path()),
+            _ => {}
+        }
+    }
 }

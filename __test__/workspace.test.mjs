@@ -1,0 +1,48 @@
+// Workspace files written by the agent: text saved, binary and oversized files not sent (and
+// said so), deletes reach the adapter, and nothing escapes into the session's file list.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { agentRuntime, pidsMentioning } from './helpers/agent.mjs';
+
+const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
+
+test('text, binary, oversized and deleted workspace files', async () => {
+  const h = await agentRuntime({ maxWorkspaceFileBytes: 4096 });
+  try {
+    const s = await h.rt.sessionManager.createSession(CLAUDE);
+    await s.sendMessage('write keep.txt containing hello');
+    await s.sendMessage(
+      'run: head -c 512 /dev/urandom > blob.bin; head -c 10000 /dev/zero | tr "\\\\0" a > big.txt; mkdir -p sub && echo nested > sub/n.txt; rm keep.txt',
+    );
+    await h.turnEnd(s.sessionId, 2);
+    const created = h.of(s.sessionId, 'session:file:created').map((p) => p.file.path);
+    assert.ok(created.includes('keep.txt') && created.includes('sub/n.txt'), created.join());
+    assert.ok(!created.includes('blob.bin') && !created.includes('big.txt'), 'binary and oversized files are not sent');
+    assert.deepEqual(h.of(s.sessionId, 'session:file:deleted').map((p) => p.path), ['keep.txt']);
+    assert.ok(h.rec.calls.some(([m, , p]) => m === 'deleteSessionFile' && p === 'keep.txt'));
+    await s.syncSessionStateToStorage();
+    assert.deepEqual(s.getState().workspaceFiles, [{ path: 'sub/n.txt', content: 'nested\n' }]);
+    assert.deepEqual(h.rec.sessions.get(s.sessionId).workspaceFiles, [{ path: 'sub/n.txt', content: 'nested\n' }]);
+  } finally {
+    await h.close();
+  }
+});
+
+test('sandbox processes do not outlive the Node process', async () => {
+  const script = `
+    import { agentRuntime } from './__test__/helpers/agent.mjs';
+    const h = await agentRuntime();
+    const s = await h.rt.sessionManager.createSession({ agentProfileRef: 'default', architecture: 'claude-agent-sdk' });
+    s.sendMessage('wait 20000ms before answering').catch(() => {});
+    await h.fake.waitForRequest((r) => JSON.stringify(r.body.messages ?? []).includes('wait 20000ms'));
+    console.log('ROOT ' + h.root);
+    process.exit(0);
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: new URL('..', import.meta.url).pathname, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  assert.equal(await new Promise((r) => child.on('exit', r)), 0);
+  const root = /ROOT (\S+)/.exec(out)[1];
+  assert.deepEqual(pidsMentioning(root), [], 'no sandbox process left after exit');
+});
