@@ -18,14 +18,63 @@ use super::*;
 
 pub struct LocalProvider {
     root: PathBuf,
+    bubblewrap: bool,
     live: Mutex<HashMap<String, Weak<LocalSandbox>>>,
+}
+
+/// Arguments that make bubblewrap run a command with the host's file system read-only, only
+/// the sandbox directory writable, a private `/tmp`, `/proc` and PID namespace, and everything
+/// killed when bubblewrap's parent goes away.
+fn bubblewrap_prefix(dir: &Path, cwd: &Path) -> Vec<String> {
+    let d = dir.display().to_string();
+    let mut a: Vec<String> = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--ro-bind", "/", "/"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"].map(String::from));
+    a.extend(["--bind".into(), d.clone(), d, "--chdir".into(), cwd.display().to_string(), "--".into()]);
+    a
+}
+
+/// Whether `bwrap` is installed and can build the sandbox we ask for (it needs user namespaces
+/// or privileges, which containers often lack). Checked once per process.
+fn bubblewrap_works() -> std::result::Result<(), String> {
+    static PROBE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            if std::env::var_os("AGENT_RUNTIME_NO_BWRAP").is_some() {
+                return Err("disabled by AGENT_RUNTIME_NO_BWRAP".into());
+            }
+            let tmp = std::env::temp_dir();
+            let argv = bubblewrap_prefix(&tmp, &tmp);
+            match std::process::Command::new(&argv[0]).args(&argv[1..]).arg("true").output() {
+                Ok(o) if o.status.success() => Ok(()),
+                Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+                Err(e) => Err(format!("bwrap not found ({e})")),
+            }
+        })
+        .clone()
 }
 
 impl LocalProvider {
     /// Sandboxes go under `root` (created if missing).
     pub fn new(root: PathBuf) -> Self {
-        tracing::info!(root = %root.display(), "local sandbox provider: plain processes in per-sandbox directories");
-        Self { root, live: Mutex::new(HashMap::new()) }
+        let bubblewrap = match bubblewrap_works() {
+            Ok(()) => {
+                tracing::info!(root = %root.display(), "local sandbox provider: bubblewrap isolation (read-only host, private /tmp and PIDs)");
+                true
+            }
+            Err(why) => {
+                tracing::info!(root = %root.display(), why = %why, "local sandbox provider: plain processes in per-sandbox directories (no bubblewrap)");
+                false
+            }
+        };
+        Self { root, bubblewrap, live: Mutex::new(HashMap::new()) }
+    }
+
+    /// Plain processes, never bubblewrap.
+    pub fn plain(root: PathBuf) -> Self {
+        Self { root, bubblewrap: false, live: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -60,6 +109,7 @@ impl SandboxProvider for LocalProvider {
         env.extend(spec.env);
         let sb = Arc::new(LocalSandbox {
             id: id.clone(),
+            bubblewrap: self.bubblewrap,
             dir,
             paths,
             env,
@@ -81,6 +131,7 @@ impl SandboxProvider for LocalProvider {
 
 pub struct LocalSandbox {
     id: String,
+    bubblewrap: bool,
     dir: PathBuf,
     paths: BasePaths,
     env: BTreeMap<String, String>,
@@ -140,8 +191,13 @@ impl Sandbox for LocalSandbox {
             Some(c) => self.host(c)?,
             None => self.paths.workspace.clone(),
         };
-        let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(&argv[1..])
+        let full: Vec<String> = if self.bubblewrap {
+            bubblewrap_prefix(&self.dir, &cwd).into_iter().chain(argv.iter().cloned()).collect()
+        } else {
+            argv.to_vec()
+        };
+        let mut cmd = tokio::process::Command::new(&full[0]);
+        cmd.args(&full[1..])
             .current_dir(&cwd)
             .env_clear()
             .envs(&self.env)
@@ -251,6 +307,32 @@ mod tests {
     #[tokio::test]
     async fn exec_streams_output_with_env_and_stdin() {
         let (p, root) = provider();
+        exec_roundtrip(p).await;
+        exec_roundtrip(LocalProvider::plain(root.clone())).await;
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[tokio::test]
+    async fn bubblewrap_keeps_the_host_read_only() {
+        if let Err(why) = bubblewrap_works() {
+            eprintln!("bubblewrap not usable here ({why}); the isolation check needs it");
+            return;
+        }
+        let (p, root) = provider();
+        let sb = p.create(SandboxSpec::default()).await.unwrap();
+        let outside = std::env::current_dir().unwrap().join("target").join("bwrap-escape-check");
+        let script = format!("touch {} 2>/dev/null && echo escaped; touch inside && echo ok", outside.display());
+        let argv: Vec<String> = vec!["sh".into(), "-c".into(), script];
+        let proc = sb.exec(&argv, ExecOptions::default()).await.unwrap();
+        let mut out = lines(proc.stdout);
+        assert_eq!(out.recv().await.as_deref(), Some("ok"));
+        assert!(!outside.exists());
+        assert!(sb.paths().workspace.join("inside").exists());
+        sb.terminate().await;
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    async fn exec_roundtrip(p: LocalProvider) {
         let mut spec = SandboxSpec::default();
         spec.env.insert("GREETING".into(), "hi".into());
         let sb = p.create(spec).await.unwrap();
@@ -269,7 +351,6 @@ mod tests {
         assert_eq!(err.recv().await.unwrap(), "err");
         assert_eq!(proc.exit.await, 3);
         sb.terminate().await;
-        let _ = std::fs::remove_dir_all(root);
     }
 
     #[tokio::test]
@@ -301,24 +382,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(root);
     }
 
+    async fn next(rx: &mut mpsc::Receiver<FileEvent>) -> FileEvent {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await;
+        e.expect("a file event").expect("watcher alive")
+    }
+
     #[tokio::test]
     async fn watch_reports_create_modify_delete() {
         let (p, root) = provider();
         let sb = p.create(SandboxSpec::default()).await.unwrap();
         let ws = sb.paths().workspace.clone();
+        sb.mkdir(&ws.join("d")).await.unwrap();
         let mut rx = sb.watch(&ws).await.unwrap();
         sb.write_file(Path::new("d/new.txt"), b"1").await.unwrap();
-        let mut seen = Vec::new();
-        while !seen.iter().any(|e: &FileEvent| e.kind == FileEventKind::Created && e.path == "d/new.txt") {
-            seen.push(tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap().unwrap());
+        let mut e = next(&mut rx).await;
+        while e.kind != FileEventKind::Created {
+            e = next(&mut rx).await;
         }
+        assert_eq!(e.path, "d/new.txt");
         std::fs::remove_file(ws.join("d/new.txt")).unwrap();
-        loop {
-            let e = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
-            if e.kind == FileEventKind::Deleted {
-                assert_eq!(e.path, "d/new.txt");
-                break;
-            }
+        while e.kind != FileEventKind::Deleted {
+            e = next(&mut rx).await;
+        }
+        assert_eq!(e.path, "d/new.txt");
+        // A file written into a directory created after the watch started is reported too.
+        sb.write_file(Path::new("fresh/dir/f.txt"), b"2").await.unwrap();
+        while !(e.kind == FileEventKind::Created && e.path == "fresh/dir/f.txt") {
+            e = next(&mut rx).await;
         }
         sb.terminate().await;
         let _ = std::fs::remove_dir_all(root);
