@@ -159,19 +159,6 @@ impl LocalSandbox {
     }
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-        match e.file_type() {
-            Ok(t) if t.is_dir() => walk(&e.path(), &rel, out),
-            Ok(t) if t.is_file() => out.push(rel),
-            _ => {}
-        }
-    }
-}
-
 #[async_trait]
 impl Sandbox for LocalSandbox {
     fn id(&self) -> &str {
@@ -259,10 +246,11 @@ impl Sandbox for LocalSandbox {
 
     async fn list_files(&self, dir: &Path) -> SResult<Vec<String>> {
         let p = self.host(dir)?;
-        let mut out = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            walk(&p, "", &mut out);
-            out
+        let mut out: Vec<String> = tokio::task::spawn_blocking(move || {
+            super::files_under(&p, &[])
+                .into_iter()
+                .filter_map(|f| f.strip_prefix(&p).ok().map(|r| r.to_string_lossy().replace('\\', "/")))
+                .collect()
         })
         .await
         .unwrap_or_default();

@@ -116,6 +116,27 @@ pub fn confine(root: &Path, base: &Path, path: &Path) -> SResult<PathBuf> {
     }
 }
 
+/// Regular files under `dir`, recursively (symlinks not followed), skipping entries whose name is
+/// in `skip`. Unreadable directories are left out.
+pub fn files_under(dir: &Path, skip: &[&str]) -> Vec<PathBuf> {
+    fn go(dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            if skip.iter().any(|s| e.file_name() == *s) {
+                continue;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => go(&e.path(), skip, out),
+                Ok(t) if t.is_file() => out.push(e.path()),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(dir, skip, &mut out);
+    out
+}
+
 /// Lines of a process stream, decoded as UTF-8 (lossy) with the newline removed.
 pub fn lines(r: Pin<Box<dyn AsyncRead + Send>>) -> mpsc::Receiver<String> {
     use tokio::io::AsyncBufReadExt;

@@ -52,7 +52,7 @@ pub fn watch_dir(dir: &Path) -> notify::Result<mpsc::Receiver<FileEvent>> {
                     // Files written into a new directory before its watch was added produce no
                     // events of their own: report what is there now, and again once the watch
                     // is surely in place. Repeats are harmless (unchanged files are skipped).
-                    files_under(&p, &mut paths);
+                    paths.extend(super::files_under(&p, &[]));
                     tokio::spawn(rescan(p.clone(), root.clone(), tx.clone()));
                 } else {
                     paths.push(p);
@@ -73,23 +73,10 @@ pub fn watch_dir(dir: &Path) -> notify::Result<mpsc::Receiver<FileEvent>> {
     Ok(rx)
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        match e.file_type() {
-            Ok(t) if t.is_dir() => files_under(&e.path(), out),
-            Ok(t) if t.is_file() => out.push(e.path()),
-            _ => {}
-        }
-    }
-}
-
 async fn rescan(dir: PathBuf, root: PathBuf, tx: mpsc::Sender<FileEvent>) {
     for delay in [50, 250] {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-        let mut found = Vec::new();
-        files_under(&dir, &mut found);
-        for p in found {
+        for p in super::files_under(&dir, &[]) {
             let Ok(rel) = p.strip_prefix(&root) else { continue };
             let path = rel.to_string_lossy().replace('\\', "/");
             if tx.send(FileEvent { kind: FileEventKind::Created, path }).await.is_err() {

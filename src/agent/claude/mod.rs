@@ -42,25 +42,12 @@ impl StreamConverter for stream::ClaudeStream {
     }
 }
 
-fn read_tree(dir: &Path, rel: &Path, skip: &[&str], out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if skip.iter().any(|s| name == *s) {
-            continue;
-        }
-        let path = e.path();
-        let r = rel.join(&name);
-        match e.file_type() {
-            Ok(t) if t.is_dir() => read_tree(&path, &r, skip, out),
-            Ok(t) if t.is_file() => {
-                if let Ok(bytes) = std::fs::read(&path) {
-                    out.push((r, bytes));
-                }
-            }
-            _ => {}
-        }
-    }
+/// Every file under `dir` with its path relative to `dir`.
+fn read_tree(dir: &Path, skip: &[&str]) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    crate::sandbox::files_under(dir, skip)
+        .into_iter()
+        .filter_map(|f| Some((f.strip_prefix(dir).ok()?.to_path_buf(), std::fs::read(&f).ok()?)))
+        .collect()
 }
 
 #[async_trait]
@@ -69,16 +56,13 @@ impl AgentArchitecture for ClaudeArchitecture {
         let paths = sb.paths().clone();
         let pf = files::profile_files(&setup.profile.raw, &paths.workspace, &paths.mcps);
         let mut all = pf.files;
-        let mut uploads = Vec::new();
         if let Some(dir) = &self.assets.runner_dir {
-            read_tree(dir, Path::new(""), &[], &mut uploads);
-            all.extend(uploads.drain(..).map(|(r, b)| (paths.app.join(r), b)));
+            all.extend(read_tree(dir, &[]).into_iter().map(|(r, b)| (paths.app.join(r), b)));
         }
         for m in &pf.bundled_mcps {
             if let Some(src) = &m.local_project_path {
-                read_tree(Path::new(src), Path::new(""), MCP_SKIP, &mut uploads);
                 let dest = paths.mcps.join(files::mcp_dir_name(&m.name));
-                all.extend(uploads.drain(..).map(|(r, b)| (dest.join(r), b)));
+                all.extend(read_tree(Path::new(src), MCP_SKIP).into_iter().map(|(r, b)| (dest.join(r), b)));
             }
         }
         let tdir = files::transcript_dir(&paths.home, &paths.workspace);
