@@ -50,37 +50,32 @@ function messageOf(err) {
 
 // ---- persistence bridge -------------------------------------------------------------------
 
-/** JSON semantics for adapter results (undefined/functions dropped, toJSON honoured), plus
- *  byte arrays read as UTF-8 strings. Throws on BigInt or cycles, like JSON.stringify. */
-function toPlain(v, seen = new Set()) {
-  if (v === null || typeof v === 'string' || typeof v === 'boolean') return v;
-  if (typeof v === 'number') return Number.isFinite(v) ? v : null;
-  if (v === undefined || typeof v === 'function' || typeof v === 'symbol') return undefined;
-  if (typeof v === 'bigint') throw new TypeError('a BigInt cannot be stored as JSON');
-  if (ArrayBuffer.isView(v)) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('utf8');
-  if (typeof v.toJSON === 'function') return toPlain(v.toJSON(), seen);
-  if (seen.has(v)) throw new TypeError('a circular structure cannot be stored as JSON');
-  seen.add(v);
-  let out;
-  if (Array.isArray(v)) {
-    out = v.map((x) => {
-      const p = toPlain(x, seen);
-      return p === undefined ? null : p;
-    });
-  } else {
-    out = {};
-    for (const k of Object.keys(v)) {
-      const p = toPlain(v[k], seen);
-      if (p !== undefined) out[k] = p;
-    }
-  }
-  seen.delete(v);
-  return out;
-}
+/** A JSON copy (undefined dropped, toJSON honoured): what napi's JSON conversion accepts. */
+const plain = (v) => (v === undefined ? undefined : JSON.parse(JSON.stringify(v)));
 
 /** The single function Rust calls for every adapter method. It never rejects: it reports
- *  `{ ok }`, `{ error }` (the adapter threw or rejected) or `{ shapeError }`. */
+ *  `{ ok: <JSON text>, transcript? }`, `{ error }` (the adapter threw or rejected) or
+ *  `{ shapeError }` (the value cannot be JSON). One JSON.stringify is far cheaper than napi
+ *  walking the objects; a stored transcript travels beside it as a plain string so its
+ *  megabytes are not escaped and unescaped. */
 function adapterBridge(adapter) {
+  const settle = (value) => {
+    try {
+      let transcript;
+      if (value !== null && typeof value === 'object' && value.rawTranscript != null) {
+        let t = value.rawTranscript;
+        if (ArrayBuffer.isView(t)) t = Buffer.from(t.buffer, t.byteOffset, t.byteLength).toString('utf8');
+        if (typeof t === 'string') {
+          transcript = t;
+          value = { ...value, rawTranscript: undefined };
+        }
+      }
+      const ok = JSON.stringify(value) ?? 'null';
+      return transcript === undefined ? { ok } : { ok, transcript };
+    } catch (err) {
+      return { shapeError: err.message };
+    }
+  };
   return (method, args) => {
     let result;
     try {
@@ -88,17 +83,7 @@ function adapterBridge(adapter) {
     } catch (err) {
       return Promise.resolve({ error: messageOf(err) });
     }
-    return Promise.resolve(result).then(
-      (value) => {
-        try {
-          const plain = toPlain(value);
-          return { ok: plain === undefined ? null : plain };
-        } catch (err) {
-          return { shapeError: err.message };
-        }
-      },
-      (err) => ({ error: messageOf(err) }),
-    );
+    return Promise.resolve(result).then(settle, (err) => ({ error: messageOf(err) }));
   };
 }
 
@@ -175,7 +160,7 @@ class AgentSession {
     if (options === null || typeof options !== 'object' || Array.isArray(options)) {
       throw new TypeError('updateSessionOptions: options must be an object');
     }
-    return call(this.#n.updateSessionOptions(this.sessionId, toPlain(options)));
+    return call(this.#n.updateSessionOptions(this.sessionId, plain(options)));
   }
   async syncSessionStateToStorage() {
     return call(this.#n.syncSession(this.sessionId));
@@ -218,7 +203,7 @@ class SessionManager {
         `createSession: args.architecture must be "claude-agent-sdk" or "opencode" (got ${JSON.stringify(args.architecture)})`,
       );
     }
-    const id = await call(this.#n.createSession(toPlain(args)));
+    const id = await call(this.#n.createSession(plain(args)));
     return this.#session(id);
   }
   async loadSession(sessionId) {
@@ -356,7 +341,7 @@ async function createAgentRuntime(config) {
   };
   let n;
   try {
-    n = native.NativeRuntime.create(toPlain(rest) ?? {}, adapterBridge(persistence), onEvent);
+    n = native.NativeRuntime.create(plain(rest) ?? {}, adapterBridge(persistence), onEvent);
   } catch (err) {
     if (err && err.code === 'InvalidArg') throw new TypeError(`createAgentRuntime: ${err.message}`);
     throw fromNative(err);

@@ -57,7 +57,7 @@ test('a wrong shape names method and field', async () => {
   rec.faults.loadAgentProfile = () => 'default';
   assert.match((await http('POST', '/api/sessions', CREATE)).body.error, /loadAgentProfile returned an invalid value: invalid type: string "default", expected struct AgentProfile/);
   rec.faults.listAgentProfiles = () => ({ id: 1n });
-  assert.match((await http('GET', '/agent-profiles')).body.error, /listAgentProfiles returned an invalid value: a BigInt cannot be stored as JSON/);
+  assert.match((await http('GET', '/agent-profiles')).body.error, /listAgentProfiles returned an invalid value: .*BigInt/);
   await rt.shutdown();
 });
 

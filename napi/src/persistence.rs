@@ -2,8 +2,8 @@
 //! glue implements as `(method, args) => Promise<{ ok } | { error }>`.
 //!
 //! The glue never rejects: it catches the adapter's throws and rejections and reports their
-//! message, and it normalizes the value (undefined -> null, bytes -> string). So a rejection
-//! seen here can only mean the value could not be converted, which is a wrong shape.
+//! message, and sends the value as JSON text (a stored transcript beside it as a plain string).
+//! So a rejection seen here can only mean the value could not be converted: a wrong shape.
 
 use agent_runtime::persistence::bridge::{CallFailure, RawAdapter};
 use async_trait::async_trait;
@@ -27,21 +27,25 @@ impl RawAdapter for JsAdapter {
             Err(e) => return Err(CallFailure::Failed(e.reason.clone())),
         };
         let settled = promise.await.map_err(|e| CallFailure::Unreadable(e.reason.clone()))?;
-        match settled {
-            Value::Object(mut m) => {
-                if let Some(Value::String(detail)) = m.remove("shapeError") {
-                    Err(CallFailure::Unreadable(detail))
-                } else if let Some(err) = m.remove("error") {
-                    let msg = match err {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    Err(CallFailure::Failed(msg))
-                } else {
-                    Ok(m.remove("ok").unwrap_or(Value::Null))
-                }
-            }
-            other => Err(CallFailure::Unreadable(format!("unexpected bridge value {other}"))),
+        let Value::Object(mut m) = settled else {
+            return Err(CallFailure::Unreadable("unexpected bridge value".into()));
+        };
+        if let Some(Value::String(detail)) = m.remove("shapeError") {
+            return Err(CallFailure::Unreadable(detail));
         }
+        if let Some(err) = m.remove("error") {
+            return Err(CallFailure::Failed(match err {
+                Value::String(s) => s,
+                other => other.to_string(),
+            }));
+        }
+        let Some(Value::String(json)) = m.remove("ok") else {
+            return Err(CallFailure::Unreadable("unexpected bridge value".into()));
+        };
+        let mut value: Value = serde_json::from_str(&json).map_err(|e| CallFailure::Unreadable(e.to_string()))?;
+        if let (Some(transcript), Value::Object(obj)) = (m.remove("transcript"), &mut value) {
+            obj.insert("rawTranscript".into(), transcript);
+        }
+        Ok(value)
     }
 }
