@@ -2,6 +2,7 @@
 //! CORS as the reference's Hono app answers it, and request bodies.
 
 pub mod rest;
+pub mod socketio;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};

@@ -1,0 +1,135 @@
+//! The Socket.IO server (spec §3), on socketioxide: rooms `session:<id>`, `session:join` /
+//! `session:leave` with the reference's acks, and the bridge from domain events to clients.
+//!
+//! The engine is a tower service; how connections reach it (Node's server, or a native
+//! listener) is the caller's business.
+
+use std::sync::Arc;
+
+use engineioxide::service::NotFoundService;
+use serde_json::{json, Value};
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::service::SocketIoService;
+use socketioxide::SocketIo;
+use tokio::sync::mpsc;
+
+use crate::events::DomainEvent;
+use crate::runtime::AgentRuntime;
+
+pub type RealtimeService = SocketIoService<NotFoundService>;
+
+/// Options of `createWebSocketServer`.
+#[derive(Debug, Clone)]
+pub struct RealtimeOptions {
+    /// Request path, `/socket.io` by default.
+    pub path: String,
+    /// Events a slow client may have queued before it is disconnected.
+    pub max_buffered_packets: usize,
+    /// Largest accepted HTTP long-polling body (Engine.IO `maxHttpBufferSize`).
+    pub max_payload: u64,
+}
+
+impl Default for RealtimeOptions {
+    fn default() -> Self {
+        Self { path: "/socket.io".into(), max_buffered_packets: 4096, max_payload: 1_000_000 }
+    }
+}
+
+pub struct Realtime {
+    pub io: SocketIo,
+    pub service: RealtimeService,
+}
+
+fn room(session_id: &str) -> String {
+    format!("session:{session_id}")
+}
+
+/// Build the server and start bridging the runtime's events to it. Must run inside tokio.
+pub fn start(runtime: Arc<AgentRuntime>, opts: &RealtimeOptions) -> Realtime {
+    let (service, io) = SocketIo::builder()
+        .req_path(opts.path.clone())
+        .max_buffer_size(opts.max_buffered_packets)
+        .max_payload(opts.max_payload)
+        .with_state(runtime.clone())
+        .build_svc();
+    io.ns("/", on_connect);
+    bridge(runtime, io.clone());
+    Realtime { io, service }
+}
+
+/// Handlers are registered synchronously, before the connect future is spawned, so an event a
+/// client sends right after connecting is never missed.
+fn on_connect(socket: SocketRef) -> impl std::future::Future<Output = ()> {
+    socket.on("session:join", join);
+    socket.on("session:leave", leave);
+    std::future::ready(())
+}
+
+async fn join(socket: SocketRef, TryData(id): TryData<String>, ack: AckSender, State(rt): State<Arc<AgentRuntime>>) {
+    let Ok(id) = id else {
+        let _ = ack.send(&json!({ "success": false, "error": "session:join expects a session id string" }));
+        return;
+    };
+    match rt.sessions.load_session(&id).await {
+        Ok(session) => {
+            socket.join(room(&id));
+            let status = json!({ "sessionId": id, "runtime": session.runtime_state() });
+            let _ = socket.emit("session:status", &status);
+            let _ = ack.send(&json!({ "success": true }));
+        }
+        Err(e) if e.is_not_found() => {
+            let _ = ack.send(&json!({ "success": false, "error": "Session not found" }));
+        }
+        Err(e) => {
+            let _ = ack.send(&json!({ "success": false, "error": e.to_string() }));
+        }
+    }
+}
+
+async fn leave(socket: SocketRef, TryData(id): TryData<String>, ack: AckSender) {
+    if let Ok(id) = id {
+        socket.leave(room(&id));
+    }
+    let _ = ack.send(&json!({ "success": true }));
+}
+
+/// Domain events -> clients, in order: one task drains a queue fed synchronously by the bus.
+fn bridge(runtime: Arc<AgentRuntime>, io: SocketIo) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<DomainEvent>();
+    runtime.events.subscribe(move |e| {
+        let _ = tx.send(e.clone());
+    });
+    let weak = Arc::downgrade(&runtime);
+    drop(runtime);
+    tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            match (e.name, e.session_id.as_deref()) {
+                ("sessions:changed", _) => {
+                    let Some(rt) = weak.upgrade() else { return };
+                    let list = match rt.sessions.all_sessions().await {
+                        Ok(l) => l,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "sessions:list not sent: the adapter failed");
+                            continue;
+                        }
+                    };
+                    if let Err(err) = io.emit("sessions:list", &list).await {
+                        tracing::debug!(error = %err, "sessions:list broadcast incomplete");
+                    }
+                }
+                ("session:transcript:changed" | "session:subagent:changed", _) => {}
+                ("session:error", Some(id)) => {
+                    let error = &e.payload["error"];
+                    let body = json!({ "message": error["message"], "code": error.get("code").cloned().unwrap_or(Value::Null), "sessionId": id });
+                    let _ = io.to(room(id)).emit("error", &body).await;
+                }
+                (name, Some(id)) => {
+                    if let Err(err) = io.to(room(id)).emit(name, &e.payload).await {
+                        tracing::warn!(event = name, error = %err, "event not delivered to every client");
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+}
