@@ -310,7 +310,95 @@ function errorResponse(message, code) {
 // ---- runtime ------------------------------------------------------------------------------
 
 const BRIDGE_EVENTS = new Set(['newListener', 'removeListener']);
-let wsWarned = false;
+
+// ---- Socket.IO ----------------------------------------------------------------------------
+
+const DEFAULT_CORS_ORIGINS = ['http://localhost:3000', 'http://localhost:3001', 'http://localhost:5173'];
+
+/** Attach the native Socket.IO server to a Node http(s).Server the way socket.io does: it answers
+ *  requests under `path` and leaves every other request and upgrade to the user's handlers. */
+function attachRealtime(n, httpServer, options = {}) {
+  if (!httpServer || typeof httpServer.on !== 'function' || typeof httpServer.listeners !== 'function') {
+    throw new TypeError('createWebSocketServer: expected a Node http.Server or https.Server');
+  }
+  const path = (options.path ?? '/socket.io').replace(/\/$/, '');
+  const origins = options.cors?.origin ?? DEFAULT_CORS_ORIGINS;
+  const maxBody = options.maxHttpBufferSize ?? 1e6;
+  const server = n.realtimeServer(path);
+  const ours = (url = '') => url === path || url.startsWith(path + '/') || url.startsWith(path + '?');
+  const allowOrigin = (origin) => origin && (origins === '*' || origins === true || [].concat(origins).includes(origin));
+
+  async function onPolling(req, res) {
+    const cors = {};
+    if (allowOrigin(req.headers.origin)) {
+      cors['access-control-allow-origin'] = req.headers.origin;
+      cors['access-control-allow-credentials'] = 'true';
+    }
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, { ...cors, 'access-control-allow-methods': 'GET,POST', 'access-control-allow-headers': req.headers['access-control-request-headers'] ?? '' });
+      return res.end();
+    }
+    const chunks = [];
+    let size = 0;
+    for await (const c of req) {
+      size += c.length;
+      if (size > maxBody) {
+        res.writeHead(413, cors).end('Payload too large');
+        return req.destroy();
+      }
+      chunks.push(c);
+    }
+    const out = await server.handle(req.method, req.url, req.rawHeaders, chunks.length ? Buffer.concat(chunks) : null);
+    const headers = { ...cors };
+    for (let i = 0; i < out.headers.length; i += 2) headers[out.headers[i]] = out.headers[i + 1];
+    res.writeHead(out.status, headers).end(out.body);
+  }
+
+  // Requests: socket.io's approach, so the seed's catch-all handler keeps working.
+  const previous = httpServer.listeners('request').slice();
+  httpServer.removeAllListeners('request');
+  const onRequest = (req, res) => {
+    if (ours(req.url)) {
+      onPolling(req, res).catch((err) => {
+        if (!res.headersSent) res.writeHead(500);
+        res.end(String(err?.message ?? err));
+      });
+      return;
+    }
+    for (const l of previous) l.call(httpServer, req, res);
+  };
+  httpServer.on('request', onRequest);
+
+  // Upgrades: only ours; every other upgrade is left to its own listeners.
+  const onUpgrade = (req, socket, head) => {
+    if (!ours(req.url)) return;
+    const fd = socket._handle?.fd;
+    if (socket.encrypted || typeof fd !== 'number' || fd < 0 || head?.length) {
+      // TLS lives in Node: the client falls back to long-polling on this server.
+      socket.destroy();
+      return;
+    }
+    socket._handle.readStop();
+    try {
+      server.adopt(fd, req.url, req.rawHeaders);
+    } finally {
+      socket.destroy(); // closes Node's descriptor only; the connection lives on in Rust
+    }
+  };
+  httpServer.on('upgrade', onUpgrade);
+
+  return {
+    get clientsCount() {
+      return server.clientsCount;
+    },
+    close(callback) {
+      httpServer.off('request', onRequest);
+      httpServer.off('upgrade', onUpgrade);
+      for (const l of previous) httpServer.on('request', l);
+      server.close().then(() => callback?.(), (err) => callback?.(err));
+    },
+  };
+}
 
 /** What the native core needs to know about this host to run agents locally. */
 function hostInfo() {
@@ -365,16 +453,7 @@ async function createAgentRuntime(config) {
     shutdown: () => call(n.shutdown()),
     isHealthy: () => n.isHealthy(),
     createRestServer: (options = {}) => restServer(n, options.apiKey),
-    createWebSocketServer: (httpServer) => {
-      if (!httpServer || typeof httpServer.on !== 'function') {
-        throw new TypeError('createWebSocketServer: expected a Node http.Server or https.Server');
-      }
-      if (!wsWarned) {
-        wsWarned = true;
-        console.warn('[agent-runtime-native] Socket.IO is not in this build yet; REST is served, realtime events are not.');
-      }
-      return { close: (cb) => cb && cb() };
-    },
+    createWebSocketServer: (httpServer, options) => attachRealtime(n, httpServer, options),
   };
 }
 

@@ -8,6 +8,7 @@
 
 mod events;
 mod persistence;
+mod realtime;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -164,6 +165,20 @@ impl NativeRuntime {
     #[napi]
     pub async fn send_message(&self, session_id: String, message: String) -> Result<()> {
         self.session(&session_id)?.send_message(&message).await.map_err(to_napi)
+    }
+
+    /// A Socket.IO server bridged to this runtime's events (`createWebSocketServer`).
+    #[napi]
+    pub fn realtime_server(&self, path: Option<String>) -> realtime::RealtimeServer {
+        let mut opts = agent_runtime::transport::socketio::RealtimeOptions::default();
+        if let Some(p) = path {
+            opts.path = p;
+        }
+        let rt = self.rt.clone();
+        let realtime = napi::bindgen_prelude::within_runtime_if_available(move || {
+            agent_runtime::transport::socketio::start(rt, &opts)
+        });
+        realtime::RealtimeServer { realtime }
     }
 
     /// A REST handler bound to `api_key` (`createRestServer({ apiKey })`).

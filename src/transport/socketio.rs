@@ -133,3 +133,66 @@ fn bridge(runtime: Arc<AgentRuntime>, io: SocketIo) {
         }
     });
 }
+
+/// Answer one non-upgrade request (HTTP long-polling) under the Socket.IO path.
+pub async fn handle_polling(service: &RealtimeService, req: super::rest::PlainRequest) -> super::rest::PlainResponse {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut builder = http::Request::builder().method(req.method.as_str()).uri(path_and_query(&req.url));
+    for pair in req.headers.chunks_exact(2) {
+        builder = builder.header(pair[0].as_str(), pair[1].as_str());
+    }
+    let Ok(request) = builder.body(http_body_util::Full::new(req.body)) else {
+        return super::rest::PlainResponse { status: 400, headers: vec![], body: "Bad request".into() };
+    };
+    let response = match service.clone().oneshot(request).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let headers = parts
+        .headers
+        .iter()
+        .flat_map(|(k, v)| [k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()])
+        .collect();
+    super::rest::PlainResponse { status: parts.status.as_u16(), headers, body }
+}
+
+fn path_and_query(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(u) => u.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()),
+        Err(_) => "/".into(),
+    }
+}
+
+/// Serve a WebSocket on a stream whose HTTP upgrade request was already read (by Node): answer
+/// the handshake with 101 and hand the stream to the engine.
+pub async fn serve_websocket<S>(
+    service: RealtimeService,
+    mut stream: S,
+    url: &str,
+    headers: &[String],
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncWriteExt;
+    use tower::ServiceExt;
+    let key = headers
+        .chunks_exact(2)
+        .find(|p| p[0].eq_ignore_ascii_case("sec-websocket-key"))
+        .map(|p| p[1].clone())
+        .ok_or("websocket upgrade without Sec-WebSocket-Key")?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut builder = http::Request::builder().method("GET").uri(path_and_query(url));
+    for pair in headers.chunks_exact(2) {
+        builder = builder.header(pair[0].as_str(), pair[1].as_str());
+    }
+    let request = builder.body(()).map_err(|e| e.to_string())?;
+    service.oneshot((stream, request)).await.map(drop).map_err(|e| format!("{e:?}"))
+}

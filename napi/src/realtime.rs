@@ -1,0 +1,76 @@
+//! Socket.IO behind the user's Node `http.Server`: long-polling requests cross as one napi call
+//! each; a WebSocket upgrade on a plain TCP socket is handed to tokio by file descriptor, so its
+//! frames never pass through JS.
+
+use std::os::fd::FromRawFd;
+
+use agent_runtime::transport::rest::PlainRequest;
+use agent_runtime::transport::socketio::{self, Realtime};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::HttpResponse;
+
+#[napi]
+pub struct RealtimeServer {
+    pub(crate) realtime: Realtime,
+}
+
+#[napi]
+impl RealtimeServer {
+    /// A non-upgrade request under the Socket.IO path (long-polling).
+    #[napi]
+    pub async fn handle(
+        &self,
+        method: String,
+        url: String,
+        headers: Vec<String>,
+        body: Option<Buffer>,
+    ) -> Result<HttpResponse> {
+        let body = body.map(|b| bytes::Bytes::copy_from_slice(&b)).unwrap_or_default();
+        let req = PlainRequest { method, url, headers, body, oversized: false };
+        let res = socketio::handle_polling(&self.realtime.service, req).await;
+        Ok(HttpResponse { status: res.status as u32, headers: res.headers, body: res.body.to_vec().into() })
+    }
+
+    /// Take over the TCP connection `fd` of an upgrade request (Node then destroys its handle;
+    /// the duplicated descriptor keeps the connection open).
+    #[napi]
+    pub fn adopt(&self, fd: i32, url: String, headers: Vec<String>) -> Result<()> {
+        // SAFETY: fcntl on a caller-provided descriptor; failure is reported, not assumed.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(Error::new(Status::GenericFailure, format!("cannot duplicate socket fd {fd}")));
+        }
+        // SAFETY: `dup` is a fresh descriptor we own.
+        let std = unsafe { std::net::TcpStream::from_raw_fd(dup) };
+        std.set_nonblocking(true).map_err(|e| Error::from_reason(e.to_string()))?;
+        let _ = std.set_nodelay(true);
+        let service = self.realtime.service.clone();
+        napi::bindgen_prelude::spawn(async move {
+            match tokio::net::TcpStream::from_std(std) {
+                Ok(stream) => {
+                    if let Err(e) = socketio::serve_websocket(service, stream, &url, &headers).await {
+                        tracing::debug!(error = %e, "websocket connection ended with an error");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not adopt websocket connection"),
+            }
+        });
+        Ok(())
+    }
+
+    /// Disconnect every client.
+    #[napi]
+    pub async fn close(&self) -> Result<()> {
+        for s in self.realtime.io.sockets() {
+            let _ = s.disconnect();
+        }
+        Ok(())
+    }
+
+    #[napi(getter)]
+    pub fn clients_count(&self) -> u32 {
+        self.realtime.io.sockets().len() as u32
+    }
+}
