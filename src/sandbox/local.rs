@@ -23,15 +23,17 @@ pub struct LocalProvider {
 }
 
 /// Arguments that make bubblewrap run a command with the host's file system read-only, only
-/// the sandbox directory writable, a private `/tmp`, `/proc` and PID namespace, and everything
-/// killed when bubblewrap's parent goes away.
+/// the sandbox directory writable, its own `/proc` and PID namespace, and everything killed
+/// when bubblewrap's parent goes away.
 fn bubblewrap_prefix(dir: &Path, cwd: &Path) -> Vec<String> {
     let d = dir.display().to_string();
     let mut a: Vec<String> = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--ro-bind", "/", "/"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    a.extend(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"].map(String::from));
+    // No private /tmp: the host paths the runner needs (Node, the agent SDK) may live there.
+    // TMPDIR points into the sandbox directory instead.
+    a.extend(["--dev", "/dev", "--proc", "/proc"].map(String::from));
     a.extend(["--bind".into(), d.clone(), d, "--chdir".into(), cwd.display().to_string(), "--".into()]);
     a
 }
@@ -61,7 +63,7 @@ impl LocalProvider {
     pub fn new(root: PathBuf) -> Self {
         let bubblewrap = match bubblewrap_works() {
             Ok(()) => {
-                tracing::info!(root = %root.display(), "local sandbox provider: bubblewrap isolation (read-only host, private /tmp and PIDs)");
+                tracing::info!(root = %root.display(), "local sandbox provider: bubblewrap isolation (read-only host, private PIDs)");
                 true
             }
             Err(why) => {
