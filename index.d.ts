@@ -61,8 +61,21 @@ export interface RestServerOptions {
 }
 
 export interface WebSocketServer {
+  /** Connected Socket.IO clients. */
+  readonly clientsCount: number;
   /** Disconnects every client and detaches from the HTTP server. */
   close(callback?: (err?: Error) => void): void;
+}
+
+export interface WebSocketServerOptions {
+  /** Default "/socket.io". */
+  path?: string;
+  /** Origins allowed for long-polling from browsers (default: the reference's localhost list). */
+  cors?: { origin?: string | string[] | true };
+  /** Recommended: require clients to connect with `auth: { token: apiKey }`. Off by default. */
+  apiKey?: string;
+  /** Largest long-polling body in bytes (default 1e6). */
+  maxHttpBufferSize?: number;
 }
 
 export interface AgentRuntime {
@@ -72,7 +85,7 @@ export interface AgentRuntime {
   shutdown(): Promise<void>;
   isHealthy(): boolean;
   createRestServer(options: RestServerOptions): RestServer;
-  createWebSocketServer(httpServer: HttpServer | HttpsServer): WebSocketServer;
+  createWebSocketServer(httpServer: HttpServer | HttpsServer, options?: WebSocketServerOptions): WebSocketServer;
 }
 
 export declare function createAgentRuntime(config: RuntimeConfig): Promise<AgentRuntime>;

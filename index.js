@@ -18,7 +18,22 @@ const ADAPTER_METHODS = [
   'loadAgentProfile',
 ];
 
-class EventBus extends EventEmitter {}
+const PUBLISHERS = Symbol('realtime publishers');
+const emitLocal = EventEmitter.prototype.emit;
+
+/** The runtime's event bus. Events user code emits on it also reach Socket.IO clients, as in
+ *  the reference; events from the native core are emitted locally only (they reach Socket.IO
+ *  inside the core). */
+class EventBus extends EventEmitter {
+  emit(name, ...args) {
+    const publishers = this[PUBLISHERS];
+    if (publishers && typeof name === 'string' && name.startsWith('session')) {
+      const json = args[0] === undefined ? '' : JSON.stringify(args[0]);
+      for (const publish of publishers) publish(name, json);
+    }
+    return emitLocal.call(this, name, ...args);
+  }
+}
 
 // ---- errors -------------------------------------------------------------------------------
 
@@ -317,14 +332,19 @@ const DEFAULT_CORS_ORIGINS = ['http://localhost:3000', 'http://localhost:3001', 
 
 /** Attach the native Socket.IO server to a Node http(s).Server the way socket.io does: it answers
  *  requests under `path` and leaves every other request and upgrade to the user's handlers. */
-function attachRealtime(n, httpServer, options = {}) {
+function attachRealtime(n, eventBus, httpServer, options = {}) {
   if (!httpServer || typeof httpServer.on !== 'function' || typeof httpServer.listeners !== 'function') {
     throw new TypeError('createWebSocketServer: expected a Node http.Server or https.Server');
   }
   const path = (options.path ?? '/socket.io').replace(/\/$/, '');
   const origins = options.cors?.origin ?? DEFAULT_CORS_ORIGINS;
   const maxBody = options.maxHttpBufferSize ?? 1e6;
-  const server = n.realtimeServer(path);
+  if (options.apiKey !== undefined && (typeof options.apiKey !== 'string' || !options.apiKey)) {
+    throw new TypeError('createWebSocketServer: options.apiKey must be a non-empty string');
+  }
+  const server = n.realtimeServer(path, options.apiKey);
+  const publish = (name, json) => server.publish(name, json);
+  (eventBus[PUBLISHERS] ??= new Set()).add(publish);
   const ours = (url = '') => url === path || url.startsWith(path + '/') || url.startsWith(path + '?');
   const allowOrigin = (origin) => origin && (origins === '*' || origins === true || [].concat(origins).includes(origin));
 
@@ -392,6 +412,7 @@ function attachRealtime(n, httpServer, options = {}) {
       return server.clientsCount;
     },
     close(callback) {
+      eventBus[PUBLISHERS].delete(publish);
       httpServer.off('request', onRequest);
       httpServer.off('upgrade', onUpgrade);
       for (const l of previous) httpServer.on('request', l);
@@ -420,8 +441,8 @@ async function createAgentRuntime(config) {
   const eventBus = new EventBus();
   const onEvent = (name, json) => {
     try {
-      if (json) eventBus.emit(name, JSON.parse(json));
-      else eventBus.emit(name);
+      if (json) emitLocal.call(eventBus, name, JSON.parse(json));
+      else emitLocal.call(eventBus, name);
     } catch (err) {
       // A throwing listener must not take the process down from inside a native callback.
       console.error(`[agent-runtime-native] a listener of "${name}" threw:`, err);
@@ -453,7 +474,7 @@ async function createAgentRuntime(config) {
     shutdown: () => call(n.shutdown()),
     isHealthy: () => n.isHealthy(),
     createRestServer: (options = {}) => restServer(n, options.apiKey),
-    createWebSocketServer: (httpServer, options) => attachRealtime(n, httpServer, options),
+    createWebSocketServer: (httpServer, options) => attachRealtime(n, eventBus, httpServer, options),
   };
 }
 

@@ -203,3 +203,27 @@ test("a real conversation: the client's reconstructed blocks match GET after the
     await h.close();
   }
 });
+
+test('opt-in handshake auth, and events user code emits on the EventBus reach clients', async () => {
+  const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
+  const http1 = http.createServer((req, res) => res.end('mine'));
+  const ws = rt.createWebSocketServer(http1, { apiKey: 'sekret' });
+  await new Promise((r) => http1.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${http1.address().port}`;
+  try {
+    await assert.rejects(connect(url, { transports: ['websocket'] }), /Missing auth token/);
+    await assert.rejects(connect(url, { transports: ['polling'], auth: { token: 'nope' } }), /Invalid API key/);
+    const c = await connect(url, { transports: ['websocket'], auth: { token: 'sekret' } });
+    const id = (await rt.sessionManager.createSession(CLAUDE)).sessionId;
+    assert.deepEqual(await c.emitWithAck('session:join', id), { success: true });
+    assert.equal(ws.clientsCount, 1);
+    const got = once(c, 'session:block:delta');
+    rt.eventBus.emit('session:block:delta', { sessionId: id, conversationId: 'main', blockId: 'b1', delta: 'hi' });
+    assert.deepEqual(await got, { sessionId: id, conversationId: 'main', blockId: 'b1', delta: 'hi' });
+    c.close();
+  } finally {
+    ws.close();
+    await new Promise((r) => http1.close(r));
+    await rt.shutdown();
+  }
+});

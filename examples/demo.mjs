@@ -118,7 +118,7 @@ const state = await api('GET', `/api/sessions/${created.sessionId}`);
 say(`GET /api/sessions/${created.sessionId}: ${state.blocks.length} blocks, files: ${state.workspaceFiles.map((f) => f.path).join(', ') || 'none'}`);
 say(`try: curl -H 'Authorization: Bearer ${API_KEY}' http://localhost:${PORT}/api/sessions/${created.sessionId}`);
 say(`send more: curl -X POST -H 'Authorization: Bearer ${API_KEY}' -H 'Content-Type: application/json' -d '{"content":"hello"}' http://localhost:${PORT}/api/sessions/${created.sessionId}/messages`);
-say('Socket.IO clients (socket.io-client, the reference React client) will connect to this same URL once realtime lands (issue #4).');
+say(`Socket.IO: connect socket.io-client (or the reference React client) to http://localhost:${PORT} and emit session:join "${created.sessionId}" to watch the next turn live.`);
 
 const stop = async () => {
   httpServer.close();

@@ -74,3 +74,24 @@ impl EventBus {
         }
     }
 }
+
+/// The event names clients can receive, as `'static` names for events that arrive from JS.
+pub fn known_event(name: &str) -> Option<&'static str> {
+    const NAMES: &[&str] = &[
+        "sessions:changed",
+        "session:status",
+        "session:block:start",
+        "session:block:delta",
+        "session:block:update",
+        "session:block:complete",
+        "session:metadata:update",
+        "session:options:update",
+        "session:subagent:discovered",
+        "session:subagent:completed",
+        "session:file:created",
+        "session:file:modified",
+        "session:file:deleted",
+        "session:error",
+    ];
+    NAMES.iter().copied().find(|n| *n == name)
+}

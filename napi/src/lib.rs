@@ -169,8 +169,8 @@ impl NativeRuntime {
 
     /// A Socket.IO server bridged to this runtime's events (`createWebSocketServer`).
     #[napi]
-    pub fn realtime_server(&self, path: Option<String>) -> realtime::RealtimeServer {
-        let mut opts = agent_runtime::transport::socketio::RealtimeOptions::default();
+    pub fn realtime_server(&self, path: Option<String>, api_key: Option<String>) -> realtime::RealtimeServer {
+        let mut opts = agent_runtime::transport::socketio::RealtimeOptions { api_key, ..Default::default() };
         if let Some(p) = path {
             opts.path = p;
         }

@@ -60,6 +60,16 @@ impl RealtimeServer {
         Ok(())
     }
 
+    /// An event emitted on the JS EventBus by user code: forwarded to clients like a runtime
+    /// event. Unknown names are ignored (the reference bridges only its own events).
+    #[napi]
+    pub fn publish(&self, name: String, payload: String) {
+        let Some(name) = agent_runtime::events::known_event(&name) else { return };
+        let payload: serde_json::Value = serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null);
+        let session_id = payload.get("sessionId").and_then(serde_json::Value::as_str).map(str::to_string);
+        self.realtime.publish(agent_runtime::DomainEvent { name, session_id, payload });
+    }
+
     /// Disconnect every client.
     #[napi]
     pub async fn close(&self) -> Result<()> {

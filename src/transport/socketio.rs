@@ -9,6 +9,7 @@ use std::sync::Arc;
 use engineioxide::service::NotFoundService;
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::service::SocketIoService;
 use socketioxide::SocketIo;
 use tokio::sync::mpsc;
@@ -27,18 +28,32 @@ pub struct RealtimeOptions {
     pub max_buffered_packets: usize,
     /// Largest accepted HTTP long-polling body (Engine.IO `maxHttpBufferSize`).
     pub max_payload: u64,
+    /// When set, clients must connect with `auth: { token: <this key> }`.
+    pub api_key: Option<String>,
 }
 
 impl Default for RealtimeOptions {
     fn default() -> Self {
-        Self { path: "/socket.io".into(), max_buffered_packets: 4096, max_payload: 1_000_000 }
+        Self { path: "/socket.io".into(), max_buffered_packets: 4096, max_payload: 1_000_000, api_key: None }
     }
 }
 
 pub struct Realtime {
     pub io: SocketIo,
     pub service: RealtimeService,
+    queue: mpsc::UnboundedSender<DomainEvent>,
 }
+
+impl Realtime {
+    /// Send an event to clients as if the runtime had emitted it (events the user emits on the
+    /// JS EventBus reach Socket.IO this way, as they do in the reference).
+    pub fn publish(&self, e: DomainEvent) {
+        let _ = self.queue.send(e);
+    }
+}
+
+#[derive(Clone)]
+struct RequiredToken(Option<Arc<str>>);
 
 fn room(session_id: &str) -> String {
     format!("session:{session_id}")
@@ -51,10 +66,22 @@ pub fn start(runtime: Arc<AgentRuntime>, opts: &RealtimeOptions) -> Realtime {
         .max_buffer_size(opts.max_buffered_packets)
         .max_payload(opts.max_payload)
         .with_state(runtime.clone())
+        .with_state(RequiredToken(opts.api_key.as_deref().map(Arc::from)))
         .build_svc();
-    io.ns("/", on_connect);
-    bridge(runtime, io.clone());
-    Realtime { io, service }
+    io.ns("/", on_connect.with(check_token));
+    let queue = bridge(runtime, io.clone());
+    Realtime { io, service, queue }
+}
+
+/// Opt-in handshake auth: `auth: { token }` must equal the key (compared in constant time).
+async fn check_token(TryData(auth): TryData<Value>, State(required): State<RequiredToken>) -> Result<(), &'static str> {
+    let Some(key) = required.0 else { return Ok(()) };
+    let token = auth.ok().and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string));
+    match token {
+        Some(t) if super::key_matches(&t, &key) => Ok(()),
+        Some(_) => Err("Invalid API key"),
+        None => Err("Missing auth token"),
+    }
 }
 
 /// Handlers are registered synchronously, before the connect future is spawned, so an event a
@@ -94,10 +121,11 @@ async fn leave(socket: SocketRef, TryData(id): TryData<String>, ack: AckSender) 
 }
 
 /// Domain events -> clients, in order: one task drains a queue fed synchronously by the bus.
-fn bridge(runtime: Arc<AgentRuntime>, io: SocketIo) {
+fn bridge(runtime: Arc<AgentRuntime>, io: SocketIo) -> mpsc::UnboundedSender<DomainEvent> {
     let (tx, mut rx) = mpsc::unbounded_channel::<DomainEvent>();
+    let from_bus = tx.clone();
     runtime.events.subscribe(move |e| {
-        let _ = tx.send(e.clone());
+        let _ = from_bus.send(e.clone());
     });
     let weak = Arc::downgrade(&runtime);
     drop(runtime);
@@ -132,6 +160,7 @@ fn bridge(runtime: Arc<AgentRuntime>, io: SocketIo) {
             }
         }
     });
+    tx
 }
 
 /// Answer one non-upgrade request (HTTP long-polling) under the Socket.IO path.
