@@ -78,6 +78,12 @@ export interface WebSocketServerOptions {
   maxHttpBufferSize?: number;
 }
 
+export interface NativeListener {
+  readonly port: number;
+  readonly host: string;
+  close(): void;
+}
+
 export interface AgentRuntime {
   sessionManager: SessionManager;
   eventBus: EventBus;
@@ -86,6 +92,8 @@ export interface AgentRuntime {
   isHealthy(): boolean;
   createRestServer(options: RestServerOptions): RestServer;
   createWebSocketServer(httpServer: HttpServer | HttpsServer, options?: WebSocketServerOptions): WebSocketServer;
+  /** REST and Socket.IO served natively by Rust on its own port (no JS in the data path). */
+  listen(options: { port?: number; host?: string; apiKey: string; socketApiKey?: string }): Promise<NativeListener>;
 }
 
 export declare function createAgentRuntime(config: RuntimeConfig): Promise<AgentRuntime>;

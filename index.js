@@ -466,15 +466,32 @@ async function createAgentRuntime(config) {
   const kill = () => n.killSandboxes();
   process.once('exit', kill);
 
+  const listeners = new Set();
   const sessionManager = new SessionManager(INTERNAL, n);
   return {
     sessionManager,
     eventBus,
     start: () => call(n.start()),
-    shutdown: () => call(n.shutdown()),
+    shutdown: () => {
+      for (const l of listeners) l.close();
+      listeners.clear();
+      return call(n.shutdown());
+    },
     isHealthy: () => n.isHealthy(),
     createRestServer: (options = {}) => restServer(n, options.apiKey),
     createWebSocketServer: (httpServer, options) => attachRealtime(n, eventBus, httpServer, options),
+    /** The fast path: REST and Socket.IO served by Rust on its own port, no JS in the data path. */
+    listen: async ({ port = 0, host = '127.0.0.1', apiKey, socketApiKey } = {}) => {
+      if (typeof apiKey !== 'string' || !apiKey) throw new TypeError('listen: apiKey must be a non-empty string');
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TypeError('listen: port must be 0..65535');
+      const l = await call(n.listen(host, port, apiKey, socketApiKey));
+      listeners.add(l);
+      return {
+        port: l.port,
+        host: l.host,
+        close: () => (listeners.delete(l), l.close()),
+      };
+    },
   };
 }
 

@@ -227,3 +227,25 @@ test('opt-in handshake auth, and events user code emits on the EventBus reach cl
     await rt.shutdown();
   }
 });
+
+test('runtime.listen: REST and Socket.IO natively on one port', async () => {
+  const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
+  const l = await rt.listen({ port: 0, apiKey: API_KEY });
+  try {
+    const url = `http://127.0.0.1:${l.port}`;
+    const http2 = client(fetch, url);
+    assert.deepEqual((await http2('GET', '/health', undefined, {})).body, { status: 'ok' });
+    const id = (await http2('POST', '/api/sessions', CLAUDE)).body.sessionId;
+    for (const transports of [['websocket', 'polling'], ['polling']]) {
+      const c = await connect(url, { transports });
+      assert.deepEqual(await c.emitWithAck('session:join', id), { success: true });
+      const got = once(c, 'session:options:update');
+      await http2('PATCH', `/api/sessions/${id}/options`, { sessionOptions: { model: 'n' } });
+      assert.equal((await got).sessionId, id);
+      c.close();
+    }
+  } finally {
+    l.close();
+    await rt.shutdown();
+  }
+});

@@ -181,6 +181,24 @@ impl NativeRuntime {
         realtime::RealtimeServer { realtime }
     }
 
+    /// Serve REST and Socket.IO natively on `host:port` (`runtime.listen`).
+    #[napi]
+    pub async fn listen(
+        &self,
+        host: String,
+        port: u32,
+        api_key: String,
+        socket_api_key: Option<String>,
+    ) -> Result<realtime::NativeListener> {
+        let opts =
+            agent_runtime::transport::socketio::RealtimeOptions { api_key: socket_api_key, ..Default::default() };
+        let addr = format!("{host}:{port}");
+        let l = agent_runtime::transport::socketio::listen(self.rt.clone(), &addr, &api_key, &opts)
+            .await
+            .map_err(|e| Error::new(Status::GenericFailure, format!("cannot listen on {addr}: {e}")))?;
+        Ok(realtime::NativeListener { inner: l })
+    }
+
     /// A REST handler bound to `api_key` (`createRestServer({ apiKey })`).
     #[napi]
     pub fn rest_server(&self, api_key: String) -> RestServer {

@@ -84,3 +84,28 @@ impl RealtimeServer {
         self.realtime.io.sockets().len() as u32
     }
 }
+
+/// A native listener started by `runtime.listen`.
+#[napi]
+pub struct NativeListener {
+    pub(crate) inner: socketio::Listener,
+}
+
+#[napi]
+impl NativeListener {
+    #[napi(getter)]
+    pub fn port(&self) -> u32 {
+        self.inner.addr.port() as u32
+    }
+
+    #[napi(getter)]
+    pub fn host(&self) -> String {
+        self.inner.addr.ip().to_string()
+    }
+
+    /// Stop accepting and disconnect Socket.IO clients.
+    #[napi]
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}

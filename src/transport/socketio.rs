@@ -59,18 +59,63 @@ fn room(session_id: &str) -> String {
     format!("session:{session_id}")
 }
 
-/// Build the server and start bridging the runtime's events to it. Must run inside tokio.
-pub fn start(runtime: Arc<AgentRuntime>, opts: &RealtimeOptions) -> Realtime {
-    let (service, io) = SocketIo::builder()
+fn builder(runtime: &Arc<AgentRuntime>, opts: &RealtimeOptions) -> socketioxide::SocketIoBuilder {
+    SocketIo::builder()
         .req_path(opts.path.clone())
         .max_buffer_size(opts.max_buffered_packets)
         .max_payload(opts.max_payload)
         .with_state(runtime.clone())
         .with_state(RequiredToken(opts.api_key.as_deref().map(Arc::from)))
-        .build_svc();
+}
+
+fn serve_namespace(runtime: Arc<AgentRuntime>, io: &SocketIo) -> mpsc::UnboundedSender<DomainEvent> {
     io.ns("/", on_connect.with(check_token));
-    let queue = bridge(runtime, io.clone());
+    bridge(runtime, io.clone())
+}
+
+/// Build the server and start bridging the runtime's events to it. Must run inside tokio.
+pub fn start(runtime: Arc<AgentRuntime>, opts: &RealtimeOptions) -> Realtime {
+    let (service, io) = builder(&runtime, opts).build_svc();
+    let queue = serve_namespace(runtime, &io);
     Realtime { io, service, queue }
+}
+
+/// A running native listener (`runtime.listen`): REST and Socket.IO on one port, no JS in the
+/// data path.
+pub struct Listener {
+    pub addr: std::net::SocketAddr,
+    pub io: SocketIo,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    pub fn close(&self) {
+        for s in self.io.sockets() {
+            let _ = s.disconnect();
+        }
+        self.task.abort();
+    }
+}
+
+/// Serve the REST router and Socket.IO on `addr` with hyper (through axum).
+pub async fn listen(
+    runtime: Arc<AgentRuntime>,
+    addr: &str,
+    rest_api_key: &str,
+    opts: &RealtimeOptions,
+) -> std::io::Result<Listener> {
+    let (layer, io) = builder(&runtime, opts).build_layer();
+    let _queue = serve_namespace(runtime.clone(), &io);
+    let app = super::rest::router(runtime, rest_api_key).layer(layer);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "native listener stopped");
+        }
+    });
+    tracing::info!(%addr, "native listener: REST and Socket.IO");
+    Ok(Listener { addr, io, task })
 }
 
 /// Opt-in handshake auth: `auth: { token }` must equal the key (compared in constant time).
