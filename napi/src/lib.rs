@@ -223,6 +223,24 @@ pub struct HttpResponse {
     pub body: Buffer,
 }
 
+impl From<rest::PlainResponse> for HttpResponse {
+    fn from(r: rest::PlainResponse) -> Self {
+        HttpResponse { status: r.status as u32, headers: r.headers, body: r.body.to_vec().into() }
+    }
+}
+
+/// A request from the JS glue (method, URL, flat raw headers, body bytes) as plain data.
+pub(crate) fn plain_request(
+    method: String,
+    url: String,
+    headers: Vec<String>,
+    body: Option<Buffer>,
+    oversized: bool,
+) -> PlainRequest {
+    let body = body.map(|b| bytes::Bytes::copy_from_slice(&b)).unwrap_or_default();
+    PlainRequest { method, url, headers, body, oversized }
+}
+
 #[napi]
 pub struct RestServer {
     router: rest::Router,
@@ -243,9 +261,7 @@ impl RestServer {
         body: Option<Buffer>,
         oversized: bool,
     ) -> Result<HttpResponse> {
-        let body = body.map(|b| bytes::Bytes::copy_from_slice(&b)).unwrap_or_default();
-        let req = PlainRequest { method, url, headers, body, oversized };
-        let res = rest::handle_plain(&self.router, self.max_body as usize, req).await;
-        Ok(HttpResponse { status: res.status as u32, headers: res.headers, body: res.body.to_vec().into() })
+        let req = plain_request(method, url, headers, body, oversized);
+        Ok(rest::handle_plain(&self.router, self.max_body as usize, req).await.into())
     }
 }

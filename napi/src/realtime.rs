@@ -4,7 +4,6 @@
 
 use std::os::fd::FromRawFd;
 
-use agent_runtime::transport::rest::PlainRequest;
 use agent_runtime::transport::socketio::{self, Realtime};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -27,10 +26,8 @@ impl RealtimeServer {
         headers: Vec<String>,
         body: Option<Buffer>,
     ) -> Result<HttpResponse> {
-        let body = body.map(|b| bytes::Bytes::copy_from_slice(&b)).unwrap_or_default();
-        let req = PlainRequest { method, url, headers, body, oversized: false };
-        let res = socketio::handle_polling(&self.realtime.service, req).await;
-        Ok(HttpResponse { status: res.status as u32, headers: res.headers, body: res.body.to_vec().into() })
+        let req = crate::plain_request(method, url, headers, body, false);
+        Ok(socketio::handle_polling(&self.realtime.service, req).await.into())
     }
 
     /// Take over the TCP connection `fd` of an upgrade request (Node then destroys its handle;
