@@ -394,8 +394,18 @@ function attachRealtime(n, eventBus, httpServer, options = {}) {
     if (!ours(req.url)) return;
     const fd = socket._handle?.fd;
     if (socket.encrypted || typeof fd !== 'number' || fd < 0 || head?.length) {
-      // TLS lives in Node: the client falls back to long-polling on this server.
-      socket.destroy();
+      // TLS (or bytes Node already read) stays in Node: pipe the bytes through instead.
+      const pipe = server.pipe(req.url, req.rawHeaders, (chunk) => {
+        if (chunk === null) return void socket.end();
+        const ok = socket.write(chunk);
+        if (!ok) socket.once('drain', () => pipe.drained());
+        return ok;
+      });
+      if (head?.length) pipe.write(head);
+      socket.on('data', (c) => pipe.write(c));
+      socket.on('end', () => pipe.end());
+      socket.on('error', () => pipe.end());
+      socket.on('close', () => pipe.end());
       return;
     }
     socket._handle.readStop();

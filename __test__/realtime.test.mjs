@@ -119,16 +119,22 @@ test('sessions:list on create and unload; reconnect and rejoin', async () => {
   }
 });
 
-test('attaches to an https.Server (self-signed certificate) over long-polling', async () => {
+test('attaches to an https.Server (self-signed certificate), WebSocket and long-polling', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'arn-tls-'));
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${dir}/key.pem`, '-out', `${dir}/cert.pem`, '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
   const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
   const srv = await serve(rt, { secure: { key: fs.readFileSync(`${dir}/key.pem`), cert: fs.readFileSync(`${dir}/cert.pem`) } });
   try {
     const id = (await rt.sessionManager.createSession(CLAUDE)).sessionId;
-    const c = await connect(srv.url, { transports: ['polling'], rejectUnauthorized: false });
-    assert.deepEqual(await c.emitWithAck('session:join', id), { success: true });
-    c.close();
+    for (const transports of [['websocket', 'polling'], ['polling']]) {
+      const c = await connect(srv.url, { transports, rejectUnauthorized: false });
+      assert.equal(c.io.engine.transport.name, transports[0]);
+      assert.deepEqual(await c.emitWithAck('session:join', id), { success: true });
+      const got = once(c, 'session:options:update');
+      await rt.sessionManager.getSession(id).updateSessionOptions({ model: 'tls' });
+      assert.equal((await got).sessionId, id);
+      c.close();
+    }
   } finally {
     await srv.close();
     await rt.shutdown();

@@ -4,6 +4,10 @@
 
 use std::os::fd::FromRawFd;
 
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
 use agent_runtime::transport::socketio::{self, Realtime};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -57,6 +61,54 @@ impl RealtimeServer {
         Ok(())
     }
 
+    /// Serve a WebSocket whose bytes stay in Node (a TLS socket of an `https.Server`): the JS
+    /// glue feeds received bytes to `Pipe.write` and sends what `on_data` gets; `on_data(null)`
+    /// means the server closed. `on_data` returns false while the socket's buffer is full; the
+    /// pipe then waits for `Pipe.drained()` before sending more, so a slow client cannot make
+    /// memory grow here.
+    #[napi]
+    pub fn pipe(&self, url: String, headers: Vec<String>, on_data: Function<Option<Buffer>, bool>) -> Result<Pipe> {
+        let send: ThreadsafeFunction<Option<Buffer>, bool, Option<Buffer>, Status, false, true> =
+            on_data.build_threadsafe_function().callee_handled::<false>().weak::<true>().build()?;
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        let (mut read_half, mut write_half) = tokio::io::split(ours);
+        let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Option<bytes::Bytes>>();
+        let drained = std::sync::Arc::new(tokio::sync::Notify::new());
+        let service = self.realtime.service.clone();
+        napi::bindgen_prelude::spawn(async move {
+            if let Err(e) = socketio::serve_websocket(service, theirs, &url, &headers).await {
+                tracing::debug!(error = %e, "piped websocket ended with an error");
+            }
+        });
+        let wait = drained.clone();
+        napi::bindgen_prelude::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match read_half.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        send.call(None, ThreadsafeFunctionCallMode::NonBlocking);
+                        return;
+                    }
+                    Ok(n) => n,
+                };
+                match send.call_async_catch(Some(buf[..n].to_vec().into())).await {
+                    Ok(true) => {}
+                    Ok(false) => wait.notified().await,
+                    Err(_) => return,
+                }
+            }
+        });
+        napi::bindgen_prelude::spawn(async move {
+            while let Some(Some(chunk)) = in_rx.recv().await {
+                if write_half.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = write_half.shutdown().await;
+        });
+        Ok(Pipe { incoming: in_tx, drained })
+    }
+
     /// An event emitted on the JS EventBus by user code: forwarded to clients like a runtime
     /// event. Unknown names are ignored (the reference bridges only its own events).
     #[napi]
@@ -104,5 +156,33 @@ impl NativeListener {
     #[napi]
     pub fn close(&self) {
         self.inner.close();
+    }
+}
+
+/// The JS side of a piped WebSocket.
+#[napi]
+pub struct Pipe {
+    incoming: mpsc::UnboundedSender<Option<bytes::Bytes>>,
+    drained: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[napi]
+impl Pipe {
+    /// Bytes received from the client.
+    #[napi]
+    pub fn write(&self, chunk: Buffer) {
+        let _ = self.incoming.send(Some(bytes::Bytes::copy_from_slice(&chunk)));
+    }
+
+    /// The client's side ended.
+    #[napi]
+    pub fn end(&self) {
+        let _ = self.incoming.send(None);
+    }
+
+    /// The socket drained after `on_data` returned false.
+    #[napi]
+    pub fn drained(&self) {
+        self.drained.notify_one();
     }
 }
