@@ -119,3 +119,41 @@ async fn malformed_packets_do_not_take_the_server_down() {
     // The server still serves new clients.
     Client::connect(&svc).await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_and_others_keep_receiving() {
+    let rt = AgentRuntime::new(RuntimeOptions::default(), Arc::new(MemoryAdapter::with_profile("p")));
+    let a = rt
+        .sessions
+        .create_session(CreateSessionArgs {
+            agent_profile_ref: "p".into(),
+            architecture: Some(agent_runtime::agent::Architecture::ClaudeAgentSdk),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let realtime = start(rt.clone(), &RealtimeOptions { max_buffered_packets: 8, ..Default::default() });
+    let svc = realtime.service.clone();
+    let slow = Client::connect(&svc).await;
+    let fast = Client::connect(&svc).await;
+    for (n, c) in [(1, &slow), (2, &fast)] {
+        c.send(&format!(r#"42{n}["session:join","{}"]"#, a.session_id)).await;
+        c.poll_until(&format!("43{n}")).await;
+    }
+    assert_eq!(realtime.io.sockets().len(), 2);
+    for i in 0..20 {
+        let opts = serde_json::json!({ "model": format!("m{i}") }).as_object().unwrap().clone();
+        a.update_session_options(opts).await.unwrap();
+        fast.poll_until(&format!("\"m{i}\"")).await;
+    }
+    // Its buffer held what it could; once it reads, it gets the disconnect.
+    let backlog = slow.poll().await;
+    let held = backlog.matches("session:options:update").count();
+    assert!((1..=8).contains(&held), "bounded by the buffer: {held}");
+    let gone = async {
+        while realtime.io.sockets().len() != 1 {
+            let _ = slow.poll().await; // long-poll: returns when the server sends or closes
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), gone).await.expect("slow client disconnected");
+}

@@ -165,6 +165,47 @@ async fn leave(socket: SocketRef, TryData(id): TryData<String>, ack: AckSender) 
     let _ = ack.send(&json!({ "success": true }));
 }
 
+/// Rooms up to this size get one send per client, so a client whose buffer is full can be
+/// told apart and disconnected; larger rooms get one broadcast (one serialization) instead.
+const PER_CLIENT_ROOM: usize = 32;
+
+async fn emit_to_room(io: &SocketIo, session_id: &str, name: &'static str, payload: &Value) {
+    let sockets = io.to(room(session_id)).sockets();
+    if sockets.len() > PER_CLIENT_ROOM {
+        if let Err(err) = io.to(room(session_id)).emit(name, payload).await {
+            tracing::warn!(event = name, error = %err, "event dropped for clients whose buffers are full");
+        }
+        return;
+    }
+    for s in sockets {
+        if let Err(socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)) =
+            s.emit(name, payload)
+        {
+            tracing::warn!(socket = %s.id, session_id, "disconnecting a client too slow to take its events (buffer full)");
+            disconnect_when_possible(s);
+        }
+    }
+}
+
+/// A full client cannot even be sent its disconnect packet: take it out of every room at once
+/// (so nothing more queues up for it), then disconnect it as soon as its buffer has room.
+fn disconnect_when_possible(s: SocketRef) {
+    s.leave_all();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            if !s.connected() {
+                return;
+            }
+            match s.clone().disconnect() {
+                Err(socketioxide::SocketError::InternalChannelFull) => continue,
+                _ => return,
+            }
+        }
+    });
+}
+
 /// Domain events -> clients, in order: one task drains a queue fed synchronously by the bus.
 fn bridge(runtime: Arc<AgentRuntime>, io: SocketIo) -> mpsc::UnboundedSender<DomainEvent> {
     let (tx, mut rx) = mpsc::unbounded_channel::<DomainEvent>();
@@ -194,13 +235,9 @@ fn bridge(runtime: Arc<AgentRuntime>, io: SocketIo) -> mpsc::UnboundedSender<Dom
                 ("session:error", Some(id)) => {
                     let error = &e.payload["error"];
                     let body = json!({ "message": error["message"], "code": error.get("code").cloned().unwrap_or(Value::Null), "sessionId": id });
-                    let _ = io.to(room(id)).emit("error", &body).await;
+                    emit_to_room(&io, id, "error", &body).await;
                 }
-                (name, Some(id)) => {
-                    if let Err(err) = io.to(room(id)).emit(name, &e.payload).await {
-                        tracing::warn!(event = name, error = %err, "event not delivered to every client");
-                    }
-                }
+                (name, Some(id)) => emit_to_room(&io, id, name, &e.payload).await,
                 _ => {}
             }
         }
