@@ -1,6 +1,7 @@
 // Test side of the seed example: the shared build/run code plus a walk over every REST route.
 import assert from 'node:assert/strict';
 import { client } from './http.mjs';
+import { io } from 'socket.io-client';
 
 export * from '../../examples/seed-app.mjs';
 
@@ -40,6 +41,17 @@ export async function exerciseSeedServer() {
   assert.equal((await req('GET', '/sessions')).status, 200);
   assert.equal((await req('GET', `/sessions/${doc.body.sessionId}`)).body.type, 'opencode');
   assert.deepEqual((await req('GET', '/agent-profiles')).body, { profiles: [{ id: 'default', name: 'Default Agent' }] });
+
+  // Socket.IO through the seed's own createWebSocketServer(httpServer), both transports.
+  for (const transports of [['websocket', 'polling'], ['polling']]) {
+    const socket = io('http://127.0.0.1:3001', { transports, reconnection: false });
+    await new Promise((resolve, reject) => (socket.once('connect', resolve), socket.once('connect_error', reject)));
+    assert.deepEqual(await socket.emitWithAck('session:join', id), { success: true });
+    const list = new Promise((resolve) => socket.once('sessions:list', resolve));
+    await req('POST', '/api/sessions', { agentProfileRef: 'default', architecture: 'claude-agent-sdk' });
+    assert.ok(Array.isArray(await list), 'sessions:list after a create');
+    socket.close();
+  }
 
   assert.deepEqual((await req('DELETE', `/api/sessions/${id}`)).body, { success: true, sessionId: id });
   // The seed's adapter stores nothing, so an unloaded session is gone for good.
