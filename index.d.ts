@@ -63,6 +63,8 @@ export interface RestServerOptions {
 export interface WebSocketServer {
   /** Connected Socket.IO clients. */
   readonly clientsCount: number;
+  /** Rooms with at least one client, e.g. `session:<id>`. */
+  rooms(): Promise<string[]>;
   /** Disconnects every client and detaches from the HTTP server. */
   close(callback?: (err?: Error) => void): void;
 }

@@ -421,6 +421,8 @@ function attachRealtime(n, eventBus, httpServer, options = {}) {
     get clientsCount() {
       return server.clientsCount;
     },
+    /** Rooms with at least one client, e.g. `session:<id>`. */
+    rooms: () => server.rooms(),
     close(callback) {
       eventBus[PUBLISHERS].delete(publish);
       httpServer.off('request', onRequest);

@@ -223,6 +223,7 @@ test('opt-in handshake auth, and events user code emits on the EventBus reach cl
     const id = (await rt.sessionManager.createSession(CLAUDE)).sessionId;
     assert.deepEqual(await c.emitWithAck('session:join', id), { success: true });
     assert.equal(ws.clientsCount, 1);
+    assert.deepEqual(await ws.rooms(), [`session:${id}`]);
     const got = once(c, 'session:block:delta');
     rt.eventBus.emit('session:block:delta', { sessionId: id, conversationId: 'main', blockId: 'b1', delta: 'hi' });
     assert.deepEqual(await got, { sessionId: id, conversationId: 'main', blockId: 'b1', delta: 'hi' });

@@ -132,6 +132,13 @@ impl RealtimeServer {
     pub fn clients_count(&self) -> u32 {
         self.realtime.io.sockets().len() as u32
     }
+
+    /// Rooms with at least one client (`session:<id>`), for inspection.
+    #[napi]
+    pub async fn rooms(&self) -> Result<Vec<String>> {
+        let rooms = self.realtime.io.rooms().await.map_err(|e| Error::from_reason(format!("{e:?}")))?;
+        Ok(rooms.into_iter().map(|r| r.to_string()).collect())
+    }
 }
 
 /// A native listener started by `runtime.listen`.
