@@ -15,7 +15,7 @@ async function setup(opts = {}) {
 
 const CREATE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
 
-test('a throwing adapter method: 500 naming method and message', async () => {
+test('a throwing adapter method: 500 naming method and message', { timeout: 240_000 }, async () => {
   const { rec, rt, http } = await setup();
   rec.faults.createSessionRecord = 'throw';
   const res = await http('POST', '/api/sessions', CREATE);
@@ -30,7 +30,7 @@ test('a throwing adapter method: 500 naming method and message', async () => {
   await rt.shutdown();
 });
 
-test('a rejecting adapter method (also with a non-Error reason)', async () => {
+test('a rejecting adapter method (also with a non-Error reason)', { timeout: 240_000 }, async () => {
   const { rec, rt, http } = await setup();
   rec.faults.listAllSessions = 'reject';
   const res = await http('GET', '/api/sessions');
@@ -44,7 +44,7 @@ test('a rejecting adapter method (also with a non-Error reason)', async () => {
   await rt.shutdown();
 });
 
-test('a wrong shape names method and field', async () => {
+test('a wrong shape names method and field', { timeout: 240_000 }, async () => {
   const { rec, rt, http } = await setup();
   rec.faults.loadSession = () => ({ sessionId: 5, type: 'claude-agent-sdk', agentProfileReference: 'default' });
   const res = await http('GET', '/api/sessions/abc');
@@ -61,7 +61,7 @@ test('a wrong shape names method and field', async () => {
   await rt.shutdown();
 });
 
-test('a hanging adapter call times out instead of hanging the request or shutdown', async () => {
+test('a hanging adapter call times out instead of hanging the request or shutdown', { timeout: 240_000 }, async () => {
   const { rec, rt, http } = await setup();
   const created = await http('POST', '/api/sessions', CREATE);
   rec.faults.updateSessionRecord = 'hang';
@@ -75,7 +75,7 @@ test('a hanging adapter call times out instead of hanging the request or shutdow
   assert.equal(rt.isHealthy(), false);
 });
 
-test('synchronous adapter methods and undefined fields are accepted', async () => {
+test('synchronous adapter methods and undefined fields are accepted', { timeout: 240_000 }, async () => {
   const store = new Map();
   const persistence = {
     listAllSessions: () => [...store.values()].map((s) => ({ ...s, name: undefined })),
@@ -97,7 +97,7 @@ test('synchronous adapter methods and undefined fields are accepted', async () =
   await rt.shutdown();
 });
 
-test('invalid config is a TypeError naming the field', async () => {
+test('invalid config is a TypeError naming the field', { timeout: 240_000 }, async () => {
   const rec = recordingAdapter();
   await assert.rejects(createAgentRuntime({}), { name: 'TypeError', message: /config\.persistence must be/ });
   const { saveTranscript, ...partial } = rec.adapter;
@@ -123,7 +123,7 @@ test('invalid config is a TypeError naming the field', async () => {
   await rt.shutdown();
 });
 
-test('domain events reach the EventBus with the reference payloads', async () => {
+test('domain events reach the EventBus with the reference payloads', { timeout: 240_000 }, async () => {
   const { rt, http } = await setup();
   const seen = [];
   for (const name of ['sessions:changed', 'session:status', 'session:options:update']) {
@@ -143,7 +143,7 @@ test('domain events reach the EventBus with the reference payloads', async () =>
   await rt.shutdown();
 });
 
-test('a throwing event listener does not take the process down', async () => {
+test('a throwing event listener does not take the process down', { timeout: 240_000 }, async () => {
   const { rt, http } = await setup();
   let called = 0;
   rt.eventBus.on('sessions:changed', () => {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { agentRuntime } from './helpers/agent.mjs';
 import { client, API_KEY } from './helpers/http.mjs';
 
-test('a Claude session over REST: lazy sandbox, streamed blocks with real ids, file, transcript, reload, resume', async () => {
+test('a Claude session over REST: lazy sandbox, streamed blocks with real ids, file, transcript, reload, resume', { timeout: 240_000 }, async () => {
   const h = await agentRuntime();
   try {
     const http = client(h.rt.createRestServer({ apiKey: API_KEY }).fetch);
@@ -76,7 +76,7 @@ test('a Claude session over REST: lazy sandbox, streamed blocks with real ids, f
   }
 });
 
-test('a subagent run yields subagent events and a subagent conversation', async () => {
+test('a subagent run yields subagent events and a subagent conversation', { timeout: 240_000 }, async () => {
   const h = await agentRuntime();
   try {
     const s = await h.rt.sessionManager.createSession({ agentProfileRef: 'default', architecture: 'claude-agent-sdk' });

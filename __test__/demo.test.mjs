@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { REPO } from '../examples/seed-app.mjs';
 
-test('npm run demo: sandbox progress, streamed text, a tool call, a file, then a clean stop', async () => {
+test('npm run demo: sandbox progress, streamed text, a tool call, a file, then a clean stop', { timeout: 240_000 }, async () => {
   const env = { ...process.env, DEMO_ONCE: '1', PORT: '0', NO_COLOR: '1' };
   delete env.ANTHROPIC_API_KEY;
   delete env.ANTHROPIC_BASE_URL;

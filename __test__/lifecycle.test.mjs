@@ -15,7 +15,7 @@ async function readyRunner(h, s) {
   return dir;
 }
 
-test('a sandbox killed mid-turn ends the turn with an error; the session keeps working', async () => {
+test('a sandbox killed mid-turn ends the turn with an error; the session keeps working', { timeout: 240_000 }, async () => {
   const h = await agentRuntime();
   try {
     const s = await h.rt.sessionManager.createSession(CLAUDE);
@@ -39,7 +39,7 @@ test('a sandbox killed mid-turn ends the turn with an error; the session keeps w
   }
 });
 
-test('health polling sees a dead sandbox; the next message starts a new one', async () => {
+test('health polling sees a dead sandbox; the next message starts a new one', { timeout: 240_000 }, async () => {
   const h = await agentRuntime({ healthCheckIntervalMs: 100 });
   try {
     const s = await h.rt.sessionManager.createSession(CLAUDE);
@@ -65,7 +65,7 @@ test('health polling sees a dead sandbox; the next message starts a new one', as
   }
 });
 
-test('saveTranscript failing twice then recovering loses nothing', async () => {
+test('saveTranscript failing twice then recovering loses nothing', { timeout: 240_000 }, async () => {
   const h = await agentRuntime();
   try {
     const s = await h.rt.sessionManager.createSession(CLAUDE);
@@ -83,7 +83,7 @@ test('saveTranscript failing twice then recovering loses nothing', async () => {
   }
 });
 
-test('an idle session is synced, its sandbox stopped, and it is unloaded', async () => {
+test('an idle session is synced, its sandbox stopped, and it is unloaded', { timeout: 240_000 }, async () => {
   const h = await agentRuntime({ idleTimeoutMs: 1500 });
   try {
     const s = await h.rt.sessionManager.createSession(CLAUDE);
@@ -100,7 +100,7 @@ test('an idle session is synced, its sandbox stopped, and it is unloaded', async
   }
 });
 
-test('shutdown during a running turn returns, syncs and leaves no sandbox process', async () => {
+test('shutdown during a running turn returns, syncs and leaves no sandbox process', { timeout: 240_000 }, async () => {
   const h = await agentRuntime();
   const s = await h.rt.sessionManager.createSession(CLAUDE);
   const outcome = s.sendMessage('wait 5000ms please').then(() => null, (e) => e);
@@ -115,7 +115,7 @@ test('shutdown during a running turn returns, syncs and leaves no sandbox proces
   await h.close();
 });
 
-test('a second message waits for the running turn; many sessions run in parallel', async () => {
+test('a second message waits for the running turn; many sessions run in parallel', { timeout: 240_000 }, async () => {
   const h = await agentRuntime();
   try {
     const s = await h.rt.sessionManager.createSession(CLAUDE);

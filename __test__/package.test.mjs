@@ -10,7 +10,7 @@ import { makeConsumer, compileSeed, runSeed, stop, exerciseSeedServer, REPO } fr
 
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 
-test('packed package installs under the alias and runs the seed example', async () => {
+test('packed package installs under the alias and runs the seed example', { timeout: 900_000 }, async () => {
   const app = makeConsumer(null);
   const packed = execFileSync(npm, ['pack', '--silent', '--pack-destination', app], { cwd: REPO, encoding: 'utf8' })
     .trim()

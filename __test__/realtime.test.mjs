@@ -49,7 +49,7 @@ async function connect(url, opts = {}) {
   return c;
 }
 
-test('join, leave, unknown sessions and room isolation over both transports', async () => {
+test('join, leave, unknown sessions and room isolation over both transports', { timeout: 240_000 }, async () => {
   const rec = recordingAdapter();
   const rt = await createAgentRuntime({ persistence: rec.adapter, logLevel: 'error' });
   const srv = await serve(rt);
@@ -88,7 +88,7 @@ test('join, leave, unknown sessions and room isolation over both transports', as
   }
 });
 
-test('sessions:list on create and unload; reconnect and rejoin', async () => {
+test('sessions:list on create and unload; reconnect and rejoin', { timeout: 240_000 }, async () => {
   const rec = recordingAdapter();
   const rt = await createAgentRuntime({ persistence: rec.adapter, logLevel: 'error' });
   const srv = await serve(rt);
@@ -119,7 +119,7 @@ test('sessions:list on create and unload; reconnect and rejoin', async () => {
   }
 });
 
-test('attaches to an https.Server (self-signed certificate), WebSocket and long-polling', async () => {
+test('attaches to an https.Server (self-signed certificate), WebSocket and long-polling', { timeout: 240_000 }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'arn-tls-'));
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${dir}/key.pem`, '-out', `${dir}/cert.pem`, '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
   const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
@@ -142,7 +142,7 @@ test('attaches to an https.Server (self-signed certificate), WebSocket and long-
   }
 });
 
-test('malformed packets, unknown events, oversized frames and floods leave other clients unaffected', async () => {
+test('malformed packets, unknown events, oversized frames and floods leave other clients unaffected', { timeout: 240_000 }, async () => {
   const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
   const srv = await serve(rt);
   try {
@@ -174,7 +174,7 @@ test('malformed packets, unknown events, oversized frames and floods leave other
   }
 });
 
-test("a real conversation: the client's reconstructed blocks match GET after the turn", async () => {
+test("a real conversation: the client's reconstructed blocks match GET after the turn", { timeout: 240_000 }, async () => {
   const h = await agentRuntime();
   const srv = await serve(h.rt);
   try {
@@ -210,7 +210,7 @@ test("a real conversation: the client's reconstructed blocks match GET after the
   }
 });
 
-test('opt-in handshake auth, and events user code emits on the EventBus reach clients', async () => {
+test('opt-in handshake auth, and events user code emits on the EventBus reach clients', { timeout: 240_000 }, async () => {
   const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
   const http1 = http.createServer((req, res) => res.end('mine'));
   const ws = rt.createWebSocketServer(http1, { apiKey: 'sekret' });
@@ -235,7 +235,7 @@ test('opt-in handshake auth, and events user code emits on the EventBus reach cl
   }
 });
 
-test('runtime.listen: REST and Socket.IO natively on one port', async () => {
+test('runtime.listen: REST and Socket.IO natively on one port', { timeout: 240_000 }, async () => {
   const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
   const l = await rt.listen({ port: 0, apiKey: API_KEY });
   try {

@@ -28,7 +28,7 @@ before(async () => {
 
 after(() => rt.shutdown());
 
-test('every /api route, with the adapter called in the reference order', async () => {
+test('every /api route, with the adapter called in the reference order', { timeout: 240_000 }, async () => {
   rec.calls.length = 0;
   const created = await http('POST', '/api/sessions', {
     agentProfileRef: 'default',
@@ -99,7 +99,7 @@ test('every /api route, with the adapter called in the reference order', async (
   assert.equal(sent.body.code, 'NOT_IMPLEMENTED');
 });
 
-test('the seed-documented routes share handlers and auth', async () => {
+test('the seed-documented routes share handlers and auth', { timeout: 240_000 }, async () => {
   assert.equal((await http('GET', '/sessions', undefined, {})).status, 401);
   const created = await http('POST', '/sessions/create', { agentProfileRef: 'default', architecture: 'opencode' });
   assert.equal(created.status, 201);
@@ -112,7 +112,7 @@ test('the seed-documented routes share handlers and auth', async () => {
   assert.deepEqual((await http('GET', '/api/agent-profiles')).body, profiles.body);
 });
 
-test('health, auth forms, CORS', async () => {
+test('health, auth forms, CORS', { timeout: 240_000 }, async () => {
   const health = await http('GET', '/health', undefined, {});
   assert.deepEqual(health.body, { status: 'ok' });
   assert.equal(health.headers.get('access-control-allow-origin'), '*');
@@ -137,7 +137,7 @@ test('health, auth forms, CORS', async () => {
   assert.equal(unknown.body, '404 Not Found');
 });
 
-test('bad input gets a 400/404/413 that names the problem', async () => {
+test('bad input gets a 400/404/413 that names the problem', { timeout: 240_000 }, async () => {
   const bad = await http('POST', '/api/sessions', '{"agentProfileRef": ');
   assert.equal(bad.status, 400);
   assert.equal(bad.body.code, 'INVALID_REQUEST');
@@ -184,7 +184,7 @@ test('bad input gets a 400/404/413 that names the problem', async () => {
   assert.equal(res.status, 413);
 });
 
-test('serves through @hono/node-server with app.fetch', async () => {
+test('serves through @hono/node-server with app.fetch', { timeout: 240_000 }, async () => {
   const { serve } = await import('@hono/node-server');
   const server = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));

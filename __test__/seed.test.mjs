@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { makeConsumer, compileSeed, runSeed, stop, REPO, exerciseSeedServer } from './helpers/seed.mjs';
 
-test('seed example compiles with tsc --strict and serves every REST route', async (t) => {
+test('seed example compiles with tsc --strict and serves every REST route', { timeout: 240_000 }, async (t) => {
   const dir = makeConsumer(REPO);
   const entry = compileSeed(dir);
   const server = runSeed(entry);

@@ -7,7 +7,7 @@ import { agentRuntime, pidsMentioning } from './helpers/agent.mjs';
 
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
 
-test('text, binary, oversized and deleted workspace files', async () => {
+test('text, binary, oversized and deleted workspace files', { timeout: 240_000 }, async () => {
   const h = await agentRuntime({ maxWorkspaceFileBytes: 4096 });
   try {
     const s = await h.rt.sessionManager.createSession(CLAUDE);
@@ -29,7 +29,7 @@ test('text, binary, oversized and deleted workspace files', async () => {
   }
 });
 
-test('sandbox processes do not outlive the Node process', async () => {
+test('sandbox processes do not outlive the Node process', { timeout: 240_000 }, async () => {
   const script = `
     import { agentRuntime } from './__test__/helpers/agent.mjs';
     const h = await agentRuntime();

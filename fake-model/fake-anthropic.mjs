@@ -121,12 +121,20 @@ function json(res, body, reply) {
 export function startFakeAnthropic({ port = 0, log = () => {} } = {}) {
   const requests = [];
   const watchers = [];
-  /** Resolves with the first request (seen or future) that `match` accepts. */
-  const waitForRequest = (match = () => true) =>
-    new Promise((resolve) => {
+  /** Resolves with the first request (seen or future) that `match` accepts; rejects after `ms`. */
+  const waitForRequest = (match = () => true, ms = 60_000) =>
+    new Promise((resolve, reject) => {
       const seen = requests.find(match);
-      if (seen) resolve(seen);
-      else watchers.push({ match, resolve });
+      if (seen) return resolve(seen);
+      const w = { match, resolve };
+      watchers.push(w);
+      setTimeout(() => {
+        const i = watchers.indexOf(w);
+        if (i >= 0) {
+          watchers.splice(i, 1);
+          reject(new Error('timed out waiting for a model request'));
+        }
+      }, ms).unref();
     });
   const server = http.createServer((req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
