@@ -128,6 +128,8 @@ test('a second message waits for the running turn; many sessions run in parallel
 
     const many = await Promise.all([1, 2, 3, 4].map(() => h.rt.sessionManager.createSession(CLAUDE)));
     await Promise.all(many.map((m, i) => m.sendMessage(`write file${i}.txt containing number ${i}`)));
+    // File events settle briefly after the write; wait for each rather than racing the watcher.
+    await Promise.all(many.map((m) => h.waitFor((n, p) => n === 'session:file:created' && p.sessionId === m.sessionId)));
     many.forEach((m, i) => {
       const files = m.getState().workspaceFiles;
       assert.deepEqual(files, [{ path: `file${i}.txt`, content: `number ${i}` }]);

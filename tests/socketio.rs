@@ -149,7 +149,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_receiving()
     // Its buffer held what it could; once it reads, it gets the disconnect.
     let backlog = slow.poll().await;
     let held = backlog.matches("session:options:update").count();
-    assert!((1..=8).contains(&held), "bounded by the buffer: {held}");
+    assert!(held <= 8, "bounded by the buffer: {held}");
     let gone = async {
         while realtime.io.sockets().len() != 1 {
             let _ = slow.poll().await; // long-poll: returns when the server sends or closes

@@ -162,9 +162,11 @@ impl NativeRuntime {
         self.session(&session_id)?.destroy().await.map_err(to_napi)
     }
 
-    #[napi]
-    pub async fn send_message(&self, session_id: String, message: String) -> Result<()> {
-        self.session(&session_id)?.send_message(&message).await.map_err(to_napi)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn send_message<'e>(&self, env: &'e Env, session_id: String, message: String) -> Result<PromiseRaw<'e, ()>> {
+        // Queued synchronously, so messages run in the order JS sent them.
+        let turn = self.session(&session_id)?.send_message(&message);
+        env.spawn_future(async move { turn.await.map_err(to_napi) })
     }
 
     /// A Socket.IO server bridged to this runtime's events (`createWebSocketServer`).

@@ -100,8 +100,8 @@ pub struct AgentSession {
     pub(super) profile: AgentProfile,
     pub(super) data: Mutex<SessionData>,
     pub(super) ctx: Arc<SessionContext>,
-    /// Held for the length of a turn: a second message waits for the first to finish.
-    pub(super) turn: tokio::sync::Mutex<()>,
+    /// Turns run one at a time, in the order the messages were sent.
+    pub(super) turns: super::run::TurnQueue,
     /// The running sandbox and its background tasks.
     pub(super) live: tokio::sync::Mutex<Option<Live>>,
     pub(super) busy: std::sync::atomic::AtomicBool,
@@ -163,7 +163,7 @@ impl AgentSession {
             profile,
             data: Mutex::new(data),
             ctx,
-            turn: Default::default(),
+            turns: Default::default(),
             live: Default::default(),
             busy: Default::default(),
             restarts: Default::default(),

@@ -35,6 +35,42 @@ impl Drop for Live {
     }
 }
 
+/// First come, first served: a ticket is taken when the message is sent (synchronously), and
+/// the turn waits until every earlier ticket has finished. A lock would not keep that order:
+/// callers' tasks may reach it in any order.
+#[derive(Default)]
+pub struct TurnQueue {
+    next: std::sync::atomic::AtomicU64,
+    serving: std::sync::atomic::AtomicU64,
+    done: tokio::sync::Notify,
+}
+
+impl TurnQueue {
+    fn ticket(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::SeqCst)
+    }
+
+    async fn wait(&self, ticket: u64) -> TurnGuard<'_> {
+        loop {
+            // Registered before the check, so a turn finishing in between still wakes us.
+            let notified = self.done.notified();
+            if self.serving.load(Ordering::SeqCst) == ticket {
+                return TurnGuard(self);
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Ends a turn (however it ends) and lets the next ticket in.
+struct TurnGuard<'a>(&'a TurnQueue);
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.serving.fetch_add(1, Ordering::SeqCst);
+        self.0.done.notify_waiters();
+    }
+}
+
 /// Clears the busy flag however a turn ends.
 struct Busy<'a>(&'a AgentSession);
 impl Drop for Busy<'_> {
@@ -92,16 +128,26 @@ impl AgentSession {
     }
 
     /// Run one agent turn. Messages sent while a turn runs wait for it (in order).
-    pub async fn send_message(self: &Arc<Self>, message: &str) -> Result<()> {
-        let _turn = self.turn.lock().await;
-        self.busy.store(true, Ordering::SeqCst);
-        let _busy = Busy(self);
-        let result = self.run_turn(message).await;
-        if let Err(e) = &result {
-            tracing::warn!(session_id = %self.session_id, error = %e, "turn failed");
-            self.emit(DomainEvent::error(&self.session_id, &e.to_string(), Some(e.code())));
+    /// Run one agent turn. The message's place in line is taken now; the returned future runs
+    /// the turn after every message sent before it (it must be driven to completion).
+    pub fn send_message(
+        self: &Arc<Self>,
+        message: &str,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let ticket = self.turns.ticket();
+        let this = self.clone();
+        let message = message.to_string();
+        async move {
+            let _turn = this.turns.wait(ticket).await;
+            this.busy.store(true, Ordering::SeqCst);
+            let _busy = Busy(&this);
+            let result = this.run_turn(&message).await;
+            if let Err(e) = &result {
+                tracing::warn!(session_id = %this.session_id, error = %e, "turn failed");
+                this.emit(DomainEvent::error(&this.session_id, &e.to_string(), Some(e.code())));
+            }
+            result
         }
-        result
     }
 
     async fn run_turn(self: &Arc<Self>, message: &str) -> Result<()> {

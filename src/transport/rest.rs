@@ -224,9 +224,11 @@ async fn send_message(
     if let Err(m) = &ctx.sandboxes {
         return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "SANDBOX_UNAVAILABLE", m.clone()));
     }
+    // The message takes its place in the session's queue now, in request order.
+    let turn = session.send_message(&b.content);
     tokio::spawn(async move {
         // Failures were already sent as `session:error`.
-        let _ = session.send_message(&b.content).await;
+        let _ = turn.await;
     });
     Ok(Json(json!({ "success": true, "sessionId": id })))
 }
