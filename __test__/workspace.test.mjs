@@ -16,6 +16,9 @@ test('text, binary, oversized and deleted workspace files', { timeout: 240_000 }
       'run: head -c 512 /dev/urandom > blob.bin; head -c 10000 /dev/zero | tr "\\\\0" a > big.txt; mkdir -p sub && echo nested > sub/n.txt; rm keep.txt',
     );
     await h.turnEnd(s.sessionId, 2);
+    // Watcher events settle shortly after the writes; wait for the ones we expect.
+    await h.waitFor((n, p) => n === 'session:file:created' && p.file.path === 'sub/n.txt');
+    await h.waitFor((n, p) => n === 'session:file:deleted' && p.path === 'keep.txt');
     const created = h.of(s.sessionId, 'session:file:created').map((p) => p.file.path);
     assert.ok(created.includes('keep.txt') && created.includes('sub/n.txt'), created.join());
     assert.ok(!created.includes('blob.bin') && !created.includes('big.txt'), 'binary and oversized files are not sent');
