@@ -1,7 +1,7 @@
 // End to end: the real Claude Agent SDK in local sandboxes against the bundled fake Messages API.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { agentRuntime } from './helpers/agent.mjs';
+import { agentRuntime, eventually } from './helpers/agent.mjs';
 import { client, API_KEY } from './helpers/http.mjs';
 
 test('a Claude session over REST: lazy sandbox, streamed blocks with real ids, file, transcript, reload, resume', { timeout: 240_000 }, async () => {
@@ -42,9 +42,9 @@ test('a Claude session over REST: lazy sandbox, streamed blocks with real ids, f
     assert.equal(tool.input.file_path, 'haiku.txt');
 
     // The Write tool's file: an event, and saved through the adapter.
-    const file = h.of(id, 'session:file:created').find((p) => p.file.path === 'haiku.txt');
+    const [, file] = await h.waitFor((n, p) => n === 'session:file:created' && p.sessionId === id && p.file.path === 'haiku.txt');
     assert.equal(file.file.content, 'Old pond\nfrog jumps in\nsound of water\n');
-    assert.ok(h.rec.calls.some(([m, sid, f]) => m === 'saveWorkspaceFile' && sid === id && f.path === 'haiku.txt'));
+    await eventually(() => h.rec.calls.some(([m, sid, f]) => m === 'saveWorkspaceFile' && sid === id && f.path === 'haiku.txt'), 15_000, 'saveWorkspaceFile');
     const stored = h.rec.sessions.get(id);
     const combined = JSON.parse(stored.rawTranscript);
     assert.ok(combined.main.includes('think, then write haiku.txt'));

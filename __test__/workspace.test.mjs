@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { agentRuntime, pidsMentioning } from './helpers/agent.mjs';
+import { agentRuntime, eventually, pidsMentioning } from './helpers/agent.mjs';
 
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
 
@@ -23,7 +23,7 @@ test('text, binary, oversized and deleted workspace files', { timeout: 240_000 }
     assert.ok(created.includes('keep.txt') && created.includes('sub/n.txt'), created.join());
     assert.ok(!created.includes('blob.bin') && !created.includes('big.txt'), 'binary and oversized files are not sent');
     assert.deepEqual(h.of(s.sessionId, 'session:file:deleted').map((p) => p.path), ['keep.txt']);
-    assert.ok(h.rec.calls.some(([m, , p]) => m === 'deleteSessionFile' && p === 'keep.txt'));
+    await eventually(() => h.rec.calls.some(([m, , p]) => m === 'deleteSessionFile' && p === 'keep.txt'), 15_000, 'deleteSessionFile');
     await s.syncSessionStateToStorage();
     assert.deepEqual(s.getState().workspaceFiles, [{ path: 'sub/n.txt', content: 'nested\n' }]);
     assert.deepEqual(h.rec.sessions.get(s.sessionId).workspaceFiles, [{ path: 'sub/n.txt', content: 'nested\n' }]);

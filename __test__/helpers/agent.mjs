@@ -74,6 +74,16 @@ export async function agentRuntime(options = {}) {
   return { rt, rec, fake, root, log, waitFor, of, turnEnd, close };
 }
 
+/** Resolves once `check()` is true (re-checked every 20 ms), for effects that carry no event
+ *  (an adapter call made after an event); rejects after `ms`. */
+export async function eventually(check, ms = 15_000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Pids of processes whose command line mentions `needle`. */
 export function pidsMentioning(needle) {
   const out = [];
