@@ -322,10 +322,6 @@ function errorResponse(message, code) {
   return code ? { error: message, code } : { error: message };
 }
 
-// ---- runtime ------------------------------------------------------------------------------
-
-const BRIDGE_EVENTS = new Set(['newListener', 'removeListener']);
-
 // ---- Socket.IO ----------------------------------------------------------------------------
 
 const DEFAULT_CORS_ORIGINS = ['http://localhost:3000', 'http://localhost:3001', 'http://localhost:5173'];
@@ -432,6 +428,10 @@ function attachRealtime(n, eventBus, httpServer, options = {}) {
     },
   };
 }
+
+// ---- runtime ------------------------------------------------------------------------------
+
+const BRIDGE_EVENTS = new Set(['newListener', 'removeListener']);
 
 /** What the native core needs to know about this host to run agents locally. */
 function hostInfo() {
