@@ -1,9 +1,10 @@
 // Runs inside a sandbox. Reads one JSON request from stdin:
-//   { prompt, sessionId, cwd, tools?, mcpServers?, model? }
+//   { prompt, sessionId, tools?, mcpServers?, model? }
+// and works in its current directory (the workspace).
 // runs the Claude Agent SDK, and writes every SDK message as one JSON line on stdout.
 // A failure is one line { type: "system", subtype: "error", error: { message, name } } and exit 1.
 // The prompt travels on stdin, so no argv size limit and no option parsing of its text.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -36,10 +37,22 @@ async function readRequest() {
 
 // Claude Code keeps a session's transcript at ~/.claude/projects/<encoded cwd>/<id>.jsonl; if one
 // exists anywhere there, the session is resumed, else started with that id.
+// Claude Code only resumes from the folder named after the current directory, so a transcript
+// restored under another name (the workspace path differs between providers) is moved there.
 function hasTranscript(sessionId) {
   const projects = join(process.env.HOME ?? '', '.claude', 'projects');
   if (!existsSync(projects)) return false;
-  return readdirSync(projects).some((d) => existsSync(join(projects, d, `${sessionId}.jsonl`)));
+  const folder = readdirSync(projects).find((d) => existsSync(join(projects, d, `${sessionId}.jsonl`)));
+  if (folder === undefined) return false;
+  const own = process.cwd().replace(/[^a-zA-Z0-9]/g, '-');
+  if (folder !== own && own.length <= 200) {
+    mkdirSync(join(projects, own), { recursive: true });
+    for (const name of [`${sessionId}.jsonl`, sessionId]) {
+      const from = join(projects, folder, name);
+      if (existsSync(from) && !existsSync(join(projects, own, name))) renameSync(from, join(projects, own, name));
+    }
+  }
+  return true;
 }
 
 try {
@@ -47,7 +60,7 @@ try {
   const entry = process.env.CLAUDE_AGENT_SDK_ENTRY;
   const { query } = await import(entry ? pathToFileURL(entry).href : '@anthropic-ai/claude-agent-sdk');
   const options = {
-    cwd: req.cwd ?? process.cwd(),
+    cwd: process.cwd(),
     settingSources: ['project', 'user'],
     includePartialMessages: true,
     maxBudgetUsd: 5.0,

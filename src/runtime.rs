@@ -11,7 +11,11 @@ use crate::events::EventBus;
 use crate::persistence::retry::RetryPolicy;
 use crate::persistence::PersistenceAdapter;
 use crate::sandbox::local::LocalProvider;
+use crate::sandbox::modal::{self, Credentials, ModalProvider, ModalSettings};
 use crate::sandbox::SandboxProvider;
+
+/// Modal app used when `modal.appName` is not given.
+pub const DEFAULT_MODAL_APP: &str = "agent-runtime";
 use crate::session::{SessionContext, SessionManager};
 
 pub struct AgentRuntime {
@@ -32,9 +36,7 @@ impl AgentRuntime {
                 }
                 Ok(Arc::new(LocalProvider::new(options.sandbox_root.clone())))
             }
-            ProviderKind::Modal => Err("the Modal sandbox provider is not in this build yet; \
-                 use createAgentRuntime({ sandbox: { provider: \"local\" } })"
-                .to_string()),
+            ProviderKind::Modal => modal_provider(&options),
         };
         let assets = RunnerAssets {
             runner_dir: options.host.runner_dir.clone().map(Into::into),
@@ -86,4 +88,22 @@ impl AgentRuntime {
         self.kill_sandboxes();
         tracing::info!("runtime shut down");
     }
+}
+
+/// The Modal provider from `modal: { tokenId, tokenSecret, appName }` and `MODAL_SERVER_URL`.
+fn modal_provider(options: &RuntimeOptions) -> std::result::Result<Arc<dyn SandboxProvider>, String> {
+    let m = &options.modal;
+    let creds = Credentials {
+        token_id: m.token_id.clone().unwrap_or_default(),
+        token_secret: m.token_secret.clone().unwrap_or_default(),
+    };
+    if creds.token_id.is_empty() || creds.token_secret.is_empty() {
+        return Err("the Modal sandbox provider needs modal.tokenId and modal.tokenSecret".into());
+    }
+    let settings = ModalSettings {
+        server_url: modal::server_url(),
+        app_name: m.app_name.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| DEFAULT_MODAL_APP.into()),
+        sandbox: Default::default(),
+    };
+    ModalProvider::new(creds, settings).map(|p| Arc::new(p) as Arc<dyn SandboxProvider>).map_err(|e| e.message)
 }

@@ -7,6 +7,7 @@
 //! which holds the scripts that run *inside* a sandbox.)
 
 pub mod local;
+pub mod modal;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -73,6 +74,11 @@ pub struct SandboxSpec {
 pub trait Sandbox: Send + Sync + 'static {
     fn id(&self) -> &str;
     fn paths(&self) -> &BasePaths;
+    /// Whether processes here can run this host's Node and its installed agent SDKs (local
+    /// sandboxes); otherwise the sandbox image brings its own (`node` on PATH, SDKs in `/app`).
+    fn uses_host_toolchain(&self) -> bool {
+        true
+    }
     async fn exec(&self, argv: &[String], opts: ExecOptions) -> SResult<Process>;
     /// `None` when the file does not exist.
     async fn read_file(&self, path: &Path) -> SResult<Option<Vec<u8>>>;

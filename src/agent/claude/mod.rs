@@ -83,16 +83,21 @@ impl AgentArchitecture for ClaudeArchitecture {
         env.insert("DISABLE_AUTOUPDATER".into(), "1".into());
         env.insert("DISABLE_TELEMETRY".into(), "1".into());
         env.insert("DISABLE_ERROR_REPORTING".into(), "1".into());
-        if let Some(entry) = &self.assets.claude_sdk_entry {
-            env.insert("CLAUDE_AGENT_SDK_ENTRY".into(), entry.clone());
-        }
+        // A local sandbox runs this host's Node and SDK; a remote one has its own in the image.
+        let node = if sb.uses_host_toolchain() {
+            if let Some(entry) = &self.assets.claude_sdk_entry {
+                env.insert("CLAUDE_AGENT_SDK_ENTRY".into(), entry.clone());
+            }
+            self.assets.node.clone()
+        } else {
+            "node".to_string()
+        };
         let runner = paths.app.join(RUNNER).display().to_string();
-        let argv = vec![self.assets.node.clone(), runner];
+        let argv = vec![node, runner];
         let mut proc = sb.exec(&argv, ExecOptions { cwd: Some(paths.workspace.clone()), env }).await?;
         let mut request = json!({
             "prompt": prompt,
             "sessionId": setup.session_id,
-            "cwd": paths.workspace.display().to_string(),
             "tools": pf.tools,
             "mcpServers": pf.mcp_servers,
         });
@@ -121,8 +126,16 @@ impl AgentArchitecture for ClaudeArchitecture {
 
     async fn read_transcript(&self, sb: &dyn Sandbox, session_id: &str) -> SResult<Option<String>> {
         let paths = sb.paths();
-        let dir = files::transcript_dir(&paths.home, &paths.workspace);
-        let main = match sb.read_file(&dir.join(format!("{session_id}.jsonl"))).await? {
+        // Claude Code names the folder after the real cwd of the process, which is the
+        // workspace as the sandbox sees it; look in every project folder to be sure.
+        let projects = paths.home.join(".claude").join("projects");
+        let own = format!("{session_id}.jsonl");
+        let found = sb.list_files(&projects).await?.into_iter().find_map(|rel| {
+            let (folder, name) = rel.split_once('/')?;
+            (name == own).then(|| projects.join(folder))
+        });
+        let dir = found.unwrap_or_else(|| files::transcript_dir(&paths.home, &paths.workspace));
+        let main = match sb.read_file(&dir.join(&own)).await? {
             Some(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
             _ => return Ok(None),
         };
