@@ -9,7 +9,10 @@ import path from 'node:path';
 import { startFakeModal, fakeModalBin } from './helpers/fake-modal.mjs';
 import { agentRuntime, claudeConversation } from './helpers/agent.mjs';
 import { summarize, departures } from './modal/golden.mjs';
-import { REPO } from '../examples/seed-app.mjs';
+import { REPO, makeConsumer, compileSeed, runSeed, stop } from '../examples/seed-app.mjs';
+import { startFakeAnthropic } from '../fake-model/fake-anthropic.mjs';
+import { client } from './helpers/http.mjs';
+import { io } from 'socket.io-client';
 
 const GOLDEN = path.join(REPO, '__test__/modal/golden-official-0.5.4.json');
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
@@ -94,6 +97,64 @@ test('a Claude conversation on the Modal provider (fake control plane): same end
     await fake.stop();
   }
 });
+
+test('the seed example server, with Modal tokens and MODAL_SERVER_URL at the fake, runs a conversation in a Modal sandbox', { timeout: 300_000 }, async () => {
+  const fake = await startFakeModal();
+  const model = await startFakeAnthropic();
+  const dir = makeConsumer(REPO);
+  const server = runSeed(compileSeed(dir), {
+    MODAL_TOKEN_ID: 'ak-seed',
+    MODAL_TOKEN_SECRET: 'as-seed',
+    MODAL_SERVER_URL: fake.url,
+    ANTHROPIC_BASE_URL: model.url,
+    ANTHROPIC_API_KEY: 'fake-key',
+  });
+  try {
+    await server.ready;
+    const KEY = { Authorization: 'Bearer your-api-key', 'Content-Type': 'application/json' };
+    const http = client(fetch, 'http://127.0.0.1:3001');
+    const rest = (m, p, b) => http(m, p, b, KEY);
+    const id = (await rest('POST', '/api/sessions', CLAUDE)).body.sessionId;
+    const socket = io('http://127.0.0.1:3001', { transports: ['websocket'], reconnection: false });
+    await new Promise((resolve, reject) => (socket.once('connect', resolve), socket.once('connect_error', reject)));
+    assert.deepEqual(await socket.emitWithAck('session:join', id), { success: true });
+    const events = [];
+    for (const name of ['session:block:start', 'session:block:complete', 'session:file:created', 'session:status']) socket.on(name, (p) => events.push([name, p]));
+    const done = new Promise((resolve) => socket.on('session:block:complete', (p) => p.block.subtype === 'session_end' && resolve()));
+    await rest('POST', `/api/sessions/${id}/messages`, { content: 'think, then write haiku.txt' });
+    await done;
+    const sandboxId = events.find(([n, p]) => n === 'session:status' && p.runtime.sandbox?.sandboxId)[1].runtime.sandbox.sandboxId;
+    assert.match(sandboxId, /^sb-[0-9A-Za-z]{22}$/, 'a Modal sandbox');
+    const completes = events.filter(([n]) => n === 'session:block:complete').map(([, p]) => p.block);
+    const started = events.filter(([n]) => n === 'session:block:start').map(([, p]) => p.block.id);
+    for (const b of completes.filter((b) => ['thinking', 'assistant_text', 'tool_use'].includes(b.type))) assert.ok(started.includes(b.id), `${b.id} started before it completed`);
+    assert.equal(completes.find((b) => b.type === 'tool_use').toolName, 'Write');
+    const state = await eventuallyValue(async () => {
+      const s = (await rest('GET', `/api/sessions/${id}`)).body;
+      return s.workspaceFiles.length ? s : null;
+    });
+    assert.deepEqual(state.workspaceFiles, [{ path: 'haiku.txt', content: 'Old pond\nfrog jumps in\nsound of water\n' }]);
+    const ids = new Set(state.blocks.map((b) => b.id));
+    for (const b of completes.filter((b) => ['thinking', 'assistant_text', 'tool_use'].includes(b.type))) assert.ok(ids.has(b.id), `live id ${b.id} is in GET`);
+    socket.close();
+  } finally {
+    const code = await stop(server.child);
+    assert.equal(code, 0, `SIGTERM should shut down cleanly:\n${server.output()}`);
+    await model.close();
+    await fake.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+async function eventuallyValue(get, ms = 15_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await get();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 test('a Modal sandbox terminated from outside is noticed and replaced on the next message', { timeout: 240_000 }, async () => {
   const fake = await startFakeModal();

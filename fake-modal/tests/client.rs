@@ -1,0 +1,248 @@
+//! The Rust Modal provider (agent_runtime::sandbox::modal) against the fake control plane,
+//! including the faults a real network and a real Modal produce.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_runtime::sandbox::modal::{Credentials, ModalProvider, ModalSettings, SandboxSettings};
+use agent_runtime::sandbox::{lines, ExecOptions, FileEventKind, Sandbox, SandboxProvider, SandboxSpec};
+use fake_modal::{FakeConfig, FakeModal, Faults};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Setup {
+    fake: FakeModal,
+    provider: ModalProvider,
+    root: std::path::PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.fake.terminate_all();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+async fn setup(faults: Faults) -> Setup {
+    setup_with(faults, SandboxSettings::default(), "ak-test").await
+}
+
+async fn setup_with(faults: Faults, sandbox: SandboxSettings, token_id: &str) -> Setup {
+    let root = std::env::temp_dir().join(format!("fake-modal-client-{}", uuid::Uuid::new_v4().simple()));
+    let fake = FakeModal::start(FakeConfig { root: root.clone(), faults, ..FakeConfig::default() })
+        .await
+        .expect("fake starts");
+    let creds = Credentials { token_id: token_id.into(), token_secret: "as-secret-value".into() };
+    let settings = ModalSettings { server_url: fake.url(), app_name: "client-test".into(), sandbox };
+    let provider = ModalProvider::new(creds, settings).expect("provider");
+    Setup { fake, provider, root }
+}
+
+fn faults(f: impl FnOnce(&mut Faults)) -> Faults {
+    let mut x = Faults::default();
+    f(&mut x);
+    x
+}
+
+async fn run(sb: &dyn Sandbox, argv: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let mut p = sb.exec(&argv, ExecOptions::default()).await.expect("exec");
+    let mut w = p.stdin.take().unwrap();
+    w.write_all(stdin).await.unwrap();
+    w.shutdown().await.unwrap();
+    drop(w);
+    let (mut out, mut err) = (Vec::new(), String::new());
+    let (a, b) = tokio::join!(p.stdout.read_to_end(&mut out), p.stderr.read_to_string(&mut err));
+    a.unwrap();
+    b.unwrap();
+    (p.exit.await, out, err)
+}
+
+fn methods(fake: &FakeModal, name: &str) -> usize {
+    fake.records().iter().filter(|r| r["method"] == name).count()
+}
+
+#[tokio::test]
+async fn sandbox_operations_round_trip() {
+    let s = setup(Faults::default()).await;
+    let mut env = BTreeMap::new();
+    env.insert("GREETING".to_string(), "hi".to_string());
+    let sb = s.provider.create(SandboxSpec { env }).await.expect("sandbox");
+    assert!(sb.id().starts_with("sb-"));
+    assert!(!sb.uses_host_toolchain());
+
+    let (code, out, err) =
+        run(&*sb, &["sh", "-c", "cat; echo \"$GREETING $IS_SANDBOX\"; echo oops >&2; exit 4"], b"input ").await;
+    assert_eq!((code, String::from_utf8(out).unwrap(), err), (4, "input hi 1\n".to_string(), "oops\n".to_string()));
+
+    sb.write_file(Path::new("/workspace/a/b.txt"), b"hello").await.unwrap();
+    assert_eq!(sb.read_file(Path::new("a/b.txt")).await.unwrap().as_deref(), Some(&b"hello"[..]));
+    assert_eq!(sb.read_file(Path::new("/workspace/nope.txt")).await.unwrap(), None);
+    assert!(sb.read_file(Path::new("/etc/passwd")).await.is_err(), "outside the sandbox's directories");
+    assert!(sb.read_file(Path::new("/workspace/../etc/passwd")).await.is_err());
+
+    let files = vec![
+        ("/workspace/x/1.txt".into(), b"one".to_vec()),
+        ("/root/.claude/settings.json".into(), b"{}".to_vec()),
+        ("/workspace/2.txt".into(), "zwei ✓".as_bytes().to_vec()),
+    ];
+    sb.write_files(&files).await.expect("bulk write");
+    assert_eq!(sb.list_files(Path::new("/workspace")).await.unwrap(), vec!["2.txt", "a/b.txt", "x/1.txt"]);
+    assert_eq!(sb.list_files(Path::new("/workspace/none")).await.unwrap(), Vec::<String>::new());
+    assert_eq!(sb.read_file(Path::new("/root/.claude/settings.json")).await.unwrap().as_deref(), Some(&b"{}"[..]));
+
+    // Per-exec environment travels as an ephemeral secret.
+    let mut opts = ExecOptions { cwd: Some("/workspace/x".into()), env: BTreeMap::new() };
+    opts.env.insert("ONLY_HERE".into(), "yes".into());
+    let argv = ["sh", "-c", "echo $ONLY_HERE; ls"].map(String::from).to_vec();
+    let mut p = sb.exec(&argv, opts).await.unwrap();
+    drop(p.stdin.take());
+    let mut out = String::new();
+    p.stdout.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out, "yes\n1.txt\n");
+
+    assert_eq!(sb.poll().await, None);
+    sb.terminate().await;
+    assert_eq!(sb.poll().await, Some(137));
+    assert!(sb.exec(&argv, ExecOptions::default()).await.is_err(), "no exec after terminate");
+}
+
+#[tokio::test]
+async fn watch_reports_changes_under_the_workspace() {
+    let s = setup(Faults::default()).await;
+    let sb = s.provider.create(SandboxSpec::default()).await.unwrap();
+    sb.write_file(Path::new("/workspace/before.txt"), b"0").await.unwrap();
+    let mut events = sb.watch(Path::new("/workspace")).await.unwrap();
+    // The watcher takes its first snapshot when it starts; wait until it has by creating files
+    // until one is reported.
+    let root = s.fake.sandbox_root(sb.id()).unwrap();
+    let mut seen = Vec::new();
+    for i in 0..100 {
+        std::fs::write(root.join(format!("workspace/new-{i}.txt")), "x").unwrap();
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
+            seen.push(e);
+            break;
+        }
+    }
+    assert_eq!(seen.first().map(|e| e.kind), Some(FileEventKind::Created));
+    std::fs::remove_file(root.join("workspace/before.txt")).unwrap();
+    let deleted = loop {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("event in time").unwrap();
+        if e.kind == FileEventKind::Deleted {
+            break e;
+        }
+    };
+    assert_eq!(deleted.path, "before.txt");
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_without_doing_things_twice() {
+    let f = faults(|f| {
+        f.unavailable_once = vec!["AppGetOrCreate".into(), "SandboxCreate".into()];
+        f.lost_response_once = vec!["ContainerExec".into(), "SecretGetOrCreate".into()];
+    });
+    let s = setup(f).await;
+    let sb = s.provider.create(SandboxSpec::default()).await.expect("created despite failures");
+    assert_eq!(s.fake.sandbox_ids().len(), 1, "one sandbox");
+    let (code, _, _) = run(&*sb, &["sh", "-c", "echo x >> \"$1\"", "sh", "/workspace/count"], b"").await;
+    assert_eq!(code, 0);
+    let count = sb.read_file(Path::new("/workspace/count")).await.unwrap().unwrap();
+    assert_eq!(count, b"x\n", "the command ran once although its response was lost");
+    let keys: Vec<_> = s
+        .fake
+        .records()
+        .iter()
+        .filter(|r| r["method"] == "ContainerExec")
+        .map(|r| r["headers"]["x-idempotency-key"].clone())
+        .collect();
+    assert_eq!(keys.len(), 2, "one retry");
+    assert_eq!(keys[0], keys[1], "with the same idempotency key");
+}
+
+#[tokio::test]
+async fn output_survives_cut_streams_and_split_characters() {
+    let s = setup(faults(|f| {
+        f.cut_output_once = true;
+        f.split_utf8 = true;
+    }))
+    .await;
+    let sb = s.provider.create(SandboxSpec::default()).await.unwrap();
+    let text = "héllo wörld ✓ 日本語\n".repeat(50);
+    let argv = ["sh", "-c", "cat"].map(String::from).to_vec();
+    let mut p = sb.exec(&argv, ExecOptions::default()).await.unwrap();
+    let mut w = p.stdin.take().unwrap();
+    w.write_all(text.as_bytes()).await.unwrap();
+    w.shutdown().await.unwrap();
+    drop(w);
+    let mut rx = lines(p.stdout);
+    let mut got = String::new();
+    while let Some(l) = rx.recv().await {
+        got.push_str(&l);
+        got.push('\n');
+    }
+    assert_eq!(got, text);
+    assert!(methods(&s.fake, "ContainerExecGetOutput") > 2, "a stream was reopened");
+    let (code, out, _) = run(&*sb, &["seq", "1", "20000"], b"").await;
+    assert_eq!(code, 0);
+    let expected: String = (1..=20000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+}
+
+#[tokio::test]
+async fn slow_image_builds_and_late_task_ids_are_waited_for() {
+    let s = setup(faults(|f| {
+        f.image_build_ms = 300;
+        f.image_join_cut_once = true;
+        f.task_id_empty_times = 3;
+    }))
+    .await;
+    let sb = s.provider.create(SandboxSpec::default()).await.expect("ready in the end");
+    assert!(methods(&s.fake, "ImageJoinStreaming") >= 2, "the join stream was reopened");
+    assert!(methods(&s.fake, "SandboxGetTaskId") >= 4);
+    let (code, out, _) = run(&*sb, &["echo", "ok"], b"").await;
+    assert_eq!((code, out), (0, b"ok\n".to_vec()));
+    // The image is built once per provider.
+    let images = methods(&s.fake, "ImageGetOrCreate");
+    s.provider.create(SandboxSpec::default()).await.unwrap();
+    assert_eq!(methods(&s.fake, "ImageGetOrCreate"), images);
+}
+
+#[tokio::test]
+async fn errors_say_what_to_fix_and_never_show_the_secret() {
+    let s = setup_with(Faults::default(), SandboxSettings::default(), "ak-bad-1234567").await;
+    let e = s.provider.create(SandboxSpec::default()).await.err().expect("bad tokens").to_string();
+    assert!(e.contains("Modal rejected the credentials for token id ak-bad-1…"), "{e}");
+    assert!(!e.contains("as-secret-value") && !e.contains("1234567"), "{e}");
+
+    let s = setup(faults(|f| f.image_build_fail = Some("E: Unable to locate package nodejs".into()))).await;
+    let e = s.provider.create(SandboxSpec::default()).await.err().unwrap().to_string();
+    assert!(e.contains("Modal image build failed") && e.contains("E: Unable to locate package nodejs"), "{e}");
+    assert!(e.contains("last build log lines"), "{e}");
+
+    let quick = SandboxSettings { ready_timeout: Duration::from_millis(1200), ..SandboxSettings::default() };
+    let s = setup_with(faults(|f| f.task_id_never = true), quick, "ak-test").await;
+    let e = s.provider.create(SandboxSpec::default()).await.err().unwrap().to_string();
+    assert!(e.contains("did not start within 1 s"), "{e}");
+    assert_eq!(methods(&s.fake, "SandboxTerminate"), 1, "the sandbox that never started is terminated");
+}
+
+#[tokio::test]
+async fn a_sandbox_terminated_from_outside_polls_as_ended() {
+    let s = setup(Faults::default()).await;
+    let sb: Arc<dyn Sandbox> = s.provider.create(SandboxSpec::default()).await.unwrap();
+    assert_eq!(sb.poll().await, None);
+    assert!(s.fake.terminate_sandbox(sb.id()));
+    assert_eq!(sb.poll().await, Some(137));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_all_terminates_live_sandboxes() {
+    let s = setup(Faults::default()).await;
+    let a = s.provider.create(SandboxSpec::default()).await.unwrap();
+    let b = s.provider.create(SandboxSpec::default()).await.unwrap();
+    let provider = &s.provider;
+    tokio::task::block_in_place(|| provider.kill_all());
+    assert_eq!(a.poll().await, Some(137));
+    assert_eq!(b.poll().await, Some(137));
+}
