@@ -441,9 +441,16 @@ function hostInfo() {
   } catch {
     // Not installed next to us: the runner then imports it by name inside the sandbox.
   }
+  // OpenCode (optional): the node_modules folder holding opencode-ai and @opencode-ai/sdk.
+  let openCodeModules;
+  try {
+    openCodeModules = path.resolve(path.dirname(require.resolve('opencode-ai/package.json')), '..');
+  } catch {
+    // Not installed: OpenCode turns fail with a message saying what to install.
+  }
   const env = {};
   for (const k of ['ANTHROPIC_API_KEY', 'ANTHROPIC_BASE_URL']) if (process.env[k]) env[k] = process.env[k];
-  return { node: process.execPath, runnerDir: path.join(__dirname, 'sandbox'), claudeSdkEntry, env, tmpDir: os.tmpdir() };
+  return { node: process.execPath, runnerDir: path.join(__dirname, 'sandbox'), claudeSdkEntry, openCodeModules, env, tmpDir: os.tmpdir() };
 }
 
 async function createAgentRuntime(config) {

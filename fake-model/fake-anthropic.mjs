@@ -9,7 +9,11 @@
 //   - "fail with 500": an HTTP 500
 //   - "wait <n>ms": the first answer to that prompt comes after n ms (for tests of slow turns)
 //   - anything else: a short echo
+//   - "read <name.ext>": a Read tool call (an error when the file is missing), then a summary
 // Subagent requests (header x-claude-code-agent-id) get a one-line answer.
+// OpenCode is recognised by its lowercase tool names and gets its own tool shapes (write with an
+// absolute filePath in its working directory, task with subagent_type "general"); its title
+// requests (no tools) and its subagents (tools but no `task`) get plain one-line answers.
 import http from 'node:http';
 
 const MODEL_FALLBACK = 'claude-sonnet-4-5';
@@ -27,7 +31,8 @@ function lastTurn(messages) {
     if (m.role !== 'user') return;
     const t = texts(m.content).filter((x) => !x.trimStart().startsWith('<system-reminder>'));
     if (t.length) {
-      prompt = t.join('\n');
+      // The newest text: OpenCode folds a failed prompt and the next one into one message.
+      prompt = t[t.length - 1];
       idx = i;
     }
   });
@@ -40,11 +45,32 @@ function lastTurn(messages) {
 let counter = 0;
 const id = (p) => `${p}_fake${String(++counter).padStart(6, '0')}`;
 
+/** OpenCode's tool names and input shapes, keyed by the Claude tool they stand for. */
+function openCodeTool(name, input, body) {
+  const system = (Array.isArray(body.system) ? body.system.map((b) => b.text ?? '') : [body.system ?? '']).join('\n');
+  const cwd = /Working directory: (.+)/.exec(system)?.[1]?.trim() ?? '/workspace';
+  const abs = (p) => (p.startsWith('/') ? p : `${cwd}/${p}`);
+  if (name === 'Write') return { name: 'write', input: { filePath: abs(input.file_path), content: input.content } };
+  if (name === 'Read') return { name: 'read', input: { filePath: abs(input.file_path) } };
+  if (name === 'Bash') return { name: 'bash', input: input };
+  return { name: 'task', input: { description: input.description, prompt: input.prompt, subagent_type: 'general' } };
+}
+
 /** Decide the reply: { thinking?, text?, tool?: { name, input } }. */
 export function script(body, headers) {
+  const tools = (body.tools ?? []).map((t) => t.name);
+  const openCode = tools.includes('write') || tools.includes('bash');
+  const reply = claudeScript(body, headers, openCode && !tools.includes('task'));
+  if (openCode && reply.tool) reply.tool = openCodeTool(reply.tool.name, reply.tool.input, body);
+  return reply;
+}
+
+function claudeScript(body, headers, subagent) {
   if (body.output_config?.format) return { text: JSON.stringify({ title: 'Demo session' }) };
   const { prompt, toolUses, results } = lastTurn(body.messages ?? []);
-  if (headers['x-claude-code-agent-id']) return { text: `Helper here: I looked at "${prompt.slice(0, 60)}" and all is well.` };
+  // OpenCode's title generator (no tools) only ever gets text.
+  if (!body.tools?.length && JSON.stringify(body.system ?? '').includes('title generator')) return { text: 'Demo session' };
+  if (headers['x-claude-code-agent-id'] || subagent) return { text: `Helper here: I looked at "${prompt.slice(0, 60)}" and all is well.` };
   const lower = prompt.toLowerCase();
   const thinking = lower.includes('think') ? `The user asked: ${prompt.slice(0, 80)}. Let me plan.` : undefined;
   const write = /write\s+(?:a\s+\w+\s+)?(?:to\s+|into\s+)?([\w./-]+\.\w+)(?:\s+containing\s+([\s\S]+))?/i.exec(prompt);
@@ -52,6 +78,8 @@ export function script(body, headers) {
     const content = write[2]?.trim() ?? 'Old pond\nfrog jumps in\nsound of water\n';
     return { thinking, text: `I'll write ${write[1]}.`, tool: { name: 'Write', input: { file_path: write[1], content } } };
   }
+  const read = /\bread\s+([\w./-]+\.\w+)/i.exec(prompt);
+  if (read && toolUses.length === 0) return { thinking, text: `Reading ${read[1]}.`, tool: { name: 'Read', input: { file_path: read[1] } } };
   const run = /run:\s*([\s\S]+)$/i.exec(prompt);
   if (run && toolUses.length === 0) {
     return { thinking, text: 'Running it.', tool: { name: 'Bash', input: { command: run[1].trim(), description: 'Run the command' } } };

@@ -79,6 +79,9 @@ pub struct HostInfo {
     pub runner_dir: Option<String>,
     #[serde(default)]
     pub claude_sdk_entry: Option<String>,
+    /// The node_modules folder holding `opencode-ai` and `@opencode-ai/sdk`, when installed.
+    #[serde(default)]
+    pub open_code_modules: Option<String>,
     /// Host environment passed to sandboxes (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL when set).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -93,6 +96,7 @@ impl fmt::Debug for HostInfo {
             .field("node", &self.node)
             .field("runner_dir", &self.runner_dir)
             .field("claude_sdk_entry", &self.claude_sdk_entry)
+            .field("open_code_modules", &self.open_code_modules)
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .finish()
     }

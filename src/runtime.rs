@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::agent::architecture::RunnerAssets;
 use crate::agent::claude::ClaudeArchitecture;
+use crate::agent::opencode::OpenCodeArchitecture;
 use crate::config::{ProviderKind, RuntimeOptions};
 use crate::error::{Error, Result};
 use crate::events::EventBus;
@@ -42,13 +43,15 @@ impl AgentRuntime {
             runner_dir: options.host.runner_dir.clone().map(Into::into),
             node: options.host.node.clone().unwrap_or_else(|| "node".into()),
             claude_sdk_entry: options.host.claude_sdk_entry.clone(),
+            open_code_modules: options.host.open_code_modules.clone(),
         };
         let sessions = SessionManager::new(SessionContext {
             persistence,
             events: events.clone(),
             retry: RetryPolicy::default(),
             sandboxes: sandboxes.clone(),
-            claude: Arc::new(ClaudeArchitecture::new(assets)),
+            claude: Arc::new(ClaudeArchitecture::new(assets.clone())),
+            opencode: Arc::new(OpenCodeArchitecture::new(assets)),
             options: options.clone(),
             manager: Default::default(),
         });

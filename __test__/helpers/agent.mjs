@@ -23,10 +23,10 @@ export const AGENT_PROFILE = {
 };
 
 export async function agentRuntime(options = {}) {
-  const { sandbox: sandboxOptions = {}, ...rest } = options;
+  const { sandbox: sandboxOptions = {}, profiles = [AGENT_PROFILE], extraSandboxEnv = {}, ...rest } = options;
   const fake = await startFakeAnthropic();
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'arn-sandboxes-'));
-  const rec = recordingAdapter({ profiles: [AGENT_PROFILE] });
+  const rec = recordingAdapter({ profiles });
   const rt = await createAgentRuntime({
     persistence: rec.adapter,
     logLevel: 'warn',
@@ -34,7 +34,7 @@ export async function agentRuntime(options = {}) {
     sandbox: {
       provider: 'local',
       root,
-      env: { ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'fake-key', CLAUDE_CODE_MAX_RETRIES: '0', API_TIMEOUT_MS: '30000' },
+      env: { ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'fake-key', CLAUDE_CODE_MAX_RETRIES: '0', API_TIMEOUT_MS: '30000', ...extraSandboxEnv },
       ...sandboxOptions,
     },
   });

@@ -11,7 +11,8 @@ let built;
 /** Path of a binary of the fake-modal crate: `fake-modal` (the fake) or `modal-scenario` (our client). */
 export function fakeModalBin(name = 'fake-modal') {
   if (!built) {
-    execFileSync('cargo', ['build', '--release', '--quiet', '-p', 'fake-modal'], { cwd: REPO, stdio: 'inherit' });
+    // The same command `npm test` runs first, so this is normally a no-op.
+    execFileSync('cargo', ['build', '--release', '--quiet', '--workspace', '--bins'], { cwd: REPO, stdio: 'inherit' });
     built = process.env.CARGO_TARGET_DIR ? path.resolve(REPO, process.env.CARGO_TARGET_DIR) : path.join(REPO, 'target');
   }
   return path.join(built, 'release', name);

@@ -9,13 +9,18 @@ export function appPackageJson() {
     name: 'agent-runtime-sandbox',
     private: true,
     type: 'module',
-    dependencies: { '@anthropic-ai/claude-agent-sdk': pkg.dependencies['@anthropic-ai/claude-agent-sdk'] },
+    dependencies: {
+      '@anthropic-ai/claude-agent-sdk': pkg.dependencies['@anthropic-ai/claude-agent-sdk'],
+      '@opencode-ai/sdk': pkg.devDependencies['@opencode-ai/sdk'],
+      'opencode-ai': pkg.devDependencies['opencode-ai'],
+    },
   });
 }
 
 export function imageCommands() {
   const b64 = Buffer.from(appPackageJson()).toString('base64');
   return [
+    'RUN apt-get update && apt-get install -y --no-install-recommends ripgrep && rm -rf /var/lib/apt/lists/*',
     'RUN mkdir -p /app /workspace /mcps',
     `RUN echo '${b64}' | base64 -d > /app/package.json`,
     'WORKDIR /app',

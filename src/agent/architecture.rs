@@ -1,7 +1,7 @@
 //! The agent-architecture interface: what differs between Claude Agent SDK and OpenCode when a
 //! session runs in a sandbox.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -28,6 +28,8 @@ pub struct RunnerAssets {
     pub node: String,
     /// Entry file of `@anthropic-ai/claude-agent-sdk` on this host, if installed here.
     pub claude_sdk_entry: Option<String>,
+    /// This host's node_modules folder with OpenCode and its SDK, if installed here.
+    pub open_code_modules: Option<String>,
 }
 
 /// Converts one run's stdout lines to events.
@@ -41,11 +43,37 @@ pub trait AgentArchitecture: Send + Sync + 'static {
     async fn initialize(&self, sandbox: &dyn Sandbox, setup: &SessionSetup<'_>) -> SResult<()>;
     /// Start one turn of the agent with `prompt`.
     async fn start_turn(&self, sandbox: &dyn Sandbox, setup: &SessionSetup<'_>, prompt: &str) -> SResult<Process>;
-    fn stream(&self) -> Box<dyn StreamConverter>;
+    /// A converter for one turn's output of session `session_id`.
+    fn stream(&self, session_id: &str) -> Box<dyn StreamConverter>;
     /// The session's transcript as stored (`rawTranscript`), read back from the sandbox.
     async fn read_transcript(&self, sandbox: &dyn Sandbox, session_id: &str) -> SResult<Option<String>>;
     /// Workspace paths (relative, `/`-separated prefixes) that are the agent's bookkeeping, not user files.
     fn ignored_paths(&self) -> &'static [&'static str] {
         &[]
     }
+}
+
+/// Files never copied from a bundled MCP folder (installed, not uploaded).
+const MCP_SKIP: &[&str] = &["node_modules", "package-lock.json", "yarn.lock", "pnpm-lock.yaml"];
+
+/// Every file under `dir` with its path relative to `dir`.
+fn read_tree(dir: &Path, skip: &[&str]) -> Vec<(PathBuf, Vec<u8>)> {
+    crate::sandbox::files_under(dir, skip)
+        .into_iter()
+        .filter_map(|f| Some((f.strip_prefix(dir).ok()?.to_path_buf(), std::fs::read(&f).ok()?)))
+        .collect()
+}
+
+impl RunnerAssets {
+    /// The package's runner scripts, placed under the sandbox's app folder.
+    pub fn runner_files(&self, app: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let Some(dir) = &self.runner_dir else { return vec![] };
+        read_tree(dir, &[]).into_iter().map(|(r, b)| (app.join(r), b)).collect()
+    }
+}
+
+/// A bundled MCP server's folder (sources, not installed packages) as files under `mcps_dir`.
+pub fn bundled_mcp_files(name: &str, src: &Path, mcps_dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let dest = mcps_dir.join(crate::agent::profile::mcp_dir_name(name));
+    read_tree(src, MCP_SKIP).into_iter().map(|(r, b)| (dest.join(r), b)).collect()
 }

@@ -7,6 +7,8 @@
 pub mod architecture;
 pub mod blocks;
 pub mod claude;
+pub mod opencode;
+pub mod profile;
 pub mod stream;
 
 use rand::Rng;
@@ -49,9 +51,7 @@ impl Architecture {
     pub fn parse_transcript(self, raw: &str) -> ParsedTranscript {
         match self {
             Architecture::ClaudeAgentSdk => claude::transcript::parse_combined(raw),
-            // OpenCode's export parser arrives with the OpenCode architecture; until then the
-            // raw export is kept (and re-saved) untouched and no blocks are shown.
-            Architecture::OpenCode => ParsedTranscript::default(),
+            Architecture::OpenCode => opencode::transcript::parse_export(raw),
         }
     }
 }

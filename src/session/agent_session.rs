@@ -32,6 +32,7 @@ pub struct SessionContext {
     /// Where sandboxes come from; `Err` explains why this runtime cannot run agents.
     pub sandboxes: std::result::Result<Arc<dyn SandboxProvider>, String>,
     pub claude: Arc<dyn AgentArchitecture>,
+    pub opencode: Arc<dyn AgentArchitecture>,
     pub options: RuntimeOptions,
     /// The manager, for sessions that unload themselves (idle timeout).
     pub manager: std::sync::OnceLock<std::sync::Weak<super::SessionManager>>,
@@ -41,9 +42,7 @@ impl SessionContext {
     pub fn architecture(&self, a: Architecture) -> Result<Arc<dyn AgentArchitecture>> {
         match a {
             Architecture::ClaudeAgentSdk => Ok(self.claude.clone()),
-            Architecture::OpenCode => Err(Error::NotImplemented(
-                "OpenCode sessions cannot run agents in this build yet (Claude sessions can)",
-            )),
+            Architecture::OpenCode => Ok(self.opencode.clone()),
         }
     }
 }

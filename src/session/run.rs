@@ -180,7 +180,7 @@ impl AgentSession {
             }
             tail.into_iter().collect::<Vec<_>>().join("\n")
         });
-        let mut converter = arch.stream();
+        let mut converter = arch.stream(&self.session_id);
         let mut failure: Option<String> = None;
         while let Some(line) = stdout.recv().await {
             for ev in converter.push_line(&line) {

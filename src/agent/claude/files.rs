@@ -11,75 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::transcript::agent_key;
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct ProfileParts {
-    #[serde(default, rename = "agentMDFile")]
-    agent_md_file: Option<String>,
-    #[serde(default)]
-    subagents: Vec<Subagent>,
-    #[serde(default)]
-    commands: Vec<Command>,
-    #[serde(default)]
-    skills: Vec<Skill>,
-    #[serde(default, rename = "bundledMCPs")]
-    bundled_mcps: Vec<LocalMcp>,
-    #[serde(default, rename = "externalMCPs")]
-    external_mcps: Vec<Value>,
-    #[serde(default)]
-    tools: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-struct Subagent {
-    name: String,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    prompt: String,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    tools: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-struct Command {
-    name: String,
-    #[serde(default)]
-    prompt: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Skill {
-    name: String,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    skill_md: String,
-    #[serde(default)]
-    supporting_files: Vec<SupportingFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SupportingFile {
-    relative_path: String,
-    #[serde(default)]
-    content: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LocalMcp {
-    pub name: String,
-    #[serde(default)]
-    pub local_project_path: Option<String>,
-    #[serde(default)]
-    pub start_command: String,
-}
+use crate::agent::profile::{self, mcp_command, mcp_dir_name, safe_name, safe_relative, yaml_str, LocalMcp};
 
 /// Everything the Claude architecture derives from a profile.
 pub struct ProfileFiles {
@@ -89,52 +21,8 @@ pub struct ProfileFiles {
     pub bundled_mcps: Vec<LocalMcp>,
 }
 
-/// A single path segment we are willing to use as a file name.
-fn safe_name(kind: &str, name: &str) -> bool {
-    let ok = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
-    if !ok {
-        tracing::warn!(kind, name, "skipping profile entry whose name is not a plain file name");
-    }
-    ok
-}
-
-/// A relative path that stays inside its folder.
-fn safe_relative(p: &str) -> bool {
-    let path = Path::new(p);
-    !p.is_empty() && path.is_relative() && path.components().all(|c| matches!(c, std::path::Component::Normal(_)))
-}
-
-fn yaml_str(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialize") // a JSON string is a valid YAML double-quoted scalar
-}
-
-/// Normalized folder name of a bundled MCP server, as the reference: lowercase, spaces to `_`.
-pub fn mcp_dir_name(name: &str) -> String {
-    name.to_lowercase().replace(' ', "_")
-}
-
-/// The reference's start-command rewrite: the first token is the command; later tokens that look
-/// like relative paths are resolved against the server's folder.
-fn mcp_command(server_dir: &Path, start: &str) -> (String, Vec<String>) {
-    let mut parts = start.split_whitespace();
-    let cmd = parts.next().unwrap_or_default().to_string();
-    let args = parts
-        .map(|t| {
-            if t.starts_with('-') || t.starts_with('/') || t.contains('=') {
-                t.to_string()
-            } else {
-                server_dir.join(t).display().to_string()
-            }
-        })
-        .collect();
-    (cmd, args)
-}
-
 pub fn profile_files(profile_raw: &Map<String, Value>, workspace: &Path, mcps_dir: &Path) -> ProfileFiles {
-    let p: ProfileParts = serde_json::from_value(Value::Object(profile_raw.clone())).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "agent profile fields could not be read; writing no profile files");
-        ProfileParts::default()
-    });
+    let p = profile::parse(profile_raw);
     let claude = workspace.join(".claude");
     let mut files = Vec::new();
     if let Some(md) = &p.agent_md_file {

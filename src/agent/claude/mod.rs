@@ -17,14 +17,11 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::architecture::{AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter};
+use super::architecture::{bundled_mcp_files, AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter};
 use super::stream::AgentEvent;
 use crate::sandbox::{ExecOptions, Process, SResult, Sandbox, SandboxError};
 
 pub const RUNNER: &str = "claude-runner.mjs";
-
-/// Files never copied from a bundled MCP folder (installed, not uploaded).
-const MCP_SKIP: &[&str] = &["node_modules", "package-lock.json", "yarn.lock", "pnpm-lock.yaml"];
 
 pub struct ClaudeArchitecture {
     assets: RunnerAssets,
@@ -42,27 +39,16 @@ impl StreamConverter for stream::ClaudeStream {
     }
 }
 
-/// Every file under `dir` with its path relative to `dir`.
-fn read_tree(dir: &Path, skip: &[&str]) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    crate::sandbox::files_under(dir, skip)
-        .into_iter()
-        .filter_map(|f| Some((f.strip_prefix(dir).ok()?.to_path_buf(), std::fs::read(&f).ok()?)))
-        .collect()
-}
-
 #[async_trait]
 impl AgentArchitecture for ClaudeArchitecture {
     async fn initialize(&self, sb: &dyn Sandbox, setup: &SessionSetup<'_>) -> SResult<()> {
         let paths = sb.paths().clone();
         let pf = files::profile_files(&setup.profile.raw, &paths.workspace, &paths.mcps);
         let mut all = pf.files;
-        if let Some(dir) = &self.assets.runner_dir {
-            all.extend(read_tree(dir, &[]).into_iter().map(|(r, b)| (paths.app.join(r), b)));
-        }
+        all.extend(self.assets.runner_files(&paths.app));
         for m in &pf.bundled_mcps {
             if let Some(src) = &m.local_project_path {
-                let dest = paths.mcps.join(files::mcp_dir_name(&m.name));
-                all.extend(read_tree(Path::new(src), MCP_SKIP).into_iter().map(|(r, b)| (dest.join(r), b)));
+                all.extend(bundled_mcp_files(&m.name, Path::new(src), &paths.mcps));
             }
         }
         let tdir = files::transcript_dir(&paths.home, &paths.workspace);
@@ -115,7 +101,7 @@ impl AgentArchitecture for ClaudeArchitecture {
         Ok(proc)
     }
 
-    fn stream(&self) -> Box<dyn StreamConverter> {
+    fn stream(&self, _session_id: &str) -> Box<dyn StreamConverter> {
         Box::new(stream::ClaudeStream::new())
     }
 

@@ -15,8 +15,9 @@ use super::proto::{BaseImage, GenericResult, Image, ImageGetOrCreateRequest, Ima
 
 pub const BASE_IMAGE: &str = "node:22-slim";
 const DEFAULT_BUILDER_VERSION: &str = "2024.10";
-/// The same version the package depends on (checked by a test against package.json).
+/// The same versions the package uses locally (checked by a test against package.json).
 pub const CLAUDE_AGENT_SDK_VERSION: &str = "0.3.332";
+pub const OPENCODE_VERSION: &str = "1.0.152";
 /// Build log lines kept for an error message.
 const LOG_TAIL: usize = 20;
 
@@ -24,7 +25,7 @@ const LOG_TAIL: usize = 20;
 /// Written out by hand: the bytes (key order included) are part of the image's identity.
 pub fn app_package_json() -> String {
     format!(
-        r#"{{"name":"agent-runtime-sandbox","private":true,"type":"module","dependencies":{{"@anthropic-ai/claude-agent-sdk":"{CLAUDE_AGENT_SDK_VERSION}"}}}}"#
+        r#"{{"name":"agent-runtime-sandbox","private":true,"type":"module","dependencies":{{"@anthropic-ai/claude-agent-sdk":"{CLAUDE_AGENT_SDK_VERSION}","@opencode-ai/sdk":"{OPENCODE_VERSION}","opencode-ai":"{OPENCODE_VERSION}"}}}}"#
     )
 }
 
@@ -33,6 +34,9 @@ pub fn app_package_json() -> String {
 pub fn dockerfile_commands() -> Vec<String> {
     let pkg = base64::engine::general_purpose::STANDARD.encode(app_package_json());
     vec![
+        // OpenCode searches with the system's ripgrep (it would download one otherwise).
+        "RUN apt-get update && apt-get install -y --no-install-recommends ripgrep && rm -rf /var/lib/apt/lists/*"
+            .into(),
         "RUN mkdir -p /app /workspace /mcps".into(),
         format!("RUN echo '{pkg}' | base64 -d > /app/package.json"),
         "WORKDIR /app".into(),
@@ -152,6 +156,10 @@ mod tests {
         assert_eq!(dep.as_str(), Some(CLAUDE_AGENT_SDK_VERSION), "image and local provider must run the same SDK");
         let app: serde_json::Value = serde_json::from_str(&app_package_json()).expect("valid JSON");
         assert_eq!(app["dependencies"]["@anthropic-ai/claude-agent-sdk"], *dep);
+        for name in ["opencode-ai", "@opencode-ai/sdk"] {
+            assert_eq!(pkg["devDependencies"][name].as_str(), Some(OPENCODE_VERSION), "{name}");
+            assert_eq!(app["dependencies"][name].as_str(), Some(OPENCODE_VERSION), "{name}");
+        }
     }
 
     #[test]
