@@ -24,14 +24,22 @@ use crate::time::{now_iso, now_ms};
 /// A running sandbox and the tasks that serve it; dropping it stops the tasks.
 pub struct Live {
     pub sandbox: Arc<dyn Sandbox>,
-    tasks: Vec<JoinHandle<()>>,
+    watcher: JoinHandle<()>,
+    monitor: JoinHandle<()>,
+}
+
+impl Live {
+    /// Stop reacting to workspace changes. Done before a sandbox is terminated: tearing it down
+    /// deletes its files, and those deletions must not reach storage as the user's.
+    fn stop_watching(&self) {
+        self.watcher.abort();
+    }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.watcher.abort();
+        self.monitor.abort();
     }
 }
 
@@ -337,7 +345,7 @@ impl AgentSession {
         let monitor = tokio::spawn(monitor(Arc::downgrade(self), sb.clone()));
         self.set_sandbox_state(Some((SandboxStatus::Ready, Some("Ready"), Some(&id))));
         tracing::info!(session_id = %self.session_id, sandbox_id = %id, "sandbox ready");
-        Ok(Live { sandbox: sb, tasks: vec![watcher, monitor] })
+        Ok(Live { sandbox: sb, watcher, monitor })
     }
 
     fn ignored(&self, path: &str) -> bool {
@@ -437,6 +445,7 @@ impl AgentSession {
         let Some(live) = live else { return Ok(()) };
         self.pull_from(&*live.sandbox).await;
         let result = self.persist_state().await;
+        live.stop_watching();
         live.sandbox.terminate().await;
         drop(live);
         self.data.lock().unwrap().sandbox = None;
@@ -456,6 +465,9 @@ impl AgentSession {
         self.set_sandbox_state(Some((SandboxStatus::Terminated, Some(&message), Some(&id))));
         // Dropping Live aborts this very task last; take it out first and let it go after.
         let gone = live.take();
+        if let Some(g) = &gone {
+            g.stop_watching();
+        }
         self.restarts.fetch_add(1, Ordering::SeqCst);
         drop(live);
         sandbox.terminate().await;
