@@ -75,8 +75,10 @@ test('the Rust client makes the calls of the official client, with the same requ
     );
     const ours = summarize(fs.readFileSync(record, 'utf8').trim().split('\n').map((l) => JSON.parse(l)));
     const golden = JSON.parse(fs.readFileSync(GOLDEN, 'utf8'));
-    // SandboxGetLogs is a side effect of the JS SDK's Sandbox object (stdout of the entrypoint), never read.
-    assert.deepEqual(departures(golden, ours, { ignoreMethods: ['SandboxGetLogs'] }), []);
+    // SandboxGetLogs is a side effect of the JS SDK's Sandbox object (stdout of the entrypoint),
+    // never read. TaskGetCommandRouterAccess is our probe for the newer exec path (this fake
+    // offers no router, so the classic calls follow, as modal-js 0.5.4 makes them).
+    assert.deepEqual(departures(golden, ours, { ignoreMethods: ['SandboxGetLogs'], extraMethods: ['TaskGetCommandRouterAccess'] }), []);
     assert.deepEqual(ours.headers, golden.headers);
   } finally {
     await fake.stop();
@@ -92,6 +94,21 @@ test('a Claude conversation on the Modal provider (fake control plane): same end
       .map((p) => p.runtime.sandbox?.sandboxId)
       .filter(Boolean);
     assert.ok(sandboxes.every((id) => /^sb-[0-9A-Za-z]{22}$/.test(id)), `Modal sandbox ids: ${sandboxes}`);
+  } finally {
+    await h.close();
+    await fake.stop();
+  }
+});
+
+test('a Claude conversation on Modal through the task command router (the newer exec path)', { timeout: 300_000 }, async () => {
+  const record = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'arn-rec-')), 'calls.jsonl');
+  const fake = await startFakeModal({ faults: { router: true }, record });
+  const h = await modalRuntime(fake);
+  try {
+    await claudeConversation(h);
+    const methods = fs.readFileSync(record, 'utf8').trim().split('\n').map((l) => JSON.parse(l).method);
+    assert.ok(methods.includes('TaskExecStart'), 'commands ran through the router');
+    assert.ok(!methods.includes('ContainerExec'), 'and not through ContainerExec');
   } finally {
     await h.close();
     await fake.stop();

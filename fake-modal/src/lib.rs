@@ -2,6 +2,8 @@
 //!
 //! It serves plaintext gRPC (h2c) on 127.0.0.1 and runs sandbox commands as local processes:
 //! each sandbox's `/` is a directory `<root>/<sandbox id>` (see [`paths`] for what is mapped).
+//! Commands start through the classic `ContainerExec*` calls or, if enabled, through the task
+//! command router, which is served on the same port.
 //! Both our Rust client and the official `modal` npm SDK (pointed at it with
 //! `MODAL_SERVER_URL=http://127.0.0.1:PORT`) can talk to it. Faults can be injected to exercise
 //! client retry/resume paths, and every request can be recorded for golden-file comparisons.
@@ -11,6 +13,7 @@ mod fs;
 mod image;
 pub mod paths;
 mod record;
+mod router;
 mod service;
 mod state;
 mod util;
@@ -21,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use agent_runtime::sandbox::modal::proto::modal_client_server::ModalClientServer;
+use agent_runtime::sandbox::modal::proto::router::task_command_router_server::TaskCommandRouterServer;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -50,12 +54,22 @@ pub struct Faults {
     pub cut_output_once: bool,
     /// Output chunks containing non-ASCII bytes are sent as 1-byte batches.
     pub split_utf8: bool,
-    /// Unary methods whose first call fails with UNAVAILABLE without doing anything.
+    /// Unary methods (router ones included) whose first call fails with UNAVAILABLE without
+    /// doing anything.
     pub unavailable_once: Vec<String>,
-    /// Unary methods whose first call does the work and then fails with UNAVAILABLE.
+    /// Unary methods (router ones included) whose first call does the work and then fails with
+    /// UNAVAILABLE.
     pub lost_response_once: Vec<String>,
     /// `AppGetOrCreate` may not create apps (PERMISSION_DENIED).
     pub deny_app_create: bool,
+    /// Not a fault: the fake offers the task command router (`TaskGetCommandRouterAccess`
+    /// succeeds). Off, that call fails with FAILED_PRECONDITION as for tasks without one.
+    pub router: bool,
+    /// The first router call (any method) fails with UNAUTHENTICATED "token expired".
+    pub router_unauthenticated_once: bool,
+    /// The first `TaskExecStdioRead` stream of each exec that sends data fails with
+    /// UNAVAILABLE right after its first chunk.
+    pub router_cut_stdio_once: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -106,12 +120,22 @@ impl FakeModal {
         let shared = Arc::new(Shared::new(config)?);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let service = ModalClientServer::new(Service { shared: shared.clone() })
+        let service = Arc::new(Service {
+            shared: shared.clone(),
+            // https although served in plaintext: clients talk plaintext to a router on localhost.
+            router_url: format!("https://{addr}"),
+            router_start: Default::default(),
+        });
+        let control = ModalClientServer::from_arc(service.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let router = TaskCommandRouterServer::from_arc(service)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let server = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
-                .add_service(service)
+                .add_service(control)
+                .add_service(router)
                 // No Nagle: small request/response pairs would otherwise wait ~40 ms for
                 // delayed ACKs on every exec round trip.
                 .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use agent_runtime::sandbox::modal::proto::{self as pb, container_filesystem_exec_request::FileExecRequestOneof};
+use agent_runtime::sandbox::modal::proto::{
+    self as pb, container_filesystem_exec_request::FileExecRequestOneof, router as rpb,
+};
 use base64::Engine;
 use serde_json::{json, Value};
 use tonic::metadata::MetadataMap;
@@ -15,6 +17,11 @@ use tonic::metadata::MetadataMap;
 /// Converts a request message to its recorded JSON form.
 pub trait ToJson {
     fn to_json(&self) -> Value;
+}
+
+/// One record: the method, its headers and the request.
+pub fn entry(method: &str, meta: &MetadataMap, req: &impl ToJson) -> Value {
+    json!({ "method": method, "headers": headers_json(meta), "request": req.to_json() })
 }
 
 /// The headers worth recording, with secrets redacted.
@@ -25,11 +32,14 @@ pub fn headers_json(meta: &MetadataMap) -> Value {
             continue;
         };
         let key = key.as_str();
-        let wanted = key.starts_with("x-modal-") || key == "x-idempotency-key" || key == "x-retry-attempt";
+        let wanted = key.starts_with("x-modal-")
+            || key == "x-idempotency-key"
+            || key == "x-retry-attempt"
+            || key == "authorization";
         if !wanted {
             continue;
         }
-        let value = if key == "x-modal-token-secret" || key == "x-modal-auth-token" {
+        let value = if key == "x-modal-token-secret" || key == "x-modal-auth-token" || key == "authorization" {
             "<redacted>".to_string()
         } else {
             value.to_str().unwrap_or("<non-ascii>").to_string()
@@ -290,5 +300,62 @@ impl ToJson for pb::ContainerFilesystemExecRequest {
 impl ToJson for pb::ContainerFilesystemExecGetOutputRequest {
     fn to_json(&self) -> Value {
         json!({ "exec_id": self.exec_id, "timeout": self.timeout })
+    }
+}
+
+impl ToJson for pb::TaskGetCommandRouterAccessRequest {
+    fn to_json(&self) -> Value {
+        json!({ "task_id": self.task_id })
+    }
+}
+
+impl ToJson for rpb::TaskExecStartRequest {
+    fn to_json(&self) -> Value {
+        json!({
+            "task_id": self.task_id,
+            "exec_id": self.exec_id,
+            "command_args": self.command_args,
+            "stdout_config": self.stdout_config,
+            "stderr_config": self.stderr_config,
+            "timeout_secs": self.timeout_secs,
+            "workdir": self.workdir,
+            "secret_ids": self.secret_ids,
+            "runtime_debug": self.runtime_debug,
+        })
+    }
+}
+
+impl ToJson for rpb::TaskExecStdinWriteRequest {
+    fn to_json(&self) -> Value {
+        json!({
+            "task_id": self.task_id,
+            "exec_id": self.exec_id,
+            "offset": self.offset,
+            "data": len(&self.data),
+            "eof": self.eof,
+        })
+    }
+}
+
+impl ToJson for rpb::TaskExecStdioReadRequest {
+    fn to_json(&self) -> Value {
+        json!({
+            "task_id": self.task_id,
+            "exec_id": self.exec_id,
+            "offset": self.offset,
+            "file_descriptor": self.file_descriptor,
+        })
+    }
+}
+
+impl ToJson for rpb::TaskExecWaitRequest {
+    fn to_json(&self) -> Value {
+        json!({ "task_id": self.task_id, "exec_id": self.exec_id })
+    }
+}
+
+impl ToJson for rpb::TaskExecPollRequest {
+    fn to_json(&self) -> Value {
+        json!({ "task_id": self.task_id, "exec_id": self.exec_id })
     }
 }

@@ -1,51 +1,50 @@
 //! The `modal.client.ModalClient` service: per-RPC behaviour plus the cross-cutting parts every
-//! call goes through (recording, credentials, injected faults, idempotency).
+//! call goes through (recording, credentials, injected faults, idempotency). The same `Service`
+//! also serves the task command router (see [`crate::router`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use agent_runtime::sandbox::modal::proto::{
     self as pb, container_filesystem_exec_request::FileExecRequestOneof, modal_client_server::ModalClient,
 };
-use base64::Engine;
 use futures::stream::{self, BoxStream, StreamExt};
 use serde_json::json;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::exec::{Exec, ExecSpec};
+use crate::exec::{Exec, ExecSpec, Sink};
 use crate::fs::{self, FsError, FsResult};
 use crate::image::{image_id, ImageBuild};
 use crate::paths::{file_api_path, translate, SANDBOX_DIRS};
-use crate::record::{headers_json, ToJson};
+use crate::record::{entry, ToJson};
 use crate::state::{OpenFile, Sandbox, Shared};
-use crate::util::{lock, secs};
+use crate::util::{jwt, lock, secs, unix_now};
 
 pub struct Service {
     pub shared: Arc<Shared>,
+    /// What `TaskGetCommandRouterAccess` hands out: this server, which also serves the router.
+    pub router_url: String,
+    /// Serializes router starts, so a duplicate `exec_id` never runs twice.
+    pub router_start: tokio::sync::Mutex<()>,
 }
 
-type Stream<T> = BoxStream<'static, Result<T, Status>>;
+pub(crate) type Stream<T> = BoxStream<'static, Result<T, Status>>;
 
-fn header<'a>(meta: &'a MetadataMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(meta: &'a MetadataMap, name: &str) -> Option<&'a str> {
     meta.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
 }
 
 impl Service {
-    fn faults(&self) -> &crate::Faults {
+    pub(crate) fn faults(&self) -> &crate::Faults {
         &self.shared.config.faults
     }
 
     /// Records the request, then checks the credentials headers.
     fn admit<R: ToJson>(&self, method: &str, meta: &MetadataMap, req: &R) -> Result<(), Status> {
-        self.shared.record(json!({
-            "method": method,
-            "headers": headers_json(meta),
-            "request": req.to_json(),
-        }));
+        self.shared.record(entry(method, meta, req));
         let (Some(token_id), Some(_secret)) = (header(meta, "x-modal-token-id"), header(meta, "x-modal-token-secret"))
         else {
             return Err(Status::unauthenticated("missing credentials"));
@@ -111,7 +110,7 @@ impl Service {
     }
 
     /// The sandbox running `task_id`, which must still be running.
-    fn running_task(&self, task_id: &str) -> Result<Arc<Sandbox>, Status> {
+    pub(crate) fn running_task(&self, task_id: &str) -> Result<Arc<Sandbox>, Status> {
         let sb = self
             .shared
             .state()
@@ -139,15 +138,28 @@ impl Service {
     }
 
     async fn auth_token(&self) -> Result<pb::AuthTokenGetResponse, Status> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         let mut st = self.shared.state();
-        let n = st.next("token");
-        // JWT-shaped: clients only decode the payload for `exp`; the signature is never checked.
-        let token =
-            format!("{}.{}.sig{n}", b64(r#"{"alg":"none"}"#.to_string()), b64(format!(r#"{{"exp":{}}}"#, now + 3600)));
+        let token = jwt(&json!({ "exp": unix_now() + 3600 }), st.next("token"));
         st.tokens.insert(token.clone());
         Ok(pb::AuthTokenGetResponse { token })
+    }
+
+    async fn router_access(
+        &self,
+        req: pb::TaskGetCommandRouterAccessRequest,
+    ) -> Result<pb::TaskGetCommandRouterAccessResponse, Status> {
+        let task_id = req.task_id;
+        if self.shared.state().sandbox_by_task(&task_id).is_none() {
+            return Err(Status::not_found(format!("Task {task_id} not found")));
+        }
+        // What Modal answers for tasks without a router; clients fall back to ContainerExec.
+        if !self.faults().router {
+            return Err(Status::failed_precondition("command router is not available for this task"));
+        }
+        let mut st = self.shared.state();
+        let token = jwt(&json!({ "exp": unix_now() + 3600, "task_id": task_id }), st.next("router-token"));
+        st.router_tokens.insert(token.clone(), task_id);
+        Ok(pb::TaskGetCommandRouterAccessResponse { jwt: token, url: self.router_url.clone() })
     }
 
     async fn app(&self, req: pb::AppGetOrCreateRequest) -> Result<pb::AppGetOrCreateResponse, Status> {
@@ -239,30 +251,50 @@ impl Service {
         Ok(pb::SandboxTerminateResponse { existing_result: sb.terminate() })
     }
 
+    /// How a command runs in a sandbox, the same for both exec paths: argv and workdir
+    /// path-translated, the sandbox's env plus the given secrets, both outputs piped.
+    pub(crate) fn exec_spec(
+        &self,
+        sb: &Sandbox,
+        command: &[String],
+        workdir: Option<&String>,
+        secret_ids: &[String],
+        timeout_secs: u32,
+    ) -> Result<ExecSpec, Status> {
+        let mut env = sb.env.clone();
+        env.extend(self.secrets_env(secret_ids)?.into_iter().map(|(k, v)| (k, translate(&sb.root, &v))));
+        let cwd = match workdir.or(sb.definition.workdir.as_ref()) {
+            Some(dir) => sb.root.join(translate(&sb.root, dir)), // join keeps absolute paths as they are
+            None => sb.root.clone(),
+        };
+        Ok(ExecSpec {
+            argv: command.iter().map(|a| translate(&sb.root, a)).collect(),
+            cwd,
+            env,
+            timeout_secs,
+            split_utf8: self.faults().split_utf8,
+            stdout: Sink::Pipe,
+            stderr: Sink::Pipe,
+        })
+    }
+
+    /// Starts the command as one of the sandbox's processes (killed when it is terminated).
+    pub(crate) fn spawn_in(&self, sb: &Sandbox, spec: ExecSpec) -> Result<Arc<Exec>, Status> {
+        let exec = Exec::spawn(spec);
+        if !sb.add_exec(exec.clone()) {
+            return Err(Status::failed_precondition(format!("Sandbox {} has already finished", sb.id)));
+        }
+        Ok(exec)
+    }
+
     async fn start_exec(&self, req: pb::ContainerExecRequest) -> Result<pb::ContainerExecResponse, Status> {
         if req.command.is_empty() {
             return Err(Status::invalid_argument("command is empty"));
         }
         let sb = self.running_task(&req.task_id)?;
-        let mut env = sb.env.clone();
-        env.extend(self.secrets_env(&req.secret_ids)?.into_iter().map(|(k, v)| (k, translate(&sb.root, &v))));
-        let workdir = req.workdir.as_ref().or(sb.definition.workdir.as_ref());
-        let cwd = match workdir {
-            Some(dir) => sb.root.join(translate(&sb.root, dir)), // join keeps absolute paths as they are
-            None => sb.root.clone(),
-        };
-        let spec = ExecSpec {
-            argv: req.command.iter().map(|a| translate(&sb.root, a)).collect(),
-            cwd,
-            env,
-            timeout_secs: req.timeout_secs,
-            split_utf8: self.faults().split_utf8,
-        };
+        let spec = self.exec_spec(&sb, &req.command, req.workdir.as_ref(), &req.secret_ids, req.timeout_secs)?;
         let exec_id = self.shared.state().next_id("ex");
-        let exec = Exec::spawn(spec);
-        if !sb.add_exec(exec.clone()) {
-            return Err(Status::failed_precondition(format!("Sandbox {} has already finished", sb.id)));
-        }
+        let exec = self.spawn_in(&sb, spec)?;
         self.shared.state().execs.insert(exec_id.clone(), exec);
         Ok(pb::ContainerExecResponse { exec_id })
     }
@@ -508,6 +540,13 @@ impl ModalClient for Service {
         request: Request<pb::ContainerFilesystemExecRequest>,
     ) -> Result<Response<pb::ContainerFilesystemExecResponse>, Status> {
         self.unary("ContainerFilesystemExec", request, |r| self.fs_exec(r)).await
+    }
+
+    async fn task_get_command_router_access(
+        &self,
+        request: Request<pb::TaskGetCommandRouterAccessRequest>,
+    ) -> Result<Response<pb::TaskGetCommandRouterAccessResponse>, Status> {
+        self.unary("TaskGetCommandRouterAccess", request, |r| self.router_access(r)).await
     }
 
     type ContainerFilesystemExecGetOutputStream = Stream<pb::FilesystemRuntimeOutputBatch>;

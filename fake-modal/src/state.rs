@@ -1,5 +1,5 @@
-//! Everything the fake remembers: apps, images, secrets, sandboxes, execs, open files, issued
-//! tokens, the idempotency cache, one-shot faults and the request recording.
+//! Everything the fake remembers: apps, images, secrets, sandboxes, execs (classic and router),
+//! open files, issued tokens, the idempotency cache, one-shot faults and the request recording.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -47,6 +47,10 @@ pub struct State {
     /// In creation order.
     pub sandboxes: Vec<Arc<Sandbox>>,
     pub execs: HashMap<String, Arc<Exec>>,
+    /// Command-router execs by (task id, client-chosen exec id).
+    pub router_execs: HashMap<(String, String), Arc<Exec>>,
+    /// Command-router JWTs issued, with the task each is for.
+    pub router_tokens: HashMap<String, String>,
     pub fs_results: HashMap<String, FsResult>,
     pub files: HashMap<String, OpenFile>,
     idempotency: HashMap<(String, String), IdempotencySlot>,

@@ -1,7 +1,9 @@
 //! Small helpers shared by the modules.
 
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -35,4 +37,16 @@ pub fn secs(timeout: f32) -> Duration {
     } else {
         Duration::ZERO
     }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// A JWT-shaped token with these claims, made unique by `n`. Clients only decode the payload
+/// (for `exp`); the signature is never checked, by them or by the fake.
+pub fn jwt(claims: &serde_json::Value, n: u64) -> String {
+    let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!("{}.{}.sig{n}", b64(r#"{"alg":"none"}"#.to_string()), b64(claims.to_string()))
 }

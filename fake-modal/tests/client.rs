@@ -246,3 +246,23 @@ async fn kill_all_terminates_live_sandboxes() {
     assert_eq!(a.poll().await, Some(137));
     assert_eq!(b.poll().await, Some(137));
 }
+
+#[tokio::test]
+async fn the_command_router_is_used_when_the_task_offers_one() {
+    let s = setup(faults(|f| {
+        f.router = true;
+        f.router_unauthenticated_once = true;
+        f.router_cut_stdio_once = true;
+    }))
+    .await;
+    let sb = s.provider.create(SandboxSpec::default()).await.unwrap();
+    let text = "héllo ✓\n".repeat(2000);
+    let (code, out, err) = run(&*sb, &["sh", "-c", "cat; echo err >&2; exit 5"], text.as_bytes()).await;
+    assert_eq!((code, String::from_utf8(out).unwrap(), err), (5, text, "err\n".to_string()));
+    // Files still go through the file API; listing and uploads are execs, now via the router.
+    sb.write_files(&[("/workspace/r.txt".into(), b"via router".to_vec())]).await.unwrap();
+    assert_eq!(sb.list_files(Path::new("/workspace")).await.unwrap(), vec!["r.txt"]);
+    assert_eq!(methods(&s.fake, "ContainerExec"), 0, "no classic exec");
+    assert!(methods(&s.fake, "TaskExecStart") >= 3);
+    assert!(methods(&s.fake, "TaskGetCommandRouterAccess") >= 2, "the token was refreshed after UNAUTHENTICATED");
+}

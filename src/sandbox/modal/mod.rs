@@ -3,7 +3,8 @@
 //! - `client`: the channel, headers, auth token and retries.
 //! - `control`: apps, ephemeral secrets, sandbox create/poll/terminate.
 //! - `image`: the sandbox image recipe and its build.
-//! - `exec` / `fs`: commands and single-file I/O, each behind a transport trait.
+//! - `exec` / `fs`: commands and single-file I/O, each behind a transport trait; `router`: the
+//!   command-router exec path, chosen per sandbox when its task offers one.
 //! - `sandbox`: [`ModalSandbox`], the [`Sandbox`] operations on top.
 //! - `proto`: message types generated from `proto/modal.proto`.
 
@@ -13,6 +14,7 @@ pub mod exec;
 pub mod fs;
 pub mod image;
 pub mod proto;
+mod router;
 mod sandbox;
 
 use std::collections::{BTreeMap, HashMap};
@@ -91,6 +93,25 @@ impl ModalProvider {
         Ok(id)
     }
 
+    /// The task's command router when it has one (what current official SDKs use), else the
+    /// classic exec calls. `AGENT_RUNTIME_MODAL_EXEC=classic` forces the classic path.
+    async fn exec_for(&self, sandbox_id: &str, task_id: &str) -> Arc<dyn exec::ExecTransport> {
+        if std::env::var("AGENT_RUNTIME_MODAL_EXEC").is_ok_and(|v| v == "classic") {
+            return self.exec.clone();
+        }
+        match router::RouterExec::connect(&self.control, task_id).await {
+            Ok(Some(r)) => {
+                tracing::info!(sandbox_id, "Modal exec through the task command router");
+                Arc::new(Arc::new(r))
+            }
+            Ok(None) => self.exec.clone(),
+            Err(e) => {
+                tracing::warn!(sandbox_id, error = %e, "task command router unavailable; using classic exec");
+                self.exec.clone()
+            }
+        }
+    }
+
     async fn start(&self, spec: SandboxSpec) -> Result<Arc<ModalSandbox>, ModalError> {
         let app_id = self.app_id().await?;
         let image_id = self.image_id(&app_id).await?;
@@ -109,13 +130,8 @@ impl ModalProvider {
                 return Err(e);
             }
         };
-        let sb = Arc::new(ModalSandbox::new(
-            id.clone(),
-            task_id,
-            self.control.clone(),
-            self.exec.clone(),
-            self.files.clone(),
-        ));
+        let exec = self.exec_for(&id, &task_id).await;
+        let sb = Arc::new(ModalSandbox::new(id.clone(), task_id, self.control.clone(), exec, self.files.clone()));
         self.live.lock().unwrap().insert(id.clone(), Arc::downgrade(&sb));
         tracing::info!(sandbox_id = %id, "Modal sandbox created");
         Ok(sb)
