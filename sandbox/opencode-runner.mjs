@@ -143,8 +143,6 @@ let closing = false;
 async function turn() {
   const req = await readRequest();
   const env = openCodeEnv();
-  process.env.PATH = env.PATH; // the SDK spawns `opencode` from PATH with process.env
-  Object.assign(process.env, env);
   const { createOpencodeClient } = await import(pathToFileURL(join(modules, '@opencode-ai/sdk/dist/client.js')).href);
   const server = await startServer(env);
   try {

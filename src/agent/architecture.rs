@@ -77,3 +77,16 @@ pub fn bundled_mcp_files(name: &str, src: &Path, mcps_dir: &Path) -> Vec<(PathBu
     let dest = mcps_dir.join(crate::agent::profile::mcp_dir_name(name));
     read_tree(src, MCP_SKIP).into_iter().map(|(r, b)| (dest.join(r), b)).collect()
 }
+
+/// Hand a runner its request: one JSON document on stdin, then end of file.
+pub async fn send_request(proc: &mut Process, request: &Value) -> SResult<()> {
+    use tokio::io::AsyncWriteExt;
+    let Some(mut stdin) = proc.stdin.take() else { return Ok(()) };
+    let bytes = serde_json::to_vec(request).expect("json");
+    stdin
+        .write_all(&bytes)
+        .await
+        .map_err(|e| crate::sandbox::SandboxError::Io { path: "runner stdin".into(), message: e.to_string() })?;
+    let _ = stdin.shutdown().await;
+    Ok(())
+}

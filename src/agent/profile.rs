@@ -1,7 +1,7 @@
 //! The parts of an agent profile that become files in a sandbox, shared by the architectures
 //! (each writes them where its agent looks), and the name and path checks they all need.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -122,4 +122,36 @@ pub fn parse(profile_raw: &Map<String, Value>) -> ProfileParts {
         tracing::warn!(error = %e, "agent profile fields could not be read; writing no profile files");
         ProfileParts::default()
     })
+}
+
+/// One `<name>.md` per command (its prompt) in `dir`.
+pub fn command_files(p: &ProfileParts, dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    p.commands
+        .iter()
+        .filter(|c| safe_name("command", &c.name))
+        .map(|c| (dir.join(format!("{}.md", c.name)), c.prompt.clone().into_bytes()))
+        .collect()
+}
+
+/// `<dir>/<skill>/SKILL.md` (with name/description frontmatter) and its supporting files.
+pub fn skill_files(p: &ProfileParts, dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for s in p.skills.iter().filter(|s| safe_name("skill", &s.name)) {
+        let dir = dir.join(&s.name);
+        let md = format!(
+            "---\nname: {}\ndescription: {}\n---\n\n{}",
+            yaml_str(&s.name),
+            yaml_str(s.description.as_deref().unwrap_or("")),
+            s.skill_md
+        );
+        files.push((dir.join("SKILL.md"), md.into_bytes()));
+        for f in &s.supporting_files {
+            if safe_relative(&f.relative_path) {
+                files.push((dir.join(&f.relative_path), f.content.clone().into_bytes()));
+            } else {
+                tracing::warn!(skill = %s.name, path = %f.relative_path, "skipping supporting file outside its skill folder");
+            }
+        }
+    }
+    files
 }

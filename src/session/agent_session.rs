@@ -218,8 +218,7 @@ impl AgentSession {
         let stored: StoredSession =
             p.load_session(session_id).await?.ok_or_else(|| Error::SessionNotFound(session_id.to_string()))?;
         let profile_ref = stored.record.agent_profile_reference.clone();
-        let profile =
-            p.load_agent_profile(&profile_ref).await?.ok_or(Error::AgentProfileNotFound(profile_ref))?;
+        let profile = p.load_agent_profile(&profile_ref).await?.ok_or(Error::AgentProfileNotFound(profile_ref))?;
         let architecture = stored.record.architecture;
         let (raw, parsed) = match stored.raw_transcript {
             None => (None, Default::default()),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::transcript::agent_key;
-use crate::agent::profile::{self, mcp_command, mcp_dir_name, safe_name, safe_relative, yaml_str, LocalMcp};
+use crate::agent::profile::{self, mcp_command, mcp_dir_name, safe_name, yaml_str, LocalMcp};
 
 /// Everything the Claude architecture derives from a profile.
 pub struct ProfileFiles {
@@ -44,26 +44,8 @@ pub fn profile_files(profile_raw: &Map<String, Value>, workspace: &Path, mcps_di
         fm.push_str(&a.prompt);
         files.push((claude.join("agents").join(format!("{}.md", a.name)), fm.into_bytes()));
     }
-    for c in p.commands.iter().filter(|c| safe_name("command", &c.name)) {
-        files.push((claude.join("commands").join(format!("{}.md", c.name)), c.prompt.clone().into_bytes()));
-    }
-    for s in p.skills.iter().filter(|s| safe_name("skill", &s.name)) {
-        let dir = claude.join("skills").join(&s.name);
-        let md = format!(
-            "---\nname: {}\ndescription: {}\n---\n\n{}",
-            yaml_str(&s.name),
-            yaml_str(s.description.as_deref().unwrap_or("")),
-            s.skill_md
-        );
-        files.push((dir.join("SKILL.md"), md.into_bytes()));
-        for f in &s.supporting_files {
-            if safe_relative(&f.relative_path) {
-                files.push((dir.join(&f.relative_path), f.content.clone().into_bytes()));
-            } else {
-                tracing::warn!(skill = %s.name, path = %f.relative_path, "skipping supporting file outside its skill folder");
-            }
-        }
-    }
+    files.extend(profile::command_files(&p, &claude.join("commands")));
+    files.extend(profile::skill_files(&p, &claude.join("skills")));
     let mut mcp_servers = Map::new();
     for m in p.bundled_mcps.iter().filter(|m| safe_name("bundled MCP", &mcp_dir_name(&m.name))) {
         let (command, args) = mcp_command(&mcps_dir.join(mcp_dir_name(&m.name)), &m.start_command);

@@ -15,11 +15,12 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 
-use super::architecture::{bundled_mcp_files, AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter};
+use super::architecture::{
+    bundled_mcp_files, send_request, AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter,
+};
 use super::stream::AgentEvent;
-use crate::sandbox::{ExecOptions, Process, SResult, Sandbox, SandboxError};
+use crate::sandbox::{ExecOptions, Process, SResult, Sandbox};
 
 pub const RUNNER: &str = "claude-runner.mjs";
 
@@ -90,14 +91,7 @@ impl AgentArchitecture for ClaudeArchitecture {
         if let Some(Value::String(model)) = setup.session_options.get("model") {
             request["model"] = json!(model);
         }
-        if let Some(mut stdin) = proc.stdin.take() {
-            let bytes = serde_json::to_vec(&request).expect("json");
-            stdin
-                .write_all(&bytes)
-                .await
-                .map_err(|e| SandboxError::Io { path: "runner stdin".into(), message: e.to_string() })?;
-            let _ = stdin.shutdown().await;
-        }
+        send_request(&mut proc, &request).await?;
         Ok(proc)
     }
 
@@ -116,25 +110,29 @@ impl AgentArchitecture for ClaudeArchitecture {
         // workspace as the sandbox sees it; look in every project folder to be sure.
         let projects = paths.home.join(".claude").join("projects");
         let own = format!("{session_id}.jsonl");
-        let found = sb.list_files(&projects).await?.into_iter().find_map(|rel| {
+        // One listing serves both: which folder holds the session, and its subagent files.
+        let listing = sb.list_files(&projects).await?;
+        let folder = listing.iter().find_map(|rel| {
             let (folder, name) = rel.split_once('/')?;
-            (name == own).then(|| projects.join(folder))
+            (name == own).then(|| folder.to_string())
         });
-        let dir = found.unwrap_or_else(|| files::transcript_dir(&paths.home, &paths.workspace));
+        let folder = folder.unwrap_or_else(|| files::encode_project_dir(&paths.workspace.display().to_string()));
+        let dir = projects.join(&folder);
         let main = match sb.read_file(&dir.join(&own)).await? {
             Some(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
             _ => return Ok(None),
         };
         let nested = format!("{session_id}/subagents/");
+        let prefix = format!("{folder}/");
         let mut subagents = Vec::new();
-        for rel in sb.list_files(&dir).await? {
-            let name = rel.rsplit('/').next().unwrap_or(&rel);
+        for rel in listing.iter().filter_map(|r| r.strip_prefix(&prefix)) {
+            let name = rel.rsplit('/').next().unwrap_or(rel);
             let is_sub = name.starts_with("agent-") && name.ends_with(".jsonl");
             let here = rel.starts_with(&nested) || !rel.contains('/');
             if !is_sub || !here {
                 continue;
             }
-            let Some(bytes) = sb.read_file(&dir.join(&rel)).await? else { continue };
+            let Some(bytes) = sb.read_file(&dir.join(rel)).await? else { continue };
             let text = String::from_utf8_lossy(&bytes).into_owned();
             // Older Claude Code wrote one-line placeholders and other sessions' agents beside ours.
             if text.lines().filter(|l| !l.trim().is_empty()).count() <= 1 || !text.contains(session_id) {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
-use crate::agent::profile::{self, mcp_command, mcp_dir_name, safe_name, safe_relative, yaml_str};
+use crate::agent::profile::{self, mcp_command, mcp_dir_name, safe_name, yaml_str};
 
 pub struct ProfileFiles {
     pub files: Vec<(PathBuf, Vec<u8>)>,
@@ -35,22 +35,8 @@ pub fn profile_files(profile_raw: &Map<String, Value>, workspace: &Path, home: &
         md.push_str(&a.prompt);
         files.push((dot.join("agent").join(format!("{}.md", a.name)), md.into_bytes()));
     }
-    for c in p.commands.iter().filter(|c| safe_name("command", &c.name)) {
-        files.push((dot.join("command").join(format!("{}.md", c.name)), c.prompt.clone().into_bytes()));
-    }
-    for s in p.skills.iter().filter(|s| safe_name("skill", &s.name)) {
-        let dir = dot.join("skills").join(&s.name);
-        let md = format!(
-            "---\nname: {}\ndescription: {}\n---\n\n{}",
-            yaml_str(&s.name),
-            yaml_str(s.description.as_deref().unwrap_or("")),
-            s.skill_md
-        );
-        files.push((dir.join("SKILL.md"), md.into_bytes()));
-        for f in s.supporting_files.iter().filter(|f| safe_relative(&f.relative_path)) {
-            files.push((dir.join(&f.relative_path), f.content.clone().into_bytes()));
-        }
-    }
+    files.extend(profile::command_files(&p, &dot.join("command")));
+    files.extend(profile::skill_files(&p, &dot.join("skills")));
     let mut config = json!({ "permission": { "bash": "allow", "edit": "allow", "external_directory": "deny" } });
     if !p.skills.is_empty() {
         config["plugin"] = json!(["opencode-skills"]);

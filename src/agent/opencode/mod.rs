@@ -16,9 +16,11 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
-use super::architecture::{bundled_mcp_files, AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter};
+use super::architecture::{
+    bundled_mcp_files, send_request, AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter,
+};
 use super::stream::AgentEvent;
 use crate::sandbox::{ExecOptions, Process, SResult, Sandbox, SandboxError};
 
@@ -123,14 +125,7 @@ impl AgentArchitecture for OpenCodeArchitecture {
         if let Some(model) = setup.session_options.get("model") {
             request["model"] = model.clone();
         }
-        if let Some(mut stdin) = proc.stdin.take() {
-            let bytes = serde_json::to_vec(&request).expect("json");
-            stdin
-                .write_all(&bytes)
-                .await
-                .map_err(|e| SandboxError::Io { path: "runner stdin".into(), message: e.to_string() })?;
-            let _ = stdin.shutdown().await;
-        }
+        send_request(&mut proc, &request).await?;
         Ok(proc)
     }
 

@@ -80,18 +80,17 @@ pub async fn build(conn: &Connection, app_id: &str) -> MResult<String> {
         };
         let resp =
             conn.unary("ImageGetOrCreate", req, |mut c, r| async move { c.image_get_or_create(r).await }).await?;
-        let result = match resp.result.filter(|r| r.status != GenericStatus::Unspecified as i32) {
-            Some(r) => r,
-            None => join(conn, &resp.image_id).await?,
-        };
-        check(&resp.image_id, &result, &VecDeque::new())?;
+        match resp.result.filter(|r| r.status != GenericStatus::Unspecified as i32) {
+            Some(r) => check(&resp.image_id, &r, &VecDeque::new())?,
+            None => join(conn, &resp.image_id).await?, // checks the result with the build log
+        }
         previous = Some(resp.image_id);
     }
     Ok(previous.expect("two layers"))
 }
 
 /// Follow a build until it has a result, reopening the stream where it stopped.
-async fn join(conn: &Connection, image_id: &str) -> MResult<GenericResult> {
+async fn join(conn: &Connection, image_id: &str) -> MResult<()> {
     let mut last_entry_id = String::new();
     let mut tail: VecDeque<String> = VecDeque::new();
     loop {
@@ -120,8 +119,7 @@ async fn join(conn: &Connection, image_id: &str) -> MResult<GenericResult> {
                 }
             }
             if let Some(r) = msg.result.filter(|r| r.status != GenericStatus::Unspecified as i32) {
-                check(image_id, &r, &tail)?;
-                return Ok(r);
+                return check(image_id, &r, &tail);
             }
         }
     }
