@@ -224,11 +224,12 @@ impl Sandbox for LocalSandbox {
         Ok(Process { stdout, stderr, stdin, exit })
     }
 
-    async fn read_file(&self, path: &Path) -> SResult<Option<Vec<u8>>> {
+    async fn read_regular(&self, path: &Path, limit: u64) -> SResult<FileRead> {
         let p = self.host(path)?;
         match tokio::fs::read(&p).await {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Ok(b) if b.len() as u64 > limit => Ok(FileRead::Skipped(format!("larger than {limit} bytes"))),
+            Ok(b) => Ok(FileRead::Content(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileRead::Missing),
             Err(e) => Err(Self::io_err(path, e)),
         }
     }

@@ -70,6 +70,19 @@ pub struct SandboxSpec {
     pub env: BTreeMap<String, String>,
 }
 
+/// Largest runtime-owned file (a transcript) read back from a sandbox.
+pub const MAX_INTERNAL_FILE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// What [`Sandbox::read_regular`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileRead {
+    /// Nothing at that path.
+    Missing,
+    Content(Vec<u8>),
+    /// Something there that is not read, and why (a link, not a regular file, over the limit).
+    Skipped(String),
+}
+
 #[async_trait]
 pub trait Sandbox: Send + Sync + 'static {
     fn id(&self) -> &str;
@@ -80,8 +93,19 @@ pub trait Sandbox: Send + Sync + 'static {
         true
     }
     async fn exec(&self, argv: &[String], opts: ExecOptions) -> SResult<Process>;
-    /// `None` when the file does not exist.
-    async fn read_file(&self, path: &Path) -> SResult<Option<Vec<u8>>>;
+    /// Read a regular file of at most `limit` bytes. Never through a symbolic link and never a
+    /// FIFO, device or socket (the agent controls what is in its sandbox; the runtime must not
+    /// be led outside it or blocked); the size is checked before any byte is read.
+    async fn read_regular(&self, path: &Path, limit: u64) -> SResult<FileRead>;
+    /// [`Sandbox::read_regular`] for the runtime's own files (transcripts): `None` when missing,
+    /// an error when it is not a regular file or larger than [`MAX_INTERNAL_FILE_BYTES`].
+    async fn read_file(&self, path: &Path) -> SResult<Option<Vec<u8>>> {
+        match self.read_regular(path, MAX_INTERNAL_FILE_BYTES).await? {
+            FileRead::Missing => Ok(None),
+            FileRead::Content(b) => Ok(Some(b)),
+            FileRead::Skipped(why) => Err(SandboxError::Io { path: path.display().to_string(), message: why }),
+        }
+    }
     async fn write_file(&self, path: &Path, content: &[u8]) -> SResult<()>;
     /// Write many files; parent directories are created.
     async fn write_files(&self, files: &[(PathBuf, Vec<u8>)]) -> SResult<()> {

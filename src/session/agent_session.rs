@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::run::Live;
+use super::activation::Live;
 use super::state::{RuntimeState, SandboxState};
 use crate::agent::architecture::AgentArchitecture;
 use crate::agent::blocks::{Block, SubagentConversation};
@@ -100,7 +100,7 @@ pub struct AgentSession {
     pub(super) data: Mutex<SessionData>,
     pub(super) ctx: Arc<SessionContext>,
     /// Turns run one at a time, in the order the messages were sent.
-    pub(super) turns: super::run::TurnQueue,
+    pub(super) turns: super::turn::TurnQueue,
     /// The running sandbox and its background tasks.
     pub(super) live: tokio::sync::Mutex<Option<Live>>,
     pub(super) busy: std::sync::atomic::AtomicBool,
@@ -244,6 +244,19 @@ impl AgentSession {
             sandbox: None,
         };
         Ok(Arc::new(Self::new(session_id.to_string(), architecture, profile, data, ctx)))
+    }
+
+    pub(super) fn touch(&self) {
+        self.data.lock().unwrap().last_activity = now_ms();
+    }
+
+    pub(super) fn emit(&self, e: DomainEvent) {
+        self.ctx.events.emit(e);
+    }
+
+    pub(super) fn session_event(&self, name: &'static str, mut payload: Value) -> DomainEvent {
+        payload["sessionId"] = serde_json::json!(self.session_id);
+        DomainEvent { name, session_id: Some(self.session_id.clone()), payload }
     }
 
     pub fn agent_profile(&self) -> &AgentProfile {

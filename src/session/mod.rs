@@ -1,8 +1,11 @@
 //! `SessionManager`: the loaded sessions, create / load / unload, and the list view.
 
+mod activation;
 mod agent_session;
-mod run;
+mod monitor;
 mod state;
+mod turn;
+mod workspace;
 
 pub use agent_session::{AgentSession, CreateSessionArgs, SessionContext};
 pub use state::{RuntimeState, SandboxState, SandboxStatus};

@@ -13,7 +13,9 @@ use super::client::ModalError;
 use super::control::ControlPlane;
 use super::exec::{run, ExecRequest, ExecTransport};
 use super::fs::FileTransport;
-use crate::sandbox::{BasePaths, ExecOptions, FileEvent, FileEventKind, Process, SResult, Sandbox, SandboxError};
+use crate::sandbox::{
+    BasePaths, ExecOptions, FileEvent, FileEventKind, FileRead, Process, SResult, Sandbox, SandboxError,
+};
 
 /// The watcher script, uploaded on first use (see `sandbox/watch.mjs`).
 const WATCH_SCRIPT: &str = include_str!("../../../sandbox/watch.mjs");
@@ -119,9 +121,13 @@ impl Sandbox for ModalSandbox {
         self.exec.exec(req).await.map_err(spawn)
     }
 
-    async fn read_file(&self, path: &Path) -> SResult<Option<Vec<u8>>> {
+    async fn read_regular(&self, path: &Path, limit: u64) -> SResult<FileRead> {
         let p = self.inside(path)?;
-        self.files.read(&self.task_id, &p).await.map_err(io_err(&p))
+        Ok(match self.files.read(&self.task_id, &p).await.map_err(io_err(&p))? {
+            None => FileRead::Missing,
+            Some(b) if b.len() as u64 > limit => FileRead::Skipped(format!("larger than {limit} bytes")),
+            Some(b) => FileRead::Content(b),
+        })
     }
 
     async fn write_file(&self, path: &Path, content: &[u8]) -> SResult<()> {

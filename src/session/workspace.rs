@@ -1,0 +1,151 @@
+//! The workspace: watcher events read, announced and persisted; full pulls for syncs.
+
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::agent_session::AgentSession;
+use crate::error::Result;
+use crate::persistence::WorkspaceFile;
+use crate::sandbox::{FileEventKind, FileRead, Sandbox};
+
+/// Text content for a workspace file, or why it is not sent to persistence. The size limit
+/// was applied by the read (from metadata, before reading).
+fn file_content(read: FileRead) -> std::result::Result<String, String> {
+    match read {
+        FileRead::Content(bytes) => {
+            String::from_utf8(bytes).map_err(|_| "not UTF-8 text (binary files are not persisted)".to_string())
+        }
+        FileRead::Skipped(why) => Err(why),
+        FileRead::Missing => Err("gone".into()),
+    }
+}
+
+pub(super) fn relative_ok(p: &str) -> bool {
+    let path = Path::new(p);
+    !p.is_empty() && path.is_relative() && path.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+impl AgentSession {
+    pub(super) fn ignored(&self, path: &str) -> bool {
+        match self.ctx.architecture(self.architecture) {
+            Ok(a) => a.ignored_paths().iter().any(|p| path.starts_with(p)),
+            Err(_) => false,
+        }
+    }
+
+    /// One workspace change: update memory, announce it, persist it.
+    async fn on_file_event(&self, sandbox: &dyn Sandbox, kind: FileEventKind, path: String) {
+        if self.ignored(&path) {
+            return;
+        }
+        let p = &self.ctx.persistence;
+        if kind == FileEventKind::Deleted {
+            let existed = {
+                let mut d = self.data.lock().unwrap();
+                let before = d.workspace_files.len();
+                d.workspace_files.retain(|f| f.path != path);
+                before != d.workspace_files.len()
+            };
+            if existed {
+                self.emit(self.session_event("session:file:deleted", json!({ "path": path })));
+                if let Err(e) = self.ctx.retry.run(|| p.delete_session_file(&self.session_id, &path)).await {
+                    tracing::error!(session_id = %self.session_id, %path, error = %e, "could not delete workspace file in persistence");
+                }
+            }
+            return;
+        }
+        let full = sandbox.paths().workspace.join(&path);
+        let limit = self.ctx.options.max_workspace_file_bytes as u64;
+        let read = match sandbox.read_regular(&full, limit).await {
+            Ok(FileRead::Missing) | Err(_) => return, // gone again already; its delete event follows
+            Ok(r) => r,
+        };
+        let content = match file_content(read) {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::warn!(session_id = %self.session_id, %path, %why, "workspace file not persisted");
+                return;
+            }
+        };
+        let file = WorkspaceFile { path: path.clone(), content: Some(content) };
+        let name = {
+            let mut d = self.data.lock().unwrap();
+            match d.workspace_files.iter_mut().find(|f| f.path == path) {
+                Some(existing) if existing.content == file.content => return,
+                Some(existing) => {
+                    *existing = file.clone();
+                    "session:file:modified"
+                }
+                None => {
+                    d.workspace_files.push(file.clone());
+                    "session:file:created"
+                }
+            }
+        };
+        self.emit(self.session_event(name, json!({ "file": file })));
+        if let Err(e) = self.ctx.retry.run(|| p.save_workspace_file(&self.session_id, &file)).await {
+            tracing::error!(session_id = %self.session_id, %path, error = %e, "could not save workspace file; the next sync retries it");
+        }
+    }
+
+    /// Pull transcript and files from the sandbox (if any), then persist everything (§4.5).
+    pub async fn sync_to_storage(&self) -> Result<()> {
+        let sandbox = self.live.lock().await.as_ref().map(|l| l.sandbox.clone());
+        if let Some(sb) = sandbox {
+            self.pull_from(&*sb).await;
+        }
+        self.persist_state().await
+    }
+
+    /// Refresh memory from the sandbox: transcript, and every readable workspace file.
+    pub(super) async fn pull_from(&self, sb: &dyn Sandbox) {
+        if let Err(e) = self.refresh_transcript(sb).await {
+            tracing::warn!(session_id = %self.session_id, error = %e, "sync: transcript not read");
+        }
+        let ws = sb.paths().workspace.clone();
+        let Ok(paths) = sb.list_files(&ws).await else { return };
+        let limit = self.ctx.options.max_workspace_file_bytes as u64;
+        let mut files = Vec::new();
+        for path in paths.into_iter().filter(|p| !self.ignored(p)) {
+            match sb.read_regular(&ws.join(&path), limit).await {
+                Ok(read) => match file_content(read) {
+                    Ok(c) => files.push(WorkspaceFile { path, content: Some(c) }),
+                    Err(why) => tracing::debug!(%path, %why, "sync: workspace file skipped"),
+                },
+                Err(e) => tracing::debug!(%path, error = %e, "sync: workspace file unreadable, skipped"),
+            }
+        }
+        self.data.lock().unwrap().workspace_files = files;
+    }
+
+}
+
+
+/// How long file events settle before they are handled: editors and agents write a temp file
+/// and rename it over the target, which should read as one change of the target.
+const SETTLE: Duration = Duration::from_millis(60);
+
+pub(super) async fn watch_workspace(
+    session: Weak<AgentSession>,
+    sandbox: Arc<dyn Sandbox>,
+    mut events: tokio::sync::mpsc::Receiver<crate::sandbox::FileEvent>,
+) {
+    while let Some(first) = events.recv().await {
+        // Coalesce a burst: the last kind per path wins, in first-seen order.
+        let mut batch: Vec<(String, FileEventKind)> = vec![(first.path, first.kind)];
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            match batch.iter_mut().find(|(p, _)| *p == ev.path) {
+                Some(entry) => entry.1 = ev.kind,
+                None => batch.push((ev.path, ev.kind)),
+            }
+        }
+        let Some(s) = session.upgrade() else { return };
+        for (path, kind) in batch {
+            s.on_file_event(&*sandbox, kind, path).await;
+        }
+    }
+}
