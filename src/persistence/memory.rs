@@ -1,6 +1,7 @@
 //! An in-memory [`PersistenceAdapter`] for Rust tests: stores everything and logs each call.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -13,6 +14,10 @@ pub struct MemoryAdapter {
     pub profiles: Mutex<Vec<AgentProfile>>,
     /// Method names in call order.
     pub calls: Mutex<Vec<String>>,
+    /// This many upcoming writes fail (fault injection).
+    pub fail_writes: AtomicU32,
+    /// Every write takes this long.
+    pub write_delay_ms: AtomicU64,
 }
 
 impl MemoryAdapter {
@@ -33,6 +38,20 @@ impl MemoryAdapter {
 
     fn log(&self, m: &str) {
         self.calls.lock().unwrap().push(m.to_string());
+    }
+
+    /// Log a write, wait the configured delay, and fail it if failures are still owed.
+    async fn write(&self, method: &'static str) -> PResult<()> {
+        self.log(method);
+        let delay = self.write_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        let failing = self.fail_writes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if failing {
+            return Err(PersistenceError::Failed { method, message: "injected failure".into() });
+        }
+        Ok(())
     }
 }
 
@@ -55,7 +74,7 @@ impl PersistenceAdapter for MemoryAdapter {
         Ok(())
     }
     async fn update_session_record(&self, id: &str, u: &SessionRecordUpdate) -> PResult<()> {
-        self.log("updateSessionRecord");
+        self.write("updateSessionRecord").await?;
         if let Some(s) = self.sessions.lock().unwrap().get_mut(id) {
             if let Some(o) = &u.session_options {
                 s.record.session_options = Some(o.clone());
@@ -63,18 +82,21 @@ impl PersistenceAdapter for MemoryAdapter {
             if let Some(t) = u.last_activity {
                 s.record.last_activity = Some(t);
             }
+            if let Some(m) = &u.metadata {
+                s.record.metadata = Some(m.clone());
+            }
         }
         Ok(())
     }
     async fn save_transcript(&self, id: &str, raw: &str) -> PResult<()> {
-        self.log("saveTranscript");
+        self.write("saveTranscript").await?;
         if let Some(s) = self.sessions.lock().unwrap().get_mut(id) {
             s.raw_transcript = Some(raw.to_string());
         }
         Ok(())
     }
     async fn save_workspace_file(&self, id: &str, file: &WorkspaceFile) -> PResult<()> {
-        self.log("saveWorkspaceFile");
+        self.write("saveWorkspaceFile").await?;
         if let Some(s) = self.sessions.lock().unwrap().get_mut(id) {
             s.workspace_files.retain(|f| f.path != file.path);
             s.workspace_files.push(file.clone());
@@ -82,7 +104,7 @@ impl PersistenceAdapter for MemoryAdapter {
         Ok(())
     }
     async fn delete_session_file(&self, id: &str, path: &str) -> PResult<()> {
-        self.log("deleteSessionFile");
+        self.write("deleteSessionFile").await?;
         if let Some(s) = self.sessions.lock().unwrap().get_mut(id) {
             s.workspace_files.retain(|f| f.path != path);
         }

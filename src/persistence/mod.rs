@@ -79,6 +79,9 @@ pub struct SessionRecordUpdate {
     pub session_options: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<i64>,
+    /// Sent whole (the adapter replaces the record's metadata with it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
 }
 
 /// `AgentProfileListData`.

@@ -3,6 +3,7 @@
 mod activation;
 mod agent_session;
 mod monitor;
+pub mod outbox;
 mod state;
 mod turn;
 mod workspace;
