@@ -115,6 +115,11 @@ struct RawOptions {
     health_check_interval_ms: Option<f64>,
     max_workspace_file_bytes: Option<f64>,
     log_level: Option<String>,
+    shutdown_timeout_ms: Option<f64>,
+    turn_timeout_ms: Option<f64>,
+    max_loaded_sessions: Option<f64>,
+    max_active_sandboxes: Option<f64>,
+    max_queued_messages: Option<f64>,
     #[serde(rename = "__host")]
     host: Option<HostInfo>,
 }
@@ -141,6 +146,16 @@ pub struct RuntimeOptions {
     pub sandbox_env: SecretEnv,
     pub host: HostInfo,
     pub log_level: Option<String>,
+    /// How long shutdown keeps trying to store sessions before it stops them anyway.
+    pub shutdown_timeout: Duration,
+    /// A turn running longer than this is stopped with an error.
+    pub turn_timeout: Duration,
+    /// Sessions held in memory at once; idle ones are unloaded to make room, else 503.
+    pub max_loaded_sessions: usize,
+    /// Sandboxes running at once; a turn that needs one more is refused (503).
+    pub max_active_sandboxes: usize,
+    /// Messages waiting per session; more are refused (429).
+    pub max_queued_messages: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -159,15 +174,29 @@ impl Default for RuntimeOptions {
             sandbox_env: SecretEnv::default(),
             host: HostInfo::default(),
             log_level: None,
+            shutdown_timeout: Duration::from_millis(30_000),
+            turn_timeout: Duration::from_millis(30 * 60_000),
+            max_loaded_sessions: 10_000,
+            max_active_sandboxes: 100,
+            max_queued_messages: 100,
         }
+    }
+}
+
+fn count(field: &str, v: Option<f64>, default: usize) -> Result<usize, String> {
+    match v {
+        None => Ok(default),
+        Some(n) if n.is_finite() && n >= 1.0 && n.fract() == 0.0 => Ok(n as usize),
+        Some(_) => Err(format!("{field} must be a whole number, at least 1")),
     }
 }
 
 fn positive_ms(field: &str, v: Option<f64>, default: Duration) -> Result<Duration, String> {
     match v {
         None => Ok(default),
-        Some(n) if n.is_finite() && n > 0.0 => Ok(Duration::from_millis(n as u64)),
-        Some(_) => Err(format!("{field} must be a positive number of milliseconds")),
+        // At least 1: intervals of zero length would spin (and tokio refuses them).
+        Some(n) if n.is_finite() && n >= 1.0 => Ok(Duration::from_millis(n as u64)),
+        Some(_) => Err(format!("{field} must be a number of milliseconds, at least 1")),
     }
 }
 
@@ -225,6 +254,11 @@ impl RuntimeOptions {
             sandbox_env: SecretEnv(sandbox_env),
             host,
             log_level: raw.log_level,
+            shutdown_timeout: positive_ms("shutdownTimeoutMs", raw.shutdown_timeout_ms, d.shutdown_timeout)?,
+            turn_timeout: positive_ms("turnTimeoutMs", raw.turn_timeout_ms, d.turn_timeout)?,
+            max_loaded_sessions: count("maxLoadedSessions", raw.max_loaded_sessions, d.max_loaded_sessions)?,
+            max_active_sandboxes: count("maxActiveSandboxes", raw.max_active_sandboxes, d.max_active_sandboxes)?,
+            max_queued_messages: count("maxQueuedMessages", raw.max_queued_messages, d.max_queued_messages)?,
             modal,
             provider_explicit: sandbox.provider.is_some(),
             provider,
@@ -257,6 +291,17 @@ mod tests {
         assert!(e.contains("modal.tokenId"), "{e}");
         let e = RuntimeOptions::from_json(json!({"logLevel": "loud"})).unwrap_err();
         assert!(e.contains("logLevel"), "{e}");
+        // Below one millisecond an interval would be zero (tokio panics on that).
+        for field in ["healthCheckIntervalMs", "syncIntervalMs", "turnTimeoutMs", "shutdownTimeoutMs"] {
+            let e = RuntimeOptions::from_json(json!({ field: 0.5 })).unwrap_err();
+            assert!(e.contains(field), "{e}");
+        }
+        for field in ["maxLoadedSessions", "maxActiveSandboxes", "maxQueuedMessages"] {
+            let e = RuntimeOptions::from_json(json!({ field: 0 })).unwrap_err();
+            assert!(e.contains(field), "{e}");
+            let e = RuntimeOptions::from_json(json!({ field: 1.5 })).unwrap_err();
+            assert!(e.contains(field), "{e}");
+        }
     }
 
     #[test]

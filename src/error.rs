@@ -25,6 +25,12 @@ pub enum Error {
     Sandbox(String),
     #[error("{0}")]
     AgentRun(String),
+    #[error("Session {0} is being unloaded")]
+    SessionClosing(String),
+    #[error("{0}")]
+    Capacity(String),
+    #[error("{0}")]
+    QueueFull(String),
 }
 
 impl Error {
@@ -38,6 +44,9 @@ impl Error {
             Error::ShutDown => "RUNTIME_SHUT_DOWN",
             Error::Sandbox(_) => "SANDBOX_ERROR",
             Error::AgentRun(_) => "AGENT_RUN_FAILED",
+            Error::SessionClosing(_) => "SESSION_UNLOADING",
+            Error::Capacity(_) => "CAPACITY_EXCEEDED",
+            Error::QueueFull(_) => "QUEUE_FULL",
         }
     }
 

@@ -54,6 +54,7 @@ impl AgentRuntime {
             opencode: Arc::new(OpenCodeArchitecture::new(assets)),
             options: options.clone(),
             manager: Default::default(),
+            active_sandboxes: Default::default(),
         });
         Arc::new(Self { options, events, sessions, sandboxes: sandboxes.ok(), shut_down: AtomicBool::new(false) })
     }
@@ -84,12 +85,14 @@ impl AgentRuntime {
         }
     }
 
-    /// Unload (sync and terminate) every session; returns when all are done.
-    pub async fn shutdown(&self) {
+    /// Unload (store and terminate) every session, trying for at most `shutdownTimeoutMs` to
+    /// store them; returns the ids whose latest state could not be stored.
+    pub async fn shutdown(&self) -> Vec<String> {
         self.shut_down.store(true, Ordering::SeqCst);
-        self.sessions.shutdown().await;
+        let unstored = self.sessions.shutdown(self.options.shutdown_timeout).await;
         self.kill_sandboxes();
         tracing::info!("runtime shut down");
+        unstored
     }
 }
 

@@ -165,7 +165,7 @@ impl NativeRuntime {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn send_message<'e>(&self, env: &'e Env, session_id: String, message: String) -> Result<PromiseRaw<'e, ()>> {
         // Queued synchronously, so messages run in the order JS sent them.
-        let turn = self.session(&session_id)?.send_message(&message);
+        let turn = self.session(&session_id)?.send_message(&message).map_err(to_napi)?;
         env.spawn_future(async move { turn.await.map_err(to_napi) })
     }
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use super::agent_session::AgentSession;
-use super::state::{RuntimeState, SandboxState, SandboxStatus};
+use super::agent_session::{AgentSession, SandboxSlot};
 use super::monitor::monitor;
+use super::state::{RuntimeState, SandboxState, SandboxStatus};
 use super::workspace::{relative_ok, watch_workspace};
 use crate::agent::architecture::SessionSetup;
 use crate::error::{Error, Result};
@@ -20,6 +20,7 @@ use crate::time::now_ms;
 /// A running sandbox and the tasks that serve it; dropping it stops the tasks.
 pub struct Live {
     pub sandbox: Arc<dyn Sandbox>,
+    _slot: SandboxSlot,
     watcher: JoinHandle<()>,
     monitor: JoinHandle<()>,
 }
@@ -60,11 +61,14 @@ impl AgentSession {
         self.set_sandbox_state(Some((SandboxStatus::Starting, Some(message), id)));
     }
 
-    /// Run one agent turn. Messages sent while a turn runs wait for it (in order).
-    /// Run one agent turn. The message's place in line is taken now; the returned future runs
     /// The running sandbox, created on first use (spec §4.4); a dead one is replaced.
     pub(super) async fn ensure_sandbox(self: &Arc<Self>) -> Result<Arc<dyn Sandbox>> {
         let mut live = self.live.lock().await;
+        // Checked under the lock unload holds while it stores and stops the sandbox, so no
+        // sandbox is created for a session on its way out.
+        if self.is_closing() {
+            return Err(Error::SessionClosing(self.session_id.clone()));
+        }
         if let Some(l) = live.as_ref() {
             if l.sandbox.poll().await.is_none() {
                 return Ok(l.sandbox.clone());
@@ -72,8 +76,12 @@ impl AgentSession {
             *live = None;
             self.restarts.fetch_add(1, Ordering::SeqCst);
         }
+        let max = self.ctx.options.max_active_sandboxes;
+        let Some(slot) = SandboxSlot::try_take(&self.ctx.active_sandboxes, max) else {
+            return Err(Error::Capacity(format!("maxActiveSandboxes ({max}) reached: no sandbox can be started now")));
+        };
         self.starting("Preparing...", None);
-        match self.activate().await {
+        match self.activate(slot).await {
             Ok(l) => {
                 let sb = l.sandbox.clone();
                 *live = Some(l);
@@ -89,7 +97,10 @@ impl AgentSession {
         }
     }
 
-    async fn activate(self: &Arc<Self>) -> std::result::Result<Live, (Error, Option<Arc<dyn Sandbox>>)> {
+    async fn activate(
+        self: &Arc<Self>,
+        slot: SandboxSlot,
+    ) -> std::result::Result<Live, (Error, Option<Arc<dyn Sandbox>>)> {
         let provider = self.ctx.sandboxes.clone().map_err(|m| (Error::Sandbox(m), None))?;
         let arch = self.ctx.architecture(self.architecture).map_err(|e| (e, None))?;
         self.starting("Creating sandbox container...", None);
@@ -126,20 +137,65 @@ impl AgentSession {
         let monitor = tokio::spawn(monitor(Arc::downgrade(self), sb.clone()));
         self.set_sandbox_state(Some((SandboxStatus::Ready, Some("Ready"), Some(&id))));
         tracing::info!(session_id = %self.session_id, sandbox_id = %id, "sandbox ready");
-        Ok(Live { sandbox: sb, watcher, monitor })
+        Ok(Live { sandbox: sb, _slot: slot, watcher, monitor })
     }
 
-    /// Stop the sandbox: pull and persist its state first, then terminate it whatever happened.
-    pub async fn destroy(&self) -> Result<()> {
-        let live = self.live.lock().await.take();
-        let Some(live) = live else { return Ok(()) };
-        self.pull_from(&*live.sandbox).await;
-        let result = self.persist_state().await;
-        live.stop_watching();
-        live.sandbox.terminate().await;
-        drop(live);
+    /// Store everything, then stop the sandbox. When storing fails the sandbox stays (watched
+    /// again) and the error is returned: the caller keeps the session loaded, and the outbox
+    /// keeps retrying, because the sandbox may hold the only copy of the last turn.
+    pub async fn destroy(self: &Arc<Self>) -> Result<()> {
+        let mut live = self.live.lock().await;
+        if let Some(l) = live.as_ref() {
+            // First: the watcher must not see the teardown; the pull then reconciles whatever
+            // it had not delivered yet.
+            l.stop_watching();
+            self.pull_from(&*l.sandbox).await;
+        }
+        if let Err(e) = self.persist_state().await {
+            if let Some(l) = live.as_mut() {
+                let ws = l.sandbox.paths().workspace.clone();
+                match l.sandbox.watch(&ws).await {
+                    Ok(events) => {
+                        l.watcher = tokio::spawn(watch_workspace(Arc::downgrade(self), l.sandbox.clone(), events))
+                    }
+                    Err(w) => {
+                        tracing::warn!(session_id = %self.session_id, error = %w, "could not resume watching the workspace")
+                    }
+                }
+            }
+            return Err(e);
+        }
+        if let Some(l) = live.take() {
+            l.sandbox.terminate().await;
+        }
         self.data.lock().unwrap().sandbox = None;
-        result
+        Ok(())
+    }
+
+    /// Stop this sandbox (a runaway turn) after pulling what it holds; the next turn starts a
+    /// new one.
+    pub(super) async fn discard_sandbox(self: &Arc<Self>, sandbox: &Arc<dyn Sandbox>) {
+        let mut live = self.live.lock().await;
+        if !live.as_ref().is_some_and(|l| Arc::ptr_eq(&l.sandbox, sandbox)) {
+            return;
+        }
+        if let Some(l) = live.as_ref() {
+            l.stop_watching();
+        }
+        self.pull_from(&**sandbox).await;
+        let gone = live.take();
+        drop(live);
+        sandbox.terminate().await;
+        self.set_sandbox_state(None);
+        drop(gone);
+    }
+
+    /// Stop the sandbox without storing (shutdown gave up on storage).
+    pub(super) async fn abandon(&self) {
+        if let Some(l) = self.live.lock().await.take() {
+            l.stop_watching();
+            l.sandbox.terminate().await;
+        }
     }
 
     /// The sandbox died under us: say so; the next message starts a new one.

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::activation::Live;
+use super::outbox::{Outbox, Write};
 use super::state::{RuntimeState, SandboxState};
 use crate::agent::architecture::AgentArchitecture;
 use crate::agent::blocks::{Block, SubagentConversation};
@@ -36,6 +37,33 @@ pub struct SessionContext {
     pub options: RuntimeOptions,
     /// The manager, for sessions that unload themselves (idle timeout).
     pub manager: std::sync::OnceLock<std::sync::Weak<super::SessionManager>>,
+    /// Sandboxes running now, against `maxActiveSandboxes`.
+    pub active_sandboxes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Closing {
+    Open,
+    Closing,
+    Closed,
+}
+
+/// One of the `maxActiveSandboxes` places, held by a live sandbox; freed on drop.
+pub struct SandboxSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl SandboxSlot {
+    pub fn try_take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for SandboxSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl SessionContext {
@@ -101,9 +129,18 @@ pub struct AgentSession {
     pub(super) ctx: Arc<SessionContext>,
     /// Turns run one at a time, in the order the messages were sent.
     pub(super) turns: super::turn::TurnQueue,
+    /// Writes owed to storage, ordered per target and retried until they land.
+    pub(super) outbox: Arc<Outbox>,
+    /// Held while workspace changes are applied to memory and queued (watcher events, pulls).
+    pub(super) files_lock: tokio::sync::Mutex<()>,
     /// The running sandbox and its background tasks.
     pub(super) live: tokio::sync::Mutex<Option<Live>>,
     pub(super) busy: std::sync::atomic::AtomicBool,
+    /// Open, closing (being unloaded) or closed (unloaded; this instance is done). Once not
+    /// open: no new sandbox, queued turns give up.
+    closing: tokio::sync::watch::Sender<Closing>,
+    /// An unload was asked for but could not store everything yet; the sweep retries it.
+    pub(super) unload_wanted: std::sync::atomic::AtomicBool,
     pub(super) restarts: std::sync::atomic::AtomicU32,
 }
 
@@ -157,14 +194,18 @@ impl AgentSession {
         ctx: Arc<SessionContext>,
     ) -> Self {
         Self {
+            outbox: Outbox::new(session_id.clone(), ctx.persistence.clone(), ctx.retry, ctx.events.clone()),
             session_id,
             architecture,
             profile,
             data: Mutex::new(data),
+            files_lock: Default::default(),
             ctx,
             turns: Default::default(),
             live: Default::default(),
             busy: Default::default(),
+            closing: tokio::sync::watch::Sender::new(Closing::Open),
+            unload_wanted: Default::default(),
             restarts: Default::default(),
         }
     }
@@ -257,6 +298,47 @@ impl AgentSession {
     pub(super) fn session_event(&self, name: &'static str, mut payload: Value) -> DomainEvent {
         payload["sessionId"] = serde_json::json!(self.session_id);
         DomainEvent { name, session_id: Some(self.session_id.clone()), payload }
+    }
+
+    /// No turn running or waiting.
+    pub fn is_idle(&self) -> bool {
+        !self.busy.load(Ordering::SeqCst) && self.turns.len() == 0
+    }
+
+    /// Whether a sandbox is running for this session.
+    pub fn has_sandbox(&self) -> bool {
+        self.data.lock().unwrap().sandbox.is_some()
+    }
+
+    /// Being unloaded, or unloaded.
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow() != Closing::Open
+    }
+
+    /// Mark the session as closing; false if it was not open (another unload is under way).
+    pub(super) fn begin_closing(&self) -> bool {
+        self.closing.send_if_modified(|c| std::mem::replace(c, Closing::Closing) == Closing::Open)
+    }
+
+    /// The unload ended: `closed` for good, or open again (its state could not be stored).
+    pub(super) fn end_closing(&self, closed: bool) {
+        self.closing.send_replace(if closed { Closing::Closed } else { Closing::Open });
+    }
+
+    /// Wait until no unload is under way.
+    pub(super) async fn closing_done(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|c| *c != Closing::Closing).await;
+    }
+
+    /// Nothing owed to storage.
+    pub fn is_stored(&self) -> bool {
+        self.outbox.is_clean()
+    }
+
+    /// The last storage failure while writes are still owed.
+    pub fn storage_error(&self) -> Option<crate::persistence::PersistenceError> {
+        self.outbox.status().last_error
     }
 
     pub fn agent_profile(&self) -> &AgentProfile {
@@ -359,15 +441,13 @@ impl AgentSession {
             let d = self.data.lock().unwrap();
             (d.raw_transcript.clone(), d.workspace_files.clone(), d.last_activity)
         };
-        let p = &self.ctx.persistence;
-        let id = &self.session_id;
-        if let Some(raw) = raw.as_deref() {
-            self.ctx.retry.run(|| p.save_transcript(id, raw)).await?;
-        }
-        futures::future::try_join_all(files.iter().map(|f| self.ctx.retry.run(move || p.save_workspace_file(id, f))))
-            .await?;
-        let update = SessionRecordUpdate { last_activity: Some(last_activity), ..Default::default() };
-        self.ctx.retry.run(|| p.update_session_record(id, &update)).await?;
-        Ok(())
+        let record = SessionRecordUpdate { last_activity: Some(last_activity), ..Default::default() };
+        self.outbox.push(
+            raw.map(Write::Transcript)
+                .into_iter()
+                .chain(files.into_iter().map(Write::SaveFile))
+                .chain([Write::Record(record)]),
+        );
+        Ok(self.outbox.flush().await?)
     }
 }

@@ -27,11 +27,17 @@ pub struct SessionManager {
     sessions: RwLock<HashMap<String, Arc<AgentSession>>>,
     /// Loads in flight, so concurrent loads of one id share one adapter call and one instance.
     loading: Mutex<HashMap<String, LoadFuture>>,
+    sweep: std::sync::OnceLock<()>,
 }
 
 impl SessionManager {
     pub fn new(ctx: SessionContext) -> Arc<Self> {
-        let m = Arc::new(Self { ctx: Arc::new(ctx), sessions: Default::default(), loading: Default::default() });
+        let m = Arc::new(Self {
+            ctx: Arc::new(ctx),
+            sessions: Default::default(),
+            loading: Default::default(),
+            sweep: Default::default(),
+        });
         let _ = m.ctx.manager.set(Arc::downgrade(&m));
         m
     }
@@ -52,16 +58,44 @@ impl SessionManager {
         self.sessions.read().unwrap().keys().cloned().collect()
     }
 
+    pub fn loaded(&self) -> Vec<Arc<AgentSession>> {
+        self.sessions.read().unwrap().values().cloned().collect()
+    }
+
     pub fn loaded_count(&self) -> usize {
         self.sessions.read().unwrap().len()
     }
 
-    fn insert(&self, session: Arc<AgentSession>) {
+    fn insert(self: &Arc<Self>, session: Arc<AgentSession>) {
+        // Started with the first session (always inside the async runtime; the manager may be
+        // built outside one).
+        self.sweep.get_or_init(|| {
+            tokio::spawn(monitor::idle_sweep(Arc::downgrade(self), self.ctx.options.idle_timeout));
+        });
         self.sessions.write().unwrap().insert(session.session_id.clone(), session);
         self.ctx.events.emit(DomainEvent::sessions_changed());
     }
 
-    pub async fn create_session(&self, args: CreateSessionArgs) -> Result<Arc<AgentSession>> {
+    /// Below `maxLoadedSessions`, or made so by unloading the longest-idle stored session.
+    async fn make_room(&self) -> Result<()> {
+        let max = self.ctx.options.max_loaded_sessions;
+        while self.loaded_count() >= max {
+            let mut idle: Vec<_> =
+                self.loaded().into_iter().filter(|s| s.is_idle() && !s.is_closing() && s.is_stored()).collect();
+            idle.sort_by_key(|s| s.data.lock().unwrap().last_activity);
+            let Some(victim) = idle.first() else {
+                return Err(Error::Capacity(format!(
+                    "maxLoadedSessions ({max}) reached and every loaded session is in use"
+                )));
+            };
+            tracing::info!(session_id = %victim.session_id, "unloading the longest-idle session to make room");
+            self.unload_session(&victim.session_id).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn create_session(self: &Arc<Self>, args: CreateSessionArgs) -> Result<Arc<AgentSession>> {
+        self.make_room().await?;
         let session = AgentSession::create(args, self.ctx.clone()).await.inspect_err(|e| {
             tracing::error!(error = %e, "failed to create session");
         })?;
@@ -71,9 +105,15 @@ impl SessionManager {
     }
 
     /// Return the loaded session, or load it from persistence (once, however many callers ask).
+    /// A session being unloaded is waited for: it either stays (its state could not be stored)
+    /// or is loaded afresh, never running twice.
     pub async fn load_session(self: &Arc<Self>, id: &str) -> Result<Arc<AgentSession>> {
-        if let Some(s) = self.get(id) {
-            return Ok(s);
+        loop {
+            match self.get(id) {
+                Some(s) if s.is_closing() => s.closing_done().await,
+                Some(s) => return Ok(s),
+                None => break,
+            }
         }
         let fut = {
             let mut loading = self.loading.lock().unwrap();
@@ -83,7 +123,15 @@ impl SessionManager {
                     let this = self.clone();
                     let id = id.to_string();
                     async move {
-                        let result = AgentSession::load(&id, this.ctx.clone()).await;
+                        if let Err(e) = this.make_room().await {
+                            this.loading.lock().unwrap().remove(&id);
+                            return Err(e);
+                        }
+                        // A panic in a load must not poison the shared future for later callers.
+                        let result = std::panic::AssertUnwindSafe(AgentSession::load(&id, this.ctx.clone()))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| Err(Error::Sandbox(format!("loading session {id} panicked"))));
                         if let Ok(s) = &result {
                             // A create or load may have won the race while we waited on the adapter.
                             if let Some(existing) = this.get(&id) {
@@ -104,18 +152,39 @@ impl SessionManager {
         fut.await
     }
 
-    /// Unload: destroy, drop from memory, then announce `isLoaded: false` and the list change.
-    /// The events are sent even when destroy fails, so clients never see a ghost session.
+    /// Unload: store everything and stop the sandbox, drop from memory, then announce
+    /// `isLoaded: false` and the list change. When the session's state cannot be stored it
+    /// stays loaded (with its sandbox) and the error is returned; the idle sweep tries again.
     pub async fn unload_session(&self, id: &str) -> Result<()> {
         let Some(session) = self.get(id) else {
             return Err(Error::SessionNotLoaded(id.to_string()));
         };
-        let result = session.destroy().await;
+        if !session.begin_closing() {
+            // Another unload is under way: its outcome is ours.
+            session.closing_done().await;
+            return match self.get(id) {
+                Some(s) if Arc::ptr_eq(&s, &session) => Err(Error::SessionClosing(id.to_string())),
+                _ => Ok(()),
+            };
+        }
+        if let Err(e) = session.destroy().await {
+            session.unload_wanted.store(true, std::sync::atomic::Ordering::SeqCst);
+            session.end_closing(false);
+            tracing::error!(session_id = %id, error = %e, "session kept loaded: its state is not stored yet");
+            return Err(e);
+        }
         self.sessions.write().unwrap().remove(id);
+        session.end_closing(true);
         self.ctx.events.emit(DomainEvent::status(id, &RuntimeState::UNLOADED));
         self.ctx.events.emit(DomainEvent::sessions_changed());
         tracing::info!(session_id = %id, "session unloaded");
-        result
+        Ok(())
+    }
+
+    /// Loaded sessions with writes owed to storage that are failing, and the last error.
+    pub fn unstored_sessions(&self) -> Vec<(String, String)> {
+        let sessions: Vec<_> = self.sessions.read().unwrap().values().cloned().collect();
+        sessions.iter().filter_map(|s| s.storage_error().map(|e| (s.session_id.clone(), e.to_string()))).collect()
     }
 
     /// The persisted list enriched with each session's runtime state (`SessionListItem[]`).
@@ -132,14 +201,30 @@ impl SessionManager {
             .collect())
     }
 
-    /// Unload every session, all at once; errors are logged and do not stop the others.
-    pub async fn shutdown(&self) {
-        let ids = self.loaded_ids();
-        let results = futures::future::join_all(ids.iter().map(|id| self.unload_session(id))).await;
-        for (id, r) in ids.iter().zip(results) {
-            if let Err(e) = r {
-                tracing::error!(session_id = %id, error = %e, "error while unloading session at shutdown");
+    /// Unload every session, all at once, retrying those whose state cannot be stored until
+    /// `deadline`; then stop what is left anyway. Returns the ids that could not be stored.
+    pub async fn shutdown(&self, deadline: std::time::Duration) -> Vec<String> {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            let ids = self.loaded_ids();
+            let results = futures::future::join_all(ids.iter().map(|id| self.unload_session(id))).await;
+            let failed: Vec<String> =
+                ids.into_iter().zip(results).filter(|(_, r)| r.is_err()).map(|(id, _)| id).collect();
+            if failed.is_empty() {
+                return failed;
             }
+            if tokio::time::Instant::now() + pause >= until {
+                tracing::error!(sessions = ?failed, "shutdown: these sessions' latest state could not be stored");
+                for id in &failed {
+                    if let Some(s) = self.get(id) {
+                        s.abandon().await;
+                    }
+                }
+                return failed;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(5));
         }
     }
 }

@@ -5,9 +5,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::agent_session::AgentSession;
+use super::SessionManager;
 use crate::sandbox::Sandbox;
 use crate::time::now_ms;
-
 
 fn ticker(period: Duration) -> tokio::time::Interval {
     let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -15,7 +15,7 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     i
 }
 
-/// Health checks, periodic syncs and the idle timeout for one sandbox.
+/// Health checks and periodic syncs for one sandbox.
 pub(super) async fn monitor(session: Weak<AgentSession>, sandbox: Arc<dyn Sandbox>) {
     let opts = match session.upgrade() {
         Some(s) => s.ctx.options.clone(),
@@ -23,7 +23,6 @@ pub(super) async fn monitor(session: Weak<AgentSession>, sandbox: Arc<dyn Sandbo
     };
     let mut health = ticker(opts.health_interval);
     let mut sync = ticker(opts.sync_interval);
-    let mut idle = ticker((opts.idle_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(5)));
     loop {
         tokio::select! {
             _ = health.tick() => {
@@ -45,23 +44,30 @@ pub(super) async fn monitor(session: Weak<AgentSession>, sandbox: Arc<dyn Sandbo
                     }
                 }
             }
-            _ = idle.tick() => {
-                let Some(s) = session.upgrade() else { return };
-                let quiet = now_ms() - s.data.lock().unwrap().last_activity;
-                if !s.busy.load(Ordering::SeqCst) && quiet >= opts.idle_timeout.as_millis() as i64 {
-                    tracing::info!(session_id = %s.session_id, idle_ms = quiet, "idle timeout: unloading session");
-                    if let Some(m) = s.ctx.manager.get().and_then(Weak::upgrade) {
-                        let id = s.session_id.clone();
-                        // A task of its own: unloading aborts this monitor.
-                        tokio::spawn(async move {
-                            if let Err(e) = m.unload_session(&id).await {
-                                tracing::error!(session_id = %id, error = %e, "idle unload failed");
-                            }
-                        });
-                    }
-                    return;
-                }
+        }
+    }
+}
+
+/// The idle timeout, for every loaded session (with a sandbox or not), and unloads that could
+/// not store everything yet, tried again. One task per manager.
+pub(super) async fn idle_sweep(manager: Weak<SessionManager>, idle_timeout: Duration) {
+    let mut tick = ticker((idle_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(5)));
+    loop {
+        tick.tick().await;
+        let Some(m) = manager.upgrade() else { return };
+        for s in m.loaded() {
+            let quiet = now_ms() - s.data.lock().unwrap().last_activity;
+            let due = s.unload_wanted.load(Ordering::SeqCst) || quiet >= idle_timeout.as_millis() as i64;
+            if !due || !s.is_idle() || s.is_closing() {
+                continue;
             }
+            tracing::info!(session_id = %s.session_id, idle_ms = quiet, "idle: unloading session");
+            let (m, id) = (m.clone(), s.session_id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = m.unload_session(&id).await {
+                    tracing::warn!(session_id = %id, error = %e, "idle unload did not complete; will try again");
+                }
+            });
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::agent_session::AgentSession;
+use super::outbox::Write;
 use crate::agent::architecture::SessionSetup;
 use crate::agent::blocks::Block;
 use crate::agent::stream::{AgentEvent, MAIN};
@@ -14,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::events::DomainEvent;
 use crate::sandbox::{lines, Sandbox};
 use crate::time::now_iso;
-
 
 /// First come, first served: a ticket is taken when the message is sent (synchronously), and
 /// the turn waits until every earlier ticket has finished. A lock would not keep that order:
@@ -27,6 +27,11 @@ pub struct TurnQueue {
 }
 
 impl TurnQueue {
+    /// Turns taken and not finished (the running one included).
+    pub(super) fn len(&self) -> u64 {
+        self.next.load(Ordering::SeqCst) - self.serving.load(Ordering::SeqCst)
+    }
+
     fn ticket(&self) -> u64 {
         self.next.fetch_add(1, Ordering::SeqCst)
     }
@@ -61,17 +66,42 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// After the runner exits, how long its output may pause before the rest is given up.
+const EXIT_DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl AgentSession {
+    /// Run one agent turn. The message's place in line is taken now; the returned future runs
     /// the turn after every message sent before it (it must be driven to completion).
+    /// Refused at once (nothing queued) when `maxQueuedMessages` are already waiting, or when
+    /// it would need a sandbox and `maxActiveSandboxes` are running.
     pub fn send_message(
         self: &Arc<Self>,
         message: &str,
-    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+    ) -> Result<impl std::future::Future<Output = Result<()>> + Send + 'static> {
+        let o = &self.ctx.options;
+        let waiting = self.turns.len().saturating_sub(u64::from(self.busy.load(Ordering::SeqCst)));
+        if waiting >= o.max_queued_messages as u64 {
+            return Err(Error::QueueFull(format!(
+                "maxQueuedMessages ({}) reached for session {}: wait for the running turns",
+                o.max_queued_messages, self.session_id
+            )));
+        }
+        if !self.has_sandbox() && self.ctx.active_sandboxes.load(Ordering::SeqCst) >= o.max_active_sandboxes {
+            return Err(Error::Capacity(format!(
+                "maxActiveSandboxes ({}) reached: no sandbox can be started now",
+                o.max_active_sandboxes
+            )));
+        }
         let ticket = self.turns.ticket();
         let this = self.clone();
         let message = message.to_string();
-        async move {
+        Ok(async move {
             let _turn = this.turns.wait(ticket).await;
+            if this.is_closing() {
+                let e = Error::SessionClosing(this.session_id.clone());
+                this.emit(DomainEvent::error(&this.session_id, &e.to_string(), Some(e.code())));
+                return Err(e);
+            }
             this.busy.store(true, Ordering::SeqCst);
             let _busy = Busy(&this);
             let result = this.run_turn(&message).await;
@@ -80,7 +110,7 @@ impl AgentSession {
                 this.emit(DomainEvent::error(&this.session_id, &e.to_string(), Some(e.code())));
             }
             result
-        }
+        })
     }
 
     async fn run_turn(self: &Arc<Self>, message: &str) -> Result<()> {
@@ -102,20 +132,25 @@ impl AgentSession {
         let mut proc = arch.start_turn(&*sandbox, &setup, message).await?;
         let mut stdout = lines(std::mem::replace(&mut proc.stdout, Box::pin(tokio::io::empty())));
         let mut stderr = lines(std::mem::replace(&mut proc.stderr, Box::pin(tokio::io::empty())));
-        let stderr_tail = tokio::spawn(async move {
-            let mut tail = std::collections::VecDeque::new();
-            while let Some(l) = stderr.recv().await {
-                tracing::debug!(line = %l, "runner stderr");
-                if tail.len() == 10 {
-                    tail.pop_front();
+        // The last lines of stderr, for the error message. Kept outside the reading task so a
+        // grandchild holding stderr open cannot keep the turn waiting for its end.
+        let tail = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let stderr_task = tokio::spawn({
+            let tail = tail.clone();
+            async move {
+                while let Some(l) = stderr.recv().await {
+                    tracing::debug!(line = %l, "runner stderr");
+                    let mut t = tail.lock().unwrap();
+                    if t.len() == 10 {
+                        t.pop_front();
+                    }
+                    t.push_back(l);
                 }
-                tail.push_back(l);
             }
-            tail.into_iter().collect::<Vec<_>>().join("\n")
         });
         let mut converter = arch.stream(&self.session_id);
         let mut failure: Option<String> = None;
-        while let Some(line) = stdout.recv().await {
+        let mut handle_line = |line: String| {
             for ev in converter.push_line(&line) {
                 match ev {
                     AgentEvent::Error { message } => {
@@ -125,20 +160,71 @@ impl AgentSession {
                 }
             }
             self.touch();
+        };
+        let timeout = self.ctx.options.turn_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut exit = proc.exit;
+        let mut code = None;
+        let mut timed_out = false;
+        loop {
+            tokio::select! {
+                line = stdout.recv() => match line {
+                    Some(l) => handle_line(l),
+                    None => break,
+                },
+                c = &mut exit, if code.is_none() => {
+                    code = Some(c);
+                    // What the runner wrote before it exited is already in the pipe; read it
+                    // while it keeps coming, but a grandchild that inherited stdout and lives on
+                    // must not keep the turn open.
+                    while let Ok(Some(l)) = tokio::time::timeout(EXIT_DRAIN_QUIET, stdout.recv()).await {
+                        handle_line(l);
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    timed_out = true;
+                    break;
+                }
+            }
         }
-        let code = proc.exit.await;
-        let tail = stderr_tail.await.unwrap_or_default();
-        if failure.is_none() && code != 0 {
-            let detail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
-            failure = Some(if code < 0 {
-                format!("the agent runner was killed (signal {}){detail}", -code)
-            } else {
-                format!("the agent runner exited with code {code}{detail}")
-            });
+        drop(handle_line);
+        let code = match code {
+            Some(c) => Some(c),
+            None if timed_out => None,
+            None => Some(exit.await),
+        };
+        // Let the stderr reader reach the end (it normally does with the runner), then stop it.
+        let mut stderr_task = stderr_task;
+        if tokio::time::timeout(EXIT_DRAIN_QUIET, &mut stderr_task).await.is_err() {
+            stderr_task.abort();
+        }
+        let tail = tail.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n");
+        let detail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
+        match code {
+            None => {
+                failure = Some(format!(
+                    "the turn ran longer than turnTimeoutMs ({} ms) and was stopped",
+                    timeout.as_millis()
+                ));
+            }
+            Some(code) if failure.is_none() && code != 0 => {
+                failure = Some(if code < 0 {
+                    format!("the agent runner was killed (signal {}){detail}", -code)
+                } else {
+                    format!("the agent runner exited with code {code}{detail}")
+                });
+            }
+            Some(_) => {}
         }
         // The transcript is the source of truth: refresh it after every turn, failed ones too.
         if let Err(e) = self.refresh_transcript(&*sandbox).await {
             tracing::warn!(session_id = %self.session_id, error = %e, "could not read the transcript after the turn");
+        }
+        if timed_out {
+            // Stopping the runner means stopping its sandbox (what it holds is pulled first);
+            // the next message starts a new one and resumes from the stored transcript.
+            self.discard_sandbox(&sandbox).await;
         }
         match failure {
             Some(m) => Err(Error::AgentRun(m)),
@@ -200,10 +286,10 @@ impl AgentSession {
             d.raw_transcript = Some(raw.clone());
             d.set_conversation(parsed.blocks, parsed.subagents);
         }
-        let p = &self.ctx.persistence;
-        self.ctx.retry.run(|| p.save_transcript(&self.session_id, &raw)).await?;
+        self.outbox.push([Write::Transcript(raw.clone())]);
+        let stored = self.outbox.flush().await;
         self.emit(DomainEvent::transcript_changed(&self.session_id, &raw));
+        stored?;
         Ok(())
     }
-
 }

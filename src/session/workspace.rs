@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::agent_session::AgentSession;
+use super::outbox::Write;
 use crate::error::Result;
 use crate::persistence::WorkspaceFile;
 use crate::sandbox::{FileEventKind, FileRead, Sandbox};
@@ -41,7 +42,9 @@ impl AgentSession {
         if self.ignored(&path) {
             return;
         }
-        let p = &self.ctx.persistence;
+        // One at a time with syncs' pulls, so a pull's older view of this path cannot be
+        // queued after this newer one.
+        let _files = self.files_lock.lock().await;
         if kind == FileEventKind::Deleted {
             let existed = {
                 let mut d = self.data.lock().unwrap();
@@ -51,9 +54,7 @@ impl AgentSession {
             };
             if existed {
                 self.emit(self.session_event("session:file:deleted", json!({ "path": path })));
-                if let Err(e) = self.ctx.retry.run(|| p.delete_session_file(&self.session_id, &path)).await {
-                    tracing::error!(session_id = %self.session_id, %path, error = %e, "could not delete workspace file in persistence");
-                }
+                self.outbox.push([Write::DeleteFile(path)]);
             }
             return;
         }
@@ -86,9 +87,7 @@ impl AgentSession {
             }
         };
         self.emit(self.session_event(name, json!({ "file": file })));
-        if let Err(e) = self.ctx.retry.run(|| p.save_workspace_file(&self.session_id, &file)).await {
-            tracing::error!(session_id = %self.session_id, %path, error = %e, "could not save workspace file; the next sync retries it");
-        }
+        self.outbox.push([Write::SaveFile(file)]);
     }
 
     /// Pull transcript and files from the sandbox (if any), then persist everything (§4.5).
@@ -100,29 +99,46 @@ impl AgentSession {
         self.persist_state().await
     }
 
-    /// Refresh memory from the sandbox: transcript, and every readable workspace file.
+    /// Refresh memory from the sandbox: the transcript, and the workspace as it is now. Files
+    /// that are gone (changes the watcher did not deliver) are announced and deleted from
+    /// storage; files that could not be read keep their last known content.
     pub(super) async fn pull_from(&self, sb: &dyn Sandbox) {
         if let Err(e) = self.refresh_transcript(sb).await {
-            tracing::warn!(session_id = %self.session_id, error = %e, "sync: transcript not read");
+            tracing::warn!(session_id = %self.session_id, error = %e, "sync: transcript not stored yet");
         }
+        let _files = self.files_lock.lock().await;
         let ws = sb.paths().workspace.clone();
         let Ok(paths) = sb.list_files(&ws).await else { return };
         let limit = self.ctx.options.max_workspace_file_bytes as u64;
+        let known = self.data.lock().unwrap().workspace_files.clone();
         let mut files = Vec::new();
         for path in paths.into_iter().filter(|p| !self.ignored(p)) {
-            match sb.read_regular(&ws.join(&path), limit).await {
-                Ok(read) => match file_content(read) {
-                    Ok(c) => files.push(WorkspaceFile { path, content: Some(c) }),
-                    Err(why) => tracing::debug!(%path, %why, "sync: workspace file skipped"),
-                },
-                Err(e) => tracing::debug!(%path, error = %e, "sync: workspace file unreadable, skipped"),
+            let read = sb.read_regular(&ws.join(&path), limit).await;
+            let keep = || known.iter().find(|f| f.path == path).cloned();
+            match read.map(file_content) {
+                Ok(Ok(c)) => files.push(WorkspaceFile { path, content: Some(c) }),
+                Ok(Err(why)) => {
+                    tracing::debug!(%path, %why, "sync: workspace file skipped");
+                    files.extend(keep());
+                }
+                Err(e) => {
+                    tracing::debug!(%path, error = %e, "sync: workspace file unreadable, last content kept");
+                    files.extend(keep());
+                }
             }
         }
+        let gone: Vec<String> = known
+            .iter()
+            .filter(|k| !self.ignored(&k.path) && !files.iter().any(|f| f.path == k.path))
+            .map(|k| k.path.clone())
+            .collect();
         self.data.lock().unwrap().workspace_files = files;
+        for path in gone {
+            self.emit(self.session_event("session:file:deleted", json!({ "path": path })));
+            self.outbox.push([Write::DeleteFile(path)]);
+        }
     }
-
 }
-
 
 /// How long file events settle before they are handled: editors and agents write a temp file
 /// and rename it over the target, which should read as one change of the target.

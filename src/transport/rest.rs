@@ -52,7 +52,7 @@ pub fn router(runtime: Arc<AgentRuntime>, api_key: &str) -> Router {
         .route("/sessions/{id}/message", post(send_message))
         .route("/agent-profiles", get(list_profiles));
     Router::new()
-        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/health", get(health))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
@@ -80,6 +80,9 @@ async fn auth_and_limits(State(st): State<RestState>, req: Request<Body>, next: 
         if let Err(e) = check_api_key(req.headers(), &st.api_key) {
             return e.into_response();
         }
+        if let Err(e) = st.runtime.ensure_running() {
+            return refused(e).into_response();
+        }
     }
     let limit = st.runtime.options.max_body_bytes;
     let (parts, body) = req.into_parts();
@@ -93,6 +96,17 @@ async fn auth_and_limits(State(st): State<RestState>, req: Request<Body>, next: 
     let res = next.run(Request::from_parts(parts, Body::from(body))).await;
     tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "http");
     res
+}
+
+/// `{ status: "ok" }` as in the reference; `"degraded"` with the sessions whose state cannot be
+/// stored (still loaded, retried), so a load balancer or an operator can see data at risk.
+async fn health(State(st): State<RestState>) -> Json<Value> {
+    let unstored = st.runtime.sessions.unstored_sessions();
+    if unstored.is_empty() {
+        return Json(json!({ "status": "ok" }));
+    }
+    let sessions: Vec<Value> = unstored.into_iter().map(|(id, e)| json!({ "sessionId": id, "error": e })).collect();
+    Json(json!({ "status": "degraded", "unstoredSessions": sessions }))
 }
 
 #[derive(Deserialize)]
@@ -141,7 +155,21 @@ async fn list_sessions(State(st): State<RestState>) -> Result<Json<Value>, ApiEr
 }
 
 fn failed(what: &str, code: &'static str, e: Error) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, format!("{what}: {e}"))
+    match e {
+        e @ (Error::Capacity(_) | Error::QueueFull(_) | Error::SessionClosing(_) | Error::ShutDown) => refused(e),
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, format!("{what}: {e}")),
+    }
+}
+
+/// Limits and lifecycle: 429 for a full queue (try again after the running turns), 503 for
+/// what has no room now or is going away.
+fn refused(e: Error) -> ApiError {
+    let status = match e {
+        Error::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+        Error::Capacity(_) | Error::SessionClosing(_) | Error::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.code(), e.to_string())
 }
 
 fn not_found() -> ApiError {
@@ -225,7 +253,7 @@ async fn send_message(
         return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "SANDBOX_UNAVAILABLE", m.clone()));
     }
     // The message takes its place in the session's queue now, in request order.
-    let turn = session.send_message(&b.content);
+    let turn = session.send_message(&b.content).map_err(refused)?;
     tokio::spawn(async move {
         // Failures were already sent as `session:error`.
         let _ = turn.await;
