@@ -1,0 +1,242 @@
+//! Session lifecycle against real local sandboxes, with a shell script as the agent: what is
+//! kept when storage fails, unload and queued turns, runaway turns, idle unload and limits.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_runtime::agent::architecture::{AgentArchitecture, SessionSetup, StreamConverter};
+use agent_runtime::agent::stream::AgentEvent;
+use agent_runtime::agent::Architecture;
+use agent_runtime::events::EventBus;
+use agent_runtime::persistence::memory::MemoryAdapter;
+use agent_runtime::persistence::retry::RetryPolicy;
+use agent_runtime::persistence::{PersistenceAdapter, WorkspaceFile};
+use agent_runtime::sandbox::local::LocalProvider;
+use agent_runtime::sandbox::{ExecOptions, Process, SResult, Sandbox};
+use agent_runtime::session::{AgentSession, CreateSessionArgs, SessionContext, SessionManager};
+use agent_runtime::RuntimeOptions;
+use async_trait::async_trait;
+
+/// An agent whose turn is `sh -c <script>` with the prompt in `$PROMPT`; its transcript is the
+/// file `transcript` in the sandbox's home, appended to by the script.
+struct ScriptAgent;
+
+struct NoEvents;
+impl StreamConverter for NoEvents {
+    fn push_line(&mut self, _line: &str) -> Vec<AgentEvent> {
+        vec![]
+    }
+}
+
+#[async_trait]
+impl AgentArchitecture for ScriptAgent {
+    async fn initialize(&self, _sb: &dyn Sandbox, _setup: &SessionSetup<'_>) -> SResult<()> {
+        Ok(())
+    }
+    async fn start_turn(&self, sb: &dyn Sandbox, _setup: &SessionSetup<'_>, prompt: &str) -> SResult<Process> {
+        let home = sb.paths().home.display().to_string();
+        let mut opts = ExecOptions::default();
+        opts.env.insert("T".into(), format!("{home}/transcript"));
+        let script = format!("echo \"$T: {prompt}\" >> \"$T\"; {prompt}");
+        sb.exec(&["sh".into(), "-c".into(), script], opts).await
+    }
+    fn stream(&self, _session_id: &str) -> Box<dyn StreamConverter> {
+        Box::new(NoEvents)
+    }
+    async fn read_transcript(&self, sb: &dyn Sandbox, _session_id: &str) -> SResult<Option<String>> {
+        let t = sb.paths().home.join("transcript");
+        Ok(sb.read_file(&t).await?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+}
+
+struct Harness {
+    adapter: Arc<MemoryAdapter>,
+    manager: Arc<SessionManager>,
+    events: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    root: PathBuf,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn harness(options: serde_json::Value) -> Harness {
+    let adapter = Arc::new(MemoryAdapter::with_profile("p"));
+    let root = std::env::temp_dir().join(format!("arn-lifecycle-{}", uuid::Uuid::new_v4().simple()));
+    let options = RuntimeOptions::from_json(options).unwrap();
+    let bus = EventBus::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    bus.subscribe(move |e| seen.lock().unwrap().push((e.name.to_string(), e.payload.clone())));
+    let agent: Arc<dyn AgentArchitecture> = Arc::new(ScriptAgent);
+    let manager = SessionManager::new(SessionContext {
+        persistence: adapter.clone(),
+        events: bus,
+        retry: RetryPolicy { attempts: 2, first_delay: Duration::from_millis(5) },
+        sandboxes: Ok(Arc::new(LocalProvider::plain(root.clone()))),
+        claude: agent.clone(),
+        opencode: agent,
+        options,
+        manager: Default::default(),
+        active_sandboxes: Default::default(),
+    });
+    Harness { adapter, manager, events, root }
+}
+
+impl Harness {
+    async fn session(&self) -> Arc<AgentSession> {
+        let args = CreateSessionArgs {
+            agent_profile_ref: "p".into(),
+            architecture: Some(Architecture::ClaudeAgentSdk),
+            default_workspace_files: Some(vec![WorkspaceFile { path: "keep.txt".into(), content: Some("k".into()) }]),
+            ..Default::default()
+        };
+        self.manager.create_session(args).await.unwrap()
+    }
+
+    fn sandbox_dirs(&self) -> usize {
+        std::fs::read_dir(&self.root).map(|d| d.count()).unwrap_or(0)
+    }
+
+    async fn stored_transcript(&self, id: &str) -> Option<String> {
+        self.adapter.load_session(id).await.unwrap().unwrap().raw_transcript
+    }
+
+    async fn wait_for<F: Fn() -> bool>(&self, what: &str, f: F) {
+        let polled = async {
+            while !f() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), polled).await.unwrap_or_else(|_| panic!("timed out: {what}"));
+    }
+}
+
+#[tokio::test]
+async fn unload_keeps_the_session_and_its_sandbox_until_its_state_is_stored() {
+    let h = harness(serde_json::json!({ "idleTimeoutMs": 100 }));
+    let s = h.session().await;
+    s.send_message("true").unwrap().await.unwrap();
+    assert_eq!(h.sandbox_dirs(), 1);
+    // Storage goes down; the agent's last turn exists only in the sandbox and in memory.
+    h.adapter.fail_writes.store(u32::MAX, Ordering::SeqCst);
+    let e = h.manager.unload_session(&s.session_id).await.unwrap_err();
+    assert_eq!(e.code(), "PERSISTENCE_FAILED");
+    assert!(h.manager.is_loaded(&s.session_id), "kept loaded");
+    assert_eq!(h.sandbox_dirs(), 1, "sandbox not terminated");
+    assert!(!h.manager.unstored_sessions().is_empty(), "reported (health is degraded)");
+    assert!(h
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(n, p)| n == "session:error" && p["error"]["code"] == "PERSISTENCE_FAILED"));
+    // Storage comes back: the sweep retries the unload, which now stores and stops it.
+    h.adapter.fail_writes.store(0, Ordering::SeqCst);
+    h.wait_for("the retried unload", || !h.manager.is_loaded(&s.session_id)).await;
+    assert_eq!(h.sandbox_dirs(), 0);
+    assert!(h.stored_transcript(&s.session_id).await.unwrap().contains(": true"));
+    assert!(h.manager.unstored_sessions().is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_gives_up_after_its_bound_and_names_the_unstored_sessions() {
+    let h = harness(serde_json::json!({ "shutdownTimeoutMs": 300 }));
+    let s = h.session().await;
+    s.send_message("true").unwrap().await.unwrap();
+    h.adapter.fail_writes.store(u32::MAX, Ordering::SeqCst);
+    let unstored = h.manager.shutdown(Duration::from_millis(300)).await;
+    assert_eq!(unstored, [s.session_id.clone()]);
+    assert_eq!(h.sandbox_dirs(), 0, "stopped anyway once the bound passed");
+}
+
+#[tokio::test]
+async fn a_turn_queued_behind_an_unload_creates_no_sandbox() {
+    let h = harness(serde_json::json!({}));
+    let s = h.session().await;
+    // A running turn, and one waiting behind it.
+    let first = tokio::spawn(s.send_message("sleep 30").unwrap());
+    let second = tokio::spawn(s.send_message("true").unwrap());
+    h.wait_for("the first turn's sandbox", || s.has_sandbox()).await;
+    h.manager.unload_session(&s.session_id).await.unwrap();
+    assert!(first.await.unwrap().is_err(), "the running turn ended with its sandbox");
+    let e = second.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), "SESSION_UNLOADING");
+    assert_eq!(h.sandbox_dirs(), 0, "no sandbox left behind");
+    // The next message goes to a fresh instance.
+    let again = h.manager.load_session(&s.session_id).await.unwrap();
+    assert!(!Arc::ptr_eq(&again, &s));
+}
+
+#[tokio::test]
+async fn a_runaway_turn_is_stopped_after_turn_timeout_and_the_session_goes_on() {
+    let h = harness(serde_json::json!({ "turnTimeoutMs": 500 }));
+    let s = h.session().await;
+    let turn = tokio::time::timeout(Duration::from_secs(20), s.send_message("sleep 600").unwrap());
+    let e = turn.await.expect("the turn was stopped").unwrap_err();
+    assert!(e.to_string().contains("turnTimeoutMs"), "{e}");
+    assert!(!s.has_sandbox(), "the runaway's sandbox was stopped");
+    assert!(h.stored_transcript(&s.session_id).await.unwrap().contains("sleep 600"), "what it wrote was kept");
+    s.send_message("true").unwrap().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_turn_ends_when_the_runner_exits_even_if_a_grandchild_keeps_stdout_open() {
+    let h = harness(serde_json::json!({ "turnTimeoutMs": 60000 }));
+    let s = h.session().await;
+    // Before: the turn waited for end of file, which the backgrounded sleep holds off.
+    let turn = tokio::time::timeout(Duration::from_secs(20), s.send_message("sleep 600 & echo started").unwrap());
+    turn.await.expect("the turn ended with its runner").unwrap();
+}
+
+#[tokio::test]
+async fn sessions_loaded_without_a_sandbox_are_unloaded_when_idle() {
+    let h = harness(serde_json::json!({ "idleTimeoutMs": 50 }));
+    let s = h.session().await;
+    let id = s.session_id.clone();
+    drop(s);
+    h.wait_for("idle unload", || !h.manager.is_loaded(&id)).await;
+    h.manager.load_session(&id).await.unwrap();
+    h.wait_for("idle unload after a load", || !h.manager.is_loaded(&id)).await;
+}
+
+#[tokio::test]
+async fn limits_refuse_with_clear_errors() {
+    let h = harness(serde_json::json!({ "maxLoadedSessions": 2, "maxActiveSandboxes": 1, "maxQueuedMessages": 1 }));
+    let a = h.session().await;
+    let b = h.session().await;
+    // A third session makes room by unloading the longest-idle one.
+    let c = h.session().await;
+    assert_eq!(h.manager.loaded_count(), 2);
+    let left: Vec<_> = [a, b].into_iter().filter(|s| h.manager.is_loaded(&s.session_id)).collect();
+    assert_eq!(left.len(), 1, "one idle session was unloaded");
+    let b = left[0].clone();
+    // One sandbox at a time: b takes it, c is refused.
+    let running = tokio::spawn(b.send_message("sleep 30").unwrap());
+    h.wait_for("b's sandbox", || b.has_sandbox()).await;
+    let e = c.send_message("true").err().unwrap();
+    assert_eq!(e.code(), "CAPACITY_EXCEEDED");
+    assert!(e.to_string().contains("maxActiveSandboxes"), "{e}");
+    // One message may wait behind the running one; the next is refused.
+    let queued = tokio::spawn(b.send_message("true").unwrap());
+    let e = b.send_message("true").err().unwrap();
+    assert_eq!(e.code(), "QUEUE_FULL");
+    h.manager.unload_session(&b.session_id).await.unwrap();
+    let _ = running.await;
+    let _ = queued.await;
+}
+
+#[tokio::test]
+async fn a_file_deleted_while_the_watcher_is_not_looking_is_deleted_in_storage() {
+    let h = harness(serde_json::json!({}));
+    let s = h.session().await;
+    s.send_message("rm keep.txt; echo new > new.txt").unwrap().await.unwrap();
+    h.manager.unload_session(&s.session_id).await.unwrap();
+    let stored = h.adapter.load_session(&s.session_id).await.unwrap().unwrap();
+    let paths: Vec<_> = stored.workspace_files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["new.txt"]);
+}
