@@ -32,8 +32,12 @@ impl StreamConverter for NoEvents {
 
 #[async_trait]
 impl AgentArchitecture for ScriptAgent {
-    async fn initialize(&self, _sb: &dyn Sandbox, _setup: &SessionSetup<'_>) -> SResult<()> {
-        Ok(())
+    /// The profile's configuration: a file under `.claude/`, which the agent owns.
+    async fn initialize(&self, sb: &dyn Sandbox, _setup: &SessionSetup<'_>) -> SResult<()> {
+        sb.write_file(&sb.paths().workspace.join(".claude/settings.json"), b"profile").await
+    }
+    fn ignored_paths(&self) -> &'static [&'static str] {
+        &[".claude/"]
     }
     async fn start_turn(&self, sb: &dyn Sandbox, _setup: &SessionSetup<'_>, prompt: &str) -> SResult<Process> {
         let home = sb.paths().home.display().to_string();
@@ -239,4 +243,22 @@ async fn a_file_deleted_while_the_watcher_is_not_looking_is_deleted_in_storage()
     let stored = h.adapter.load_session(&s.session_id).await.unwrap().unwrap();
     let paths: Vec<_> = stored.workspace_files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["new.txt"]);
+}
+
+#[tokio::test]
+async fn workspace_files_cannot_replace_the_profiles_files() {
+    let h = harness(serde_json::json!({}));
+    let args = CreateSessionArgs {
+        agent_profile_ref: "p".into(),
+        architecture: Some(Architecture::ClaudeAgentSdk),
+        default_workspace_files: Some(vec![WorkspaceFile {
+            path: ".claude/settings.json".into(),
+            content: Some("planted".into()),
+        }]),
+        ..Default::default()
+    };
+    let s = h.manager.create_session(args).await.unwrap();
+    s.send_message("cat .claude/settings.json >> \"$T\"").unwrap().await.unwrap();
+    let transcript = h.stored_transcript(&s.session_id).await.unwrap();
+    assert!(transcript.ends_with("profile"), "{transcript}");
 }

@@ -122,15 +122,18 @@ impl AgentSession {
             session_options: &options,
             raw_transcript: raw.as_deref().filter(|r| !r.is_empty()),
         };
-        arch.initialize(&*sb, &setup).await.map_err(|e| fail(e.into()))?;
-        // The session's workspace files become real files before the agent starts.
+        // The session's workspace files become real files before the agent starts. First, so
+        // the profile's files written after them win: a stored or default workspace file must
+        // not replace the agent's configuration or hooks (paths the architecture owns are not
+        // materialized at all).
         let ws = sb.paths().workspace.clone();
         let materialize: Vec<_> = files
             .iter()
-            .filter(|f| relative_ok(&f.path))
+            .filter(|f| relative_ok(&f.path) && !self.ignored(&f.path))
             .filter_map(|f| f.content.as_ref().map(|c| (ws.join(&f.path), c.clone().into_bytes())))
             .collect();
         sb.write_files(&materialize).await.map_err(|e| fail(e.into()))?;
+        arch.initialize(&*sb, &setup).await.map_err(|e| fail(e.into()))?;
         self.starting("Initializing file watchers...", Some(&id));
         let events = sb.watch(&ws).await.map_err(|e| fail(e.into()))?;
         let watcher = tokio::spawn(watch_workspace(Arc::downgrade(self), sb.clone(), events));
