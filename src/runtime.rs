@@ -17,6 +17,7 @@ use crate::sandbox::SandboxProvider;
 
 /// Modal app used when `modal.appName` is not given.
 pub const DEFAULT_MODAL_APP: &str = "agent-runtime";
+use crate::session::ledger::Ledger;
 use crate::session::{SessionContext, SessionManager};
 
 pub struct AgentRuntime {
@@ -55,6 +56,7 @@ impl AgentRuntime {
             options: options.clone(),
             manager: Default::default(),
             active_sandboxes: Default::default(),
+            shutting_down: Default::default(),
         });
         Arc::new(Self { options, events, sessions, sandboxes: sandboxes.ok(), shut_down: AtomicBool::new(false) })
     }
@@ -67,9 +69,22 @@ impl AgentRuntime {
     }
 
     /// `start()`: one `listAllSessions()` call, which also checks that the adapter answers.
+    /// Sessions whose ledger holds accepted messages or sandboxes (a previous run ended without
+    /// finishing them) are loaded, which runs or reports the messages and stops the sandboxes.
     pub async fn start(&self) -> Result<()> {
-        let n = self.sessions.context().persistence.list_all_sessions().await?.len();
-        tracing::info!(sessions = n, "runtime started");
+        let records = self.sessions.context().persistence.list_all_sessions().await?;
+        tracing::info!(sessions = records.len(), "runtime started");
+        for mut r in records {
+            if Ledger::take_from(&mut r.metadata) == Ledger::default() {
+                continue;
+            }
+            let sessions = self.sessions.clone();
+            tokio::spawn(async move {
+                if let Err(e) = sessions.load_session(&r.session_id).await {
+                    tracing::warn!(session_id = %r.session_id, error = %e, "could not resume a session left unfinished");
+                }
+            });
+        }
         Ok(())
     }
 

@@ -71,6 +71,11 @@ impl Drop for Harness {
 fn harness(options: serde_json::Value) -> Harness {
     let adapter = Arc::new(MemoryAdapter::with_profile("p"));
     let root = std::env::temp_dir().join(format!("arn-lifecycle-{}", uuid::Uuid::new_v4().simple()));
+    harness_on(adapter, root, options)
+}
+
+/// A runtime over existing storage and sandbox root: the same backend after a restart.
+fn harness_on(adapter: Arc<MemoryAdapter>, root: PathBuf, options: serde_json::Value) -> Harness {
     let options = RuntimeOptions::from_json(options).unwrap();
     let bus = EventBus::new();
     let events = Arc::new(Mutex::new(Vec::new()));
@@ -87,6 +92,7 @@ fn harness(options: serde_json::Value) -> Harness {
         options,
         manager: Default::default(),
         active_sandboxes: Default::default(),
+        shutting_down: Default::default(),
     });
     Harness { adapter, manager, events, root }
 }
@@ -124,7 +130,7 @@ impl Harness {
 async fn unload_keeps_the_session_and_its_sandbox_until_its_state_is_stored() {
     let h = harness(serde_json::json!({ "idleTimeoutMs": 100 }));
     let s = h.session().await;
-    s.send_message("true").unwrap().await.unwrap();
+    s.send_message("true").unwrap().run.await.unwrap();
     assert_eq!(h.sandbox_dirs(), 1);
     // Storage goes down; the agent's last turn exists only in the sandbox and in memory.
     h.adapter.fail_writes.store(u32::MAX, Ordering::SeqCst);
@@ -151,7 +157,7 @@ async fn unload_keeps_the_session_and_its_sandbox_until_its_state_is_stored() {
 async fn shutdown_gives_up_after_its_bound_and_names_the_unstored_sessions() {
     let h = harness(serde_json::json!({ "shutdownTimeoutMs": 300 }));
     let s = h.session().await;
-    s.send_message("true").unwrap().await.unwrap();
+    s.send_message("true").unwrap().run.await.unwrap();
     h.adapter.fail_writes.store(u32::MAX, Ordering::SeqCst);
     let unstored = h.manager.shutdown(Duration::from_millis(300)).await;
     assert_eq!(unstored, [s.session_id.clone()]);
@@ -163,8 +169,8 @@ async fn a_turn_queued_behind_an_unload_creates_no_sandbox() {
     let h = harness(serde_json::json!({}));
     let s = h.session().await;
     // A running turn, and one waiting behind it.
-    let first = tokio::spawn(s.send_message("sleep 30").unwrap());
-    let second = tokio::spawn(s.send_message("true").unwrap());
+    let first = tokio::spawn(s.send_message("sleep 30").unwrap().run);
+    let second = tokio::spawn(s.send_message("true").unwrap().run);
     h.wait_for("the first turn's sandbox", || s.has_sandbox()).await;
     h.manager.unload_session(&s.session_id).await.unwrap();
     assert!(first.await.unwrap().is_err(), "the running turn ended with its sandbox");
@@ -180,12 +186,12 @@ async fn a_turn_queued_behind_an_unload_creates_no_sandbox() {
 async fn a_runaway_turn_is_stopped_after_turn_timeout_and_the_session_goes_on() {
     let h = harness(serde_json::json!({ "turnTimeoutMs": 500 }));
     let s = h.session().await;
-    let turn = tokio::time::timeout(Duration::from_secs(20), s.send_message("sleep 600").unwrap());
+    let turn = tokio::time::timeout(Duration::from_secs(20), s.send_message("sleep 600").unwrap().run);
     let e = turn.await.expect("the turn was stopped").unwrap_err();
     assert!(e.to_string().contains("turnTimeoutMs"), "{e}");
     assert!(!s.has_sandbox(), "the runaway's sandbox was stopped");
     assert!(h.stored_transcript(&s.session_id).await.unwrap().contains("sleep 600"), "what it wrote was kept");
-    s.send_message("true").unwrap().await.unwrap();
+    s.send_message("true").unwrap().run.await.unwrap();
 }
 
 #[tokio::test]
@@ -193,7 +199,7 @@ async fn a_turn_ends_when_the_runner_exits_even_if_a_grandchild_keeps_stdout_ope
     let h = harness(serde_json::json!({ "turnTimeoutMs": 60000 }));
     let s = h.session().await;
     // Before: the turn waited for end of file, which the backgrounded sleep holds off.
-    let turn = tokio::time::timeout(Duration::from_secs(20), s.send_message("sleep 600 & echo started").unwrap());
+    let turn = tokio::time::timeout(Duration::from_secs(20), s.send_message("sleep 600 & echo started").unwrap().run);
     turn.await.expect("the turn ended with its runner").unwrap();
 }
 
@@ -220,13 +226,13 @@ async fn limits_refuse_with_clear_errors() {
     assert_eq!(left.len(), 1, "one idle session was unloaded");
     let b = left[0].clone();
     // One sandbox at a time: b takes it, c is refused.
-    let running = tokio::spawn(b.send_message("sleep 30").unwrap());
+    let running = tokio::spawn(b.send_message("sleep 30").unwrap().run);
     h.wait_for("b's sandbox", || b.has_sandbox()).await;
     let e = c.send_message("true").err().unwrap();
     assert_eq!(e.code(), "CAPACITY_EXCEEDED");
     assert!(e.to_string().contains("maxActiveSandboxes"), "{e}");
     // One message may wait behind the running one; the next is refused.
-    let queued = tokio::spawn(b.send_message("true").unwrap());
+    let queued = tokio::spawn(b.send_message("true").unwrap().run);
     let e = b.send_message("true").err().unwrap();
     assert_eq!(e.code(), "QUEUE_FULL");
     h.manager.unload_session(&b.session_id).await.unwrap();
@@ -238,7 +244,7 @@ async fn limits_refuse_with_clear_errors() {
 async fn a_file_deleted_while_the_watcher_is_not_looking_is_deleted_in_storage() {
     let h = harness(serde_json::json!({}));
     let s = h.session().await;
-    s.send_message("rm keep.txt; echo new > new.txt").unwrap().await.unwrap();
+    s.send_message("rm keep.txt; echo new > new.txt").unwrap().run.await.unwrap();
     h.manager.unload_session(&s.session_id).await.unwrap();
     let stored = h.adapter.load_session(&s.session_id).await.unwrap().unwrap();
     let paths: Vec<_> = stored.workspace_files.iter().map(|f| f.path.as_str()).collect();
@@ -258,7 +264,82 @@ async fn workspace_files_cannot_replace_the_profiles_files() {
         ..Default::default()
     };
     let s = h.manager.create_session(args).await.unwrap();
-    s.send_message("cat .claude/settings.json >> \"$T\"").unwrap().await.unwrap();
+    s.send_message("cat .claude/settings.json >> \"$T\"").unwrap().run.await.unwrap();
     let transcript = h.stored_transcript(&s.session_id).await.unwrap();
     assert!(transcript.ends_with("profile"), "{transcript}");
+}
+
+#[tokio::test]
+async fn an_accepted_message_is_stored_before_it_is_confirmed_and_hidden_from_views() {
+    let h = harness(serde_json::json!({}));
+    let s = h.session().await;
+    let turn = s.send_message("echo hello").unwrap();
+    s.confirm_stored(&turn.message_id).await.unwrap();
+    let record = h.adapter.load_session(&s.session_id).await.unwrap().unwrap().record;
+    let ledger = &record.metadata.as_ref().unwrap()["_agentRuntime"];
+    assert_eq!(ledger["pending"][0]["content"], "echo hello");
+    let state: serde_json::Value = serde_json::from_str(&s.state_json()).unwrap();
+    assert!(state.get("metadata").is_none(), "clients do not see the runtime's bookkeeping: {state}");
+    let listed = h.manager.all_sessions().await.unwrap();
+    assert!(listed[0].get("metadata").is_none(), "{listed:?}");
+    turn.run.await.unwrap();
+    // Answered: the ledger no longer holds it.
+    h.manager.unload_session(&s.session_id).await.unwrap();
+    let record = h.adapter.load_session(&s.session_id).await.unwrap().unwrap().record;
+    assert_eq!(record.metadata.unwrap_or_default().get("_agentRuntime"), None);
+}
+
+#[tokio::test]
+async fn a_message_that_cannot_be_stored_is_refused_and_never_runs() {
+    let h = harness(serde_json::json!({}));
+    let s = h.session().await;
+    h.adapter.fail_writes.store(2, Ordering::SeqCst); // one round of the retry policy
+    let turn = s.send_message("echo should-not-run").unwrap();
+    let e = s.confirm_stored(&turn.message_id).await.unwrap_err();
+    assert_eq!(e.code(), "PERSISTENCE_FAILED");
+    turn.run.await.unwrap();
+    assert!(!s.has_sandbox(), "withdrawn: no turn ran");
+    s.send_message("true").unwrap().run.await.unwrap();
+    assert!(!h.stored_transcript(&s.session_id).await.unwrap_or_default().contains("should-not-run"));
+}
+
+#[tokio::test]
+async fn after_a_crash_accepted_messages_run_interrupted_ones_are_reported_and_sandboxes_are_reaped() {
+    let h = harness(serde_json::json!({}));
+    let (adapter, root) = (h.adapter.clone(), h.root.clone());
+    let s = h.session().await;
+    let id = s.session_id.clone();
+    // A first message runs and leaves its sandbox; a second is cut short (its turn began);
+    // a third was accepted and never started. Then the process dies.
+    s.send_message("echo one").unwrap().run.await.unwrap();
+    let second = tokio::spawn(s.send_message("sleep 30").unwrap().run);
+    let third = s.send_message("echo three").unwrap();
+    s.confirm_stored(&third.message_id).await.unwrap();
+    h.wait_for("the second turn to start", || s.is_busy()).await;
+    s.confirm_stored(&third.message_id).await.unwrap();
+    second.abort();
+    let old: Vec<_> = std::fs::read_dir(&h.root).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(old.len(), 1);
+    std::mem::forget(third.run);
+    std::mem::forget(s);
+    std::mem::forget(h);
+
+    let h = harness_on(adapter, root, serde_json::json!({}));
+    let s = h.manager.load_session(&id).await.unwrap();
+    h.wait_for("the third message to run", || {
+        s.state_json().contains("\"sandboxId\"") && !s.is_busy() && s.is_stored() && h.sandbox_dirs() == 1
+    })
+    .await;
+    h.wait_for("its transcript to be stored", || {
+        futures::executor::block_on(h.stored_transcript(&id)).unwrap_or_default().contains("echo three")
+    })
+    .await;
+    let events = h.events.lock().unwrap().clone();
+    assert!(
+        events.iter().any(|(n, p)| n == "session:error" && p["error"]["code"] == "MESSAGE_INTERRUPTED"),
+        "{events:?}"
+    );
+    // The earlier run's sandbox is gone; only the new one is there.
+    h.wait_for("the earlier sandbox to be reaped", || !old[0].exists()).await;
+    assert_eq!(h.sandbox_dirs(), 1);
 }

@@ -166,7 +166,7 @@ impl NativeRuntime {
     pub fn send_message<'e>(&self, env: &'e Env, session_id: String, message: String) -> Result<PromiseRaw<'e, ()>> {
         // Queued synchronously, so messages run in the order JS sent them.
         let turn = self.session(&session_id)?.send_message(&message).map_err(to_napi)?;
-        env.spawn_future(async move { turn.await.map_err(to_napi) })
+        env.spawn_future(async move { turn.run.await.map_err(to_napi) })
     }
 
     /// A Socket.IO server bridged to this runtime's events (`createWebSocketServer`).

@@ -123,6 +123,18 @@ impl SandboxProvider for LocalProvider {
         Ok(sb)
     }
 
+    /// An earlier run's sandbox: its processes died with that run (parent-death signal, or
+    /// bubblewrap's `--die-with-parent`); what is left is its directory.
+    async fn reap(&self, id: &str) {
+        let ours = id.strip_prefix("local-").is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ours || self.live.lock().unwrap().contains_key(id) {
+            return;
+        }
+        if tokio::fs::remove_dir_all(self.root.join(id)).await.is_ok() {
+            tracing::info!(sandbox_id = %id, "local sandbox of an earlier run removed");
+        }
+    }
+
     fn kill_all(&self) {
         let live: Vec<_> = self.live.lock().unwrap().drain().filter_map(|(_, w)| w.upgrade()).collect();
         for sb in live {

@@ -130,6 +130,9 @@ pub trait SandboxProvider: Send + Sync + 'static {
     async fn create(&self, spec: SandboxSpec) -> SResult<std::sync::Arc<dyn Sandbox>>;
     /// Terminate every sandbox this provider started (shutdown, process exit).
     fn kill_all(&self);
+    /// Stop a sandbox a previous run of the runtime started and recorded (it crashed or was
+    /// killed before it could). Unknown or already gone ids are no error.
+    async fn reap(&self, _id: &str) {}
 }
 
 /// Resolve `path` (absolute, or relative to `base`) and refuse anything that leaves `root`.

@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::agent_session::{AgentSession, SandboxSlot};
+use super::ledger::SandboxRef;
 use super::monitor::monitor;
 use super::state::{RuntimeState, SandboxState, SandboxStatus};
 use super::workspace::{relative_ok, watch_workspace};
@@ -89,7 +90,7 @@ impl AgentSession {
             }
             Err((e, created)) => {
                 if let Some(sb) = created {
-                    sb.terminate().await;
+                    self.stop_sandbox(&sb).await;
                 }
                 self.set_sandbox_state(None);
                 Err(e)
@@ -111,6 +112,8 @@ impl AgentSession {
         let sb = provider.create(SandboxSpec { env }).await.map_err(|e| (e.into(), None))?;
         let fail = |e: Error| (e, Some(sb.clone()));
         let id = sb.id().to_string();
+        // Recorded with the session, so a runtime that crashes before stopping it can.
+        self.update_ledger(|l| l.sandboxes.push(SandboxRef { provider: provider.name().into(), id: id.clone() }));
         self.starting("Setting up session files...", Some(&id));
         let (raw, files, options) = {
             let d = self.data.lock().unwrap();
@@ -143,6 +146,13 @@ impl AgentSession {
         Ok(Live { sandbox: sb, _slot: slot, watcher, monitor })
     }
 
+    /// Stop a sandbox and drop it from the ledger.
+    async fn stop_sandbox(&self, sandbox: &Arc<dyn Sandbox>) {
+        sandbox.terminate().await;
+        let id = sandbox.id().to_string();
+        self.update_ledger(|l| l.sandboxes.retain(|s| s.id != id));
+    }
+
     /// Store everything, then stop the sandbox. When storing fails the sandbox stays (watched
     /// again) and the error is returned: the caller keeps the session loaded, and the outbox
     /// keeps retrying, because the sandbox may hold the only copy of the last turn.
@@ -169,7 +179,9 @@ impl AgentSession {
             return Err(e);
         }
         if let Some(l) = live.take() {
-            l.sandbox.terminate().await;
+            self.stop_sandbox(&l.sandbox).await;
+            // The ledger without it; best effort (a stale entry only costs a no-op reap).
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.outbox.flush()).await;
         }
         self.data.lock().unwrap().sandbox = None;
         Ok(())
@@ -188,7 +200,7 @@ impl AgentSession {
         self.pull_from(&**sandbox).await;
         let gone = live.take();
         drop(live);
-        sandbox.terminate().await;
+        self.stop_sandbox(sandbox).await;
         self.set_sandbox_state(None);
         drop(gone);
     }
@@ -197,7 +209,7 @@ impl AgentSession {
     pub(super) async fn abandon(&self) {
         if let Some(l) = self.live.lock().await.take() {
             l.stop_watching();
-            l.sandbox.terminate().await;
+            self.stop_sandbox(&l.sandbox).await;
         }
     }
 
@@ -219,7 +231,7 @@ impl AgentSession {
         }
         self.restarts.fetch_add(1, Ordering::SeqCst);
         drop(live);
-        sandbox.terminate().await;
+        self.stop_sandbox(sandbox).await;
         tokio::spawn(async move { drop(gone) });
     }
 }

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::activation::Live;
+use super::ledger::Ledger;
 use super::outbox::{Outbox, Write};
 use super::state::{RuntimeState, SandboxState};
 use crate::agent::architecture::AgentArchitecture;
@@ -39,6 +40,8 @@ pub struct SessionContext {
     pub manager: std::sync::OnceLock<std::sync::Weak<super::SessionManager>>,
     /// Sandboxes running now, against `maxActiveSandboxes`.
     pub active_sandboxes: Arc<std::sync::atomic::AtomicUsize>,
+    /// The runtime is shutting down: unloads keep accepted messages for after the restart.
+    pub shutting_down: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +116,8 @@ pub(super) struct SessionData {
     name: Option<String>,
     metadata: Option<Map<String, Value>>,
     pub(super) sandbox: Option<SandboxState>,
+    /// Accepted messages and started sandboxes, stored with the record (see `ledger`).
+    pub(super) ledger: Ledger,
 }
 
 impl SessionData {
@@ -248,6 +253,7 @@ impl AgentSession {
             name: None,
             metadata: None,
             sandbox: None,
+            ledger: Ledger::default(),
         };
         Ok(Arc::new(Self::new(session_id, architecture, profile, data, ctx)))
     }
@@ -272,7 +278,8 @@ impl AgentSession {
             .expect("transcript parser panicked"),
         };
         let now = now_ms();
-        let r = stored.record;
+        let mut r = stored.record;
+        let ledger = Ledger::take_from(&mut r.metadata);
         let data = SessionData {
             conversation: Conversation::new(parsed.blocks, parsed.subagents),
             raw_transcript: raw,
@@ -283,6 +290,7 @@ impl AgentSession {
             name: r.name,
             metadata: r.metadata,
             sandbox: None,
+            ledger,
         };
         Ok(Arc::new(Self::new(session_id.to_string(), architecture, profile, data, ctx)))
     }
@@ -298,6 +306,11 @@ impl AgentSession {
     pub(super) fn session_event(&self, name: &'static str, mut payload: Value) -> DomainEvent {
         payload["sessionId"] = serde_json::json!(self.session_id);
         DomainEvent { name, session_id: Some(self.session_id.clone()), payload }
+    }
+
+    /// A turn is running.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
     }
 
     /// No turn running or waiting.
@@ -436,12 +449,28 @@ impl AgentSession {
     /// Persist the in-memory state (spec §4.5): transcript, every workspace file, lastActivity.
     /// Writes are retried. The transcript written is the one held in memory (created, loaded or
     /// read back from the sandbox), never an empty stand-in for one we could not read.
+    /// Queue the ledger's current state for storage (with the user's metadata beside it).
+    pub(super) fn store_ledger(&self) {
+        let metadata = {
+            let d = self.data.lock().unwrap();
+            d.ledger.merged_into(&d.metadata)
+        };
+        self.outbox.push([Write::Record(SessionRecordUpdate { metadata: Some(metadata), ..Default::default() })]);
+    }
+
+    /// Change the ledger and queue it for storage.
+    pub(super) fn update_ledger(&self, f: impl FnOnce(&mut Ledger)) {
+        f(&mut self.data.lock().unwrap().ledger);
+        self.store_ledger();
+    }
+
     pub(super) async fn persist_state(&self) -> Result<()> {
         let (raw, files, last_activity) = {
             let d = self.data.lock().unwrap();
             (d.raw_transcript.clone(), d.workspace_files.clone(), d.last_activity)
         };
         let record = SessionRecordUpdate { last_activity: Some(last_activity), ..Default::default() };
+        self.store_ledger();
         self.outbox.push(
             raw.map(Write::Transcript)
                 .into_iter()

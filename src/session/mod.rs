@@ -2,6 +2,7 @@
 
 mod activation;
 mod agent_session;
+pub mod ledger;
 mod monitor;
 pub mod outbox;
 mod state;
@@ -10,6 +11,7 @@ mod workspace;
 
 pub use agent_session::{AgentSession, CreateSessionArgs, SessionContext};
 pub use state::{RuntimeState, SandboxState, SandboxStatus};
+pub use turn::Turn;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -140,6 +142,7 @@ impl SessionManager {
                             }
                             this.insert(s.clone());
                             tracing::info!(session_id = %id, "session loaded");
+                            s.resume();
                         }
                         this.loading.lock().unwrap().remove(&id);
                         result
@@ -159,7 +162,12 @@ impl SessionManager {
         let Some(session) = self.get(id) else {
             return Err(Error::SessionNotLoaded(id.to_string()));
         };
-        if !session.begin_closing() {
+        let begun = session.begin_closing();
+        if begun && !self.ctx.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            // At shutdown they stay in the ledger and run after the restart.
+            session.cancel_pending();
+        }
+        if !begun {
             // Another unload is under way: its outcome is ours.
             session.closing_done().await;
             return match self.get(id) {
@@ -192,7 +200,8 @@ impl SessionManager {
         let records = self.ctx.persistence.list_all_sessions().await?;
         Ok(records
             .into_iter()
-            .map(|r| {
+            .map(|mut r| {
+                ledger::Ledger::strip(&mut r.metadata);
                 let runtime = self.get(&r.session_id).map(|s| s.runtime_state()).unwrap_or(RuntimeState::UNLOADED);
                 let mut v = serde_json::to_value(&r).expect("record serializes");
                 v["runtime"] = json!(runtime);
@@ -204,6 +213,7 @@ impl SessionManager {
     /// Unload every session, all at once, retrying those whose state cannot be stored until
     /// `deadline`; then stop what is left anyway. Returns the ids that could not be stored.
     pub async fn shutdown(&self, deadline: std::time::Duration) -> Vec<String> {
+        self.ctx.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
         let until = tokio::time::Instant::now() + deadline;
         let mut pause = std::time::Duration::from_millis(100);
         loop {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::agent_session::AgentSession;
+use super::ledger::PendingMessage;
 use super::outbox::Write;
 use crate::agent::architecture::SessionSetup;
 use crate::agent::blocks::Block;
@@ -14,7 +15,7 @@ use crate::agent::stream::{AgentEvent, MAIN};
 use crate::error::{Error, Result};
 use crate::events::DomainEvent;
 use crate::sandbox::{lines, Sandbox};
-use crate::time::now_iso;
+use crate::time::{now_iso, now_ms};
 
 /// First come, first served: a ticket is taken when the message is sent (synchronously), and
 /// the turn waits until every earlier ticket has finished. A lock would not keep that order:
@@ -66,18 +67,22 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// An accepted message: its id in the ledger, and its turn (drive it to completion).
+pub struct Turn {
+    pub message_id: String,
+    pub run: futures::future::BoxFuture<'static, Result<()>>,
+}
+
 /// After the runner exits, how long its output may pause before the rest is given up.
 const EXIT_DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl AgentSession {
-    /// Run one agent turn. The message's place in line is taken now; the returned future runs
-    /// the turn after every message sent before it (it must be driven to completion).
-    /// Refused at once (nothing queued) when `maxQueuedMessages` are already waiting, or when
-    /// it would need a sandbox and `maxActiveSandboxes` are running.
-    pub fn send_message(
-        self: &Arc<Self>,
-        message: &str,
-    ) -> Result<impl std::future::Future<Output = Result<()>> + Send + 'static> {
+    /// Accept a message: it is recorded in the session's ledger (stored through the adapter,
+    /// see [`Turn::message_id`] and [`AgentSession::confirm_stored`]) and takes its place in
+    /// line now; the returned turn runs after every message sent before it and must be driven
+    /// to completion. Refused at once (nothing queued) when `maxQueuedMessages` are already
+    /// waiting, or when it would need a sandbox and `maxActiveSandboxes` are running.
+    pub fn send_message(self: &Arc<Self>, message: &str) -> Result<Turn> {
         let o = &self.ctx.options;
         let waiting = self.turns.len().saturating_sub(u64::from(self.busy.load(Ordering::SeqCst)));
         if waiting >= o.max_queued_messages as u64 {
@@ -92,25 +97,102 @@ impl AgentSession {
                 o.max_active_sandboxes
             )));
         }
+        let entry = PendingMessage {
+            id: uuid::Uuid::new_v4().to_string(),
+            content: message.to_string(),
+            accepted_at: now_ms(),
+            started: false,
+        };
+        let message_id = entry.id.clone();
+        self.update_ledger(|l| l.pending.push(entry));
+        Ok(Turn { message_id: message_id.clone(), run: self.enqueue(message_id) })
+    }
+
+    /// Wait until the accepted message `id` is stored; if it cannot be, withdraw it (its turn
+    /// will not run) and say why.
+    pub async fn confirm_stored(&self, id: &str) -> Result<()> {
+        if let Err(e) = self.outbox.flush().await {
+            self.update_ledger(|l| l.pending.retain(|p| p.id != id));
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The turn of ledger entry `id`, in line from now.
+    pub(super) fn enqueue(self: &Arc<Self>, id: String) -> futures::future::BoxFuture<'static, Result<()>> {
         let ticket = self.turns.ticket();
         let this = self.clone();
-        let message = message.to_string();
-        Ok(async move {
+        Box::pin(async move {
             let _turn = this.turns.wait(ticket).await;
             if this.is_closing() {
-                let e = Error::SessionClosing(this.session_id.clone());
-                this.emit(DomainEvent::error(&this.session_id, &e.to_string(), Some(e.code())));
-                return Err(e);
+                // Reported when the unload cancelled it, or kept for after a restart.
+                return Err(Error::SessionClosing(this.session_id.clone()));
             }
+            let message = {
+                let mut d = this.data.lock().unwrap();
+                let Some(entry) = d.ledger.pending.iter_mut().find(|p| p.id == id) else {
+                    return Ok(()); // withdrawn: it could not be stored, the sender was told
+                };
+                entry.started = true;
+                entry.content.clone()
+            };
+            this.store_ledger();
             this.busy.store(true, Ordering::SeqCst);
             let _busy = Busy(&this);
             let result = this.run_turn(&message).await;
+            this.update_ledger(|l| l.pending.retain(|p| p.id != id));
             if let Err(e) = &result {
                 tracing::warn!(session_id = %this.session_id, error = %e, "turn failed");
                 this.emit(DomainEvent::error(&this.session_id, &e.to_string(), Some(e.code())));
             }
             result
         })
+    }
+
+    /// After a load: stop sandboxes an earlier run left, report messages whose turn was cut
+    /// short by a restart, and run the ones that never started, in their order.
+    pub(super) fn resume(self: &Arc<Self>) {
+        let (sandboxes, interrupted, waiting) = {
+            let d = self.data.lock().unwrap();
+            let l = &d.ledger;
+            let (started, waiting): (Vec<_>, Vec<_>) = l.pending.iter().cloned().partition(|p| p.started);
+            (l.sandboxes.clone(), started, waiting)
+        };
+        if sandboxes.is_empty() && interrupted.is_empty() && waiting.is_empty() {
+            return;
+        }
+        for m in &interrupted {
+            let text = format!("Message {} was interrupted by a runtime restart and was not run again", m.id);
+            self.emit(DomainEvent::error(&self.session_id, &text, Some("MESSAGE_INTERRUPTED")));
+        }
+        self.update_ledger(|l| {
+            l.sandboxes.clear();
+            l.pending.retain(|p| !p.started);
+        });
+        if let Ok(provider) = self.ctx.sandboxes.clone() {
+            tokio::spawn(async move {
+                for s in sandboxes.iter().filter(|s| s.provider == provider.name()) {
+                    provider.reap(&s.id).await;
+                }
+            });
+        }
+        for m in waiting {
+            tracing::info!(session_id = %self.session_id, message_id = %m.id, "running a message accepted before a restart");
+            tokio::spawn(self.enqueue(m.id));
+        }
+    }
+
+    /// The session is being unloaded (not shut down): messages not yet answered will not be,
+    /// and each sender is told.
+    pub(super) fn cancel_pending(&self) {
+        let cancelled = std::mem::take(&mut self.data.lock().unwrap().ledger.pending);
+        for m in cancelled.iter().filter(|m| !m.started) {
+            let text = format!("Message {} was not run: the session was unloaded", m.id);
+            self.emit(DomainEvent::error(&self.session_id, &text, Some("MESSAGE_CANCELLED")));
+        }
+        if !cancelled.is_empty() {
+            self.store_ledger();
+        }
     }
 
     async fn run_turn(self: &Arc<Self>, message: &str) -> Result<()> {

@@ -254,10 +254,21 @@ async fn send_message(
     }
     // The message takes its place in the session's queue now, in request order.
     let turn = session.send_message(&b.content).map_err(refused)?;
+    // Answered only once the message is stored: a 200 means it will run (or, after a crash,
+    // be run or reported by the restarted runtime). The turn is driven either way, to keep the
+    // queue moving; a withdrawn message does not run.
+    let stored = session.confirm_stored(&turn.message_id).await;
     tokio::spawn(async move {
         // Failures were already sent as `session:error`.
-        let _ = turn.await;
+        let _ = turn.run.await;
     });
+    if let Err(e) = stored {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.code(),
+            format!("The message could not be stored, so it was not accepted: {e}"),
+        ));
+    }
     Ok(Json(json!({ "success": true, "sessionId": id })))
 }
 

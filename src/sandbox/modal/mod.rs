@@ -148,6 +148,15 @@ impl SandboxProvider for ModalProvider {
         self.start(spec).await.map(|s| s as Arc<dyn Sandbox>).map_err(|e| SandboxError::Create(e.message))
     }
 
+    async fn reap(&self, id: &str) {
+        match self.control.terminate(id).await {
+            Ok(()) => tracing::info!(sandbox_id = %id, "Modal sandbox of an earlier run terminated"),
+            Err(e) => {
+                tracing::warn!(sandbox_id = %id, error = %e.message, "could not terminate a Modal sandbox of an earlier run")
+            }
+        }
+    }
+
     /// Terminate every sandbox still alive, from a thread of its own: this runs at process exit,
     /// when the runtime's tasks may no longer be polled. Bounded to a few seconds.
     fn kill_all(&self) {
