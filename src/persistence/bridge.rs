@@ -3,6 +3,8 @@
 //! This is where a JS adapter's answers are checked: every call is bounded by a timeout, and
 //! a value of the wrong shape becomes [`PersistenceError::WrongShape`] naming the field.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,22 +32,55 @@ pub trait RawAdapter: Send + Sync + 'static {
 
 /// A typed adapter over a [`RawAdapter`], with a per-call timeout.
 pub struct JsonAdapter<R> {
-    raw: R,
+    raw: Arc<R>,
     timeout: Duration,
+    /// Writes that timed out but may still be running in JavaScript (a timeout cannot cancel
+    /// a promise), by the target they write.
+    unsettled: std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<Result<Value, CallFailure>>>>,
 }
 
 impl<R: RawAdapter> JsonAdapter<R> {
     pub fn new(raw: R, timeout: Duration) -> Self {
-        Self { raw, timeout }
+        Self { raw: Arc::new(raw), timeout, unsettled: Default::default() }
+    }
+
+    /// A write to `target` (a session's transcript, one of its paths, its record). An earlier
+    /// write to the same target that timed out is given up to one more timeout to settle
+    /// first, so it cannot land after this newer one.
+    async fn write(&self, target: String, method: &'static str, args: Vec<Value>) -> PResult<()> {
+        let earlier = self.unsettled.lock().unwrap().remove(&target);
+        if let Some(h) = earlier {
+            if tokio::time::timeout(self.timeout, h).await.is_err() {
+                tracing::warn!(method, "an earlier timed-out write to the same target has still not settled");
+            }
+        }
+        let raw = self.raw.clone();
+        let mut task = tokio::spawn(async move { raw.call(method, args).await });
+        match tokio::time::timeout(self.timeout, &mut task).await {
+            Err(_) => {
+                self.unsettled.lock().unwrap().insert(target, task);
+                Err(PersistenceError::Timeout { method, ms: self.timeout.as_millis() as u64 })
+            }
+            Ok(joined) => {
+                let r = joined.unwrap_or_else(|e| Err(CallFailure::Failed(format!("adapter call panicked: {e}"))));
+                Self::settled(method, r).map(drop)
+            }
+        }
+    }
+
+    fn settled(method: &'static str, r: Result<Value, CallFailure>) -> PResult<Value> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(CallFailure::Failed(message)) => Err(PersistenceError::Failed { method, message }),
+            Err(CallFailure::Unreadable(detail)) => Err(PersistenceError::WrongShape { method, detail }),
+            Err(CallFailure::Closed) => Err(PersistenceError::Closed { method }),
+        }
     }
 
     async fn call(&self, method: &'static str, args: Vec<Value>) -> PResult<Value> {
         match tokio::time::timeout(self.timeout, self.raw.call(method, args)).await {
             Err(_) => Err(PersistenceError::Timeout { method, ms: self.timeout.as_millis() as u64 }),
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(CallFailure::Failed(message))) => Err(PersistenceError::Failed { method, message }),
-            Ok(Err(CallFailure::Unreadable(detail))) => Err(PersistenceError::WrongShape { method, detail }),
-            Ok(Err(CallFailure::Closed)) => Err(PersistenceError::Closed { method }),
+            Ok(r) => Self::settled(method, r),
         }
     }
 
@@ -98,16 +133,20 @@ impl<R: RawAdapter> PersistenceAdapter for JsonAdapter<R> {
         self.call("createSessionRecord", vec![to_value(record)]).await.map(drop)
     }
     async fn update_session_record(&self, session_id: &str, updates: &SessionRecordUpdate) -> PResult<()> {
-        self.call("updateSessionRecord", vec![json!(session_id), to_value(updates)]).await.map(drop)
+        let target = format!("record\0{session_id}");
+        self.write(target, "updateSessionRecord", vec![json!(session_id), to_value(updates)]).await
     }
     async fn save_transcript(&self, session_id: &str, raw_transcript: &str) -> PResult<()> {
-        self.call("saveTranscript", vec![json!(session_id), json!(raw_transcript)]).await.map(drop)
+        let target = format!("transcript\0{session_id}");
+        self.write(target, "saveTranscript", vec![json!(session_id), json!(raw_transcript)]).await
     }
     async fn save_workspace_file(&self, session_id: &str, file: &WorkspaceFile) -> PResult<()> {
-        self.call("saveWorkspaceFile", vec![json!(session_id), to_value(file)]).await.map(drop)
+        let target = format!("file\0{session_id}\0{}", file.path);
+        self.write(target, "saveWorkspaceFile", vec![json!(session_id), to_value(file)]).await
     }
     async fn delete_session_file(&self, session_id: &str, path: &str) -> PResult<()> {
-        self.call("deleteSessionFile", vec![json!(session_id), json!(path)]).await.map(drop)
+        let target = format!("file\0{session_id}\0{path}");
+        self.write(target, "deleteSessionFile", vec![json!(session_id), json!(path)]).await
     }
     async fn list_agent_profiles(&self) -> PResult<Vec<AgentProfileSummary>> {
         self.typed("listAgentProfiles", vec![]).await
@@ -186,5 +225,33 @@ mod tests {
         let a = adapter(vec![]);
         let e = a.save_transcript("s", "").await.unwrap_err();
         assert_eq!(e, PersistenceError::Timeout { method: "saveTranscript", ms: 50 });
+    }
+
+    /// Each call takes the delay given in its transcript argument, then records it as landed.
+    #[derive(Default)]
+    struct Slow(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl RawAdapter for Slow {
+        async fn call(&self, _m: &'static str, a: Vec<Value>) -> Result<Value, CallFailure> {
+            let text = a[1].as_str().unwrap().to_string();
+            let ms: u64 = text.split(':').next().unwrap().parse().unwrap();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            self.0.lock().unwrap().push(text);
+            Ok(Value::Null)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_write_settles_before_the_next_one_to_the_same_target() {
+        let a = JsonAdapter::new(Slow::default(), Duration::from_millis(50));
+        // The first save times out but its promise lands later; the retry must land after it.
+        assert!(a.save_transcript("s", "80:old").await.is_err());
+        a.save_transcript("s", "0:new").await.unwrap();
+        assert_eq!(*a.raw.0.lock().unwrap(), ["80:old", "0:new"]);
+        // Another target does not wait.
+        assert!(a.save_transcript("s", "80:old2").await.is_err());
+        a.save_transcript("t", "0:other").await.unwrap();
+        assert_eq!(a.raw.0.lock().unwrap().last().unwrap(), "0:other");
     }
 }
