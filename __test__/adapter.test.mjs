@@ -62,7 +62,8 @@ test('a wrong shape names method and field', { timeout: 240_000 }, async () => {
 });
 
 test('a hanging adapter call times out instead of hanging the request or shutdown', { timeout: 240_000 }, async () => {
-  const { rec, rt, http } = await setup();
+  // Shutdown keeps trying to store the session for shutdownTimeoutMs, then gives up.
+  const { rec, rt, http } = await setup({ shutdownTimeoutMs: 1500 });
   const created = await http('POST', '/api/sessions', CREATE);
   rec.faults.updateSessionRecord = 'hang';
   rec.faults.saveTranscript = 'hang';

@@ -214,27 +214,28 @@ impl SessionManager {
     /// `deadline`; then stop what is left anyway. Returns the ids that could not be stored.
     pub async fn shutdown(&self, deadline: std::time::Duration) -> Vec<String> {
         self.ctx.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
-        let until = tokio::time::Instant::now() + deadline;
-        let mut pause = std::time::Duration::from_millis(100);
-        loop {
-            let ids = self.loaded_ids();
-            let results = futures::future::join_all(ids.iter().map(|id| self.unload_session(id))).await;
-            let failed: Vec<String> =
-                ids.into_iter().zip(results).filter(|(_, r)| r.is_err()).map(|(id, _)| id).collect();
-            if failed.is_empty() {
-                return failed;
-            }
-            if tokio::time::Instant::now() + pause >= until {
-                tracing::error!(sessions = ?failed, "shutdown: these sessions' latest state could not be stored");
-                for id in &failed {
-                    if let Some(s) = self.get(id) {
-                        s.abandon().await;
-                    }
+        let attempts = async {
+            let mut pause = std::time::Duration::from_millis(100);
+            loop {
+                let ids = self.loaded_ids();
+                let results = futures::future::join_all(ids.iter().map(|id| self.unload_session(id))).await;
+                if results.iter().all(Result::is_ok) {
+                    return;
                 }
-                return failed;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_secs(5));
+        };
+        if tokio::time::timeout(deadline, attempts).await.is_ok() {
+            return vec![];
         }
+        let failed = self.loaded_ids();
+        tracing::error!(sessions = ?failed, "shutdown: these sessions' latest state could not be stored");
+        for id in &failed {
+            if let Some(s) = self.get(id) {
+                s.abandon().await;
+            }
+        }
+        failed
     }
 }

@@ -100,9 +100,13 @@ pub struct Outbox {
     events: EventBus,
     queue: Mutex<Queue>,
     status: watch::Sender<Status>,
+    /// Where the writer runs: pushes may come from threads outside the async runtime (napi's
+    /// synchronous calls).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Outbox {
+    /// Must be called within the async runtime (sessions are created and loaded there).
     pub fn new(
         session_id: String,
         persistence: Arc<dyn PersistenceAdapter>,
@@ -116,10 +120,11 @@ impl Outbox {
             events,
             queue: Mutex::default(),
             status: watch::Sender::new(Status::default()),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
-    /// Queue writes; they are sent in the background. Call from within a Tokio runtime.
+    /// Queue writes; they are sent in the background.
     pub fn push(self: &Arc<Self>, writes: impl IntoIterator<Item = Write>) {
         let start = {
             let mut q = self.queue.lock().unwrap();
@@ -137,7 +142,7 @@ impl Outbox {
             !std::mem::replace(&mut q.writer_running, true)
         };
         if start {
-            tokio::spawn(writer(Arc::downgrade(self)));
+            self.runtime.spawn(writer(Arc::downgrade(self)));
         }
     }
 
