@@ -173,3 +173,85 @@ async fn rest_routes_and_errors() {
     assert_eq!(call(&rt, "GET", "/api/sessions/missing", "", k).await.1["code"], "SESSION_NOT_FOUND");
     assert_eq!(call(&rt, "PUT", "/api/sessions", "", k).await.0, 404, "wrong method is a 404 as in Hono");
 }
+
+#[tokio::test]
+async fn rest_reports_unstored_sessions_and_refuses_after_shutdown() {
+    let adapter = Arc::new(MemoryAdapter::with_profile("p"));
+    let (rt, _) = runtime(adapter.clone());
+    let k = Some("secret");
+    let (_, created) =
+        call(&rt, "POST", "/api/sessions", r#"{"agentProfileRef":"p","architecture":"opencode"}"#, k).await;
+    let id = created["sessionId"].as_str().unwrap().to_string();
+    // Storage fails: the unload is refused, the session stays, /health says so.
+    adapter.fail_writes.store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+    let (st, b) = call(&rt, "DELETE", &format!("/api/sessions/{id}"), "", k).await;
+    assert_eq!((st, b["code"].as_str()), (500, Some("SESSION_DESTROY_FAILED")), "{b}");
+    assert!(rt.sessions.is_loaded(&id));
+    let (st, health) = call(&rt, "GET", "/health", "", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["unstoredSessions"][0]["sessionId"], id.as_str());
+    // Storage recovers; after shutdown every API route answers 503.
+    adapter.fail_writes.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert!(rt.shutdown().await.is_empty());
+    let (st, b) = call(&rt, "GET", "/api/sessions", "", k).await;
+    assert_eq!((st, b["code"].as_str()), (503, Some("RUNTIME_SHUT_DOWN")));
+    let stored = adapter.load_session(&id).await.unwrap().unwrap();
+    assert!(stored.record.last_activity.is_some());
+}
+
+/// Panics on the first `loadSession`, then delegates.
+struct PanicsOnce(MemoryAdapter, std::sync::atomic::AtomicBool);
+
+#[async_trait::async_trait]
+impl PersistenceAdapter for PanicsOnce {
+    async fn list_all_sessions(&self) -> agent_runtime::persistence::PResult<Vec<SessionRecord>> {
+        self.0.list_all_sessions().await
+    }
+    async fn load_session(&self, id: &str) -> agent_runtime::persistence::PResult<Option<StoredSession>> {
+        if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("adapter bug");
+        }
+        self.0.load_session(id).await
+    }
+    async fn create_session_record(&self, r: &SessionRecord) -> agent_runtime::persistence::PResult<()> {
+        self.0.create_session_record(r).await
+    }
+    async fn update_session_record(
+        &self,
+        id: &str,
+        u: &agent_runtime::persistence::SessionRecordUpdate,
+    ) -> agent_runtime::persistence::PResult<()> {
+        self.0.update_session_record(id, u).await
+    }
+    async fn save_transcript(&self, id: &str, raw: &str) -> agent_runtime::persistence::PResult<()> {
+        self.0.save_transcript(id, raw).await
+    }
+    async fn save_workspace_file(&self, id: &str, f: &WorkspaceFile) -> agent_runtime::persistence::PResult<()> {
+        self.0.save_workspace_file(id, f).await
+    }
+    async fn delete_session_file(&self, id: &str, path: &str) -> agent_runtime::persistence::PResult<()> {
+        self.0.delete_session_file(id, path).await
+    }
+    async fn list_agent_profiles(
+        &self,
+    ) -> agent_runtime::persistence::PResult<Vec<agent_runtime::persistence::AgentProfileSummary>> {
+        self.0.list_agent_profiles().await
+    }
+    async fn load_agent_profile(
+        &self,
+        id: &str,
+    ) -> agent_runtime::persistence::PResult<Option<agent_runtime::persistence::AgentProfile>> {
+        self.0.load_agent_profile(id).await
+    }
+}
+
+#[tokio::test]
+async fn a_load_that_panics_fails_that_call_only() {
+    let inner = MemoryAdapter::with_profile("p");
+    inner.sessions.lock().unwrap().insert("s1".into(), stored("s1", None));
+    let rt = AgentRuntime::new(RuntimeOptions::default(), Arc::new(PanicsOnce(inner, Default::default())));
+    assert!(rt.sessions.load_session("s1").await.is_err());
+    // Before: the shared load future was poisoned and every later load of s1 panicked too.
+    assert!(rt.sessions.load_session("s1").await.is_ok());
+}
