@@ -45,7 +45,21 @@ impl AgentSession {
         // One at a time with syncs' pulls, so a pull's older view of this path cannot be
         // queued after this newer one.
         let _files = self.files_lock.lock().await;
-        if kind == FileEventKind::Deleted {
+        let full = sandbox.paths().workspace.join(&path);
+        let limit = self.ctx.options.max_workspace_file_bytes as u64;
+        let read = match kind {
+            FileEventKind::Deleted => FileRead::Missing,
+            _ => match sandbox.read_regular(&full, limit).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(session_id = %self.session_id, %path, error = %e, "workspace file unreadable");
+                    return;
+                }
+            },
+        };
+        // Gone, whatever the event said (a rename reported as one event names its source as
+        // well as its target).
+        if read == FileRead::Missing {
             let existed = {
                 let mut d = self.data.lock().unwrap();
                 let before = d.workspace_files.len();
@@ -58,12 +72,6 @@ impl AgentSession {
             }
             return;
         }
-        let full = sandbox.paths().workspace.join(&path);
-        let limit = self.ctx.options.max_workspace_file_bytes as u64;
-        let read = match sandbox.read_regular(&full, limit).await {
-            Ok(FileRead::Missing) | Err(_) => return, // gone again already; its delete event follows
-            Ok(r) => r,
-        };
         let content = match file_content(read) {
             Ok(c) => c,
             Err(why) => {
