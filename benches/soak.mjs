@@ -261,7 +261,7 @@ async function worker() {
 }
 
 // ---- Socket.IO clients joining and leaving. ----
-const clientStats = { connected: 0, joins: 0, joinFailures: 0, notFound: 0, events: 0, connectErrors: 0 };
+const clientStats = { connected: 0, joins: 0, joinFailures: 0, notFound: 0, events: 0, connectErrors: 0, ackTimeouts: 0 };
 const live = new Set();
 async function oneClient() {
   const transports = Math.random() < 0.7 ? ['websocket'] : ['polling'];
@@ -287,8 +287,10 @@ async function oneClient() {
         if (Math.random() < 0.5) await c.timeout(10_000).emitWithAck('session:leave', s.id);
       } else await sleep(500);
     }
-  } catch {
-    clientStats.connectErrors++;
+  } catch (err) {
+    // socket.io-client rejects an unanswered emitWithAck with "operation has timed out".
+    if (/timed out/.test(String(err?.message))) clientStats.ackTimeouts++;
+    else clientStats.connectErrors++;
   } finally {
     c.close();
     live.delete(c);
@@ -401,7 +403,7 @@ console.log(
 );
 console.log(`adapter writes: ${Object.entries(writes).map(([k, v]) => `${k} ${v}`).join(', ')}`);
 console.log(
-  `clients: ${clientStats.connected} connected (${clientStats.connectErrors} errors), ${clientStats.joins} joins ` +
+  `clients: ${clientStats.connected} connected (${clientStats.connectErrors} connect errors, ${clientStats.ackTimeouts} acks never came), ${clientStats.joins} joins ` +
     `(${clientStats.joinFailures} failed, ${clientStats.notFound} raced a rotation), ${clientStats.events} events received`,
 );
 console.log(`loss check: ${stats.checkedTurns} transcripts and ${stats.checkedFiles} files checked, ${loss.length} lost`);
