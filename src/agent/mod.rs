@@ -7,6 +7,7 @@
 pub mod architecture;
 pub mod blocks;
 pub mod claude;
+pub mod ident;
 pub mod opencode;
 pub mod profile;
 pub mod stream;

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use crate::agent::blocks::{Block, ToolStatus};
+use crate::agent::ident::bounded;
 
 /// The parts of a line every conversion needs; deserialized without building a full `Value`.
 #[derive(Deserialize)]
@@ -106,7 +107,7 @@ impl LineContext {
 /// own (text, thinking). The live stream knows the same two facts at `content_block_start`, so a
 /// streamed block and the block parsed later from the transcript share this id.
 pub fn content_block_id(msg_id: &str, index: usize) -> String {
-    format!("{msg_id}_{index}")
+    format!("{}_{index}", bounded(msg_id))
 }
 
 /// Generates block ids that are stable for a given message.
@@ -200,28 +201,31 @@ pub fn line_to_blocks(line: &str, fallback_base: &str, ctx: &mut LineContext) ->
 
 fn convert(line: &str, fallback_base: &str, ctx: &mut LineContext) -> Result<Vec<Block>, serde_json::Error> {
     let env: Envelope = serde_json::from_str(line)?;
-    let timestamp = env.timestamp.clone().unwrap_or_else(|| ctx.now.clone());
-    let base = env.uuid.as_deref().unwrap_or(fallback_base);
-    let mut ids = Ids { base, n: 0 };
+    // Shared by every block of the line: bounded (see `agent::ident`).
+    let timestamp = env.timestamp.as_deref().map_or_else(|| ctx.now.clone(), |t| bounded(t).into_owned());
+    let uuid = env.uuid.as_deref().map(|u| bounded(u).into_owned());
+    let base = bounded(uuid.as_deref().unwrap_or(fallback_base));
+    let mut ids = Ids { base: &base, n: 0 };
     let mut out = Vec::new();
     match env.kind.as_str() {
         "user" => {
             let content = env.message.map(|m| m.content).unwrap_or_default();
             match content {
                 Content::Items(items) if items.iter().any(|i| i.kind == "tool_result") => {
-                    let task: Option<TaskResult> = env
+                    // The Task result belongs to the line's (one) tool result, never to more.
+                    let mut task: Option<TaskResult> = env
                         .tool_use_result
                         .and_then(|r| serde_json::from_str::<TaskResult>(r.get()).ok())
                         .filter(|t| t.agent_id.is_some());
                     for item in items.into_iter().filter(|i| i.kind == "tool_result") {
                         let tool_use_id = item.tool_use_id.clone().unwrap_or_default();
-                        out.push(match &task {
+                        out.push(match task.take() {
                             Some(t) => Block::Subagent {
                                 id: ids.next(),
                                 timestamp: timestamp.clone(),
-                                subagent_id: format!("agent-{}", t.agent_id.as_deref().unwrap_or_default()),
-                                name: t.subagent_type.clone(),
-                                input: t.prompt.clone().unwrap_or_default(),
+                                subagent_id: format!("agent-{}", bounded(t.agent_id.as_deref().unwrap_or_default())),
+                                name: t.subagent_type,
+                                input: t.prompt.unwrap_or_default(),
                                 status: if t.status.as_deref() == Some("completed") {
                                     ToolStatus::Success
                                 } else {
@@ -253,14 +257,14 @@ fn convert(line: &str, fallback_base: &str, ctx: &mut LineContext) -> Result<Vec
                             .join("\n"),
                         Content::None => String::new(),
                     };
-                    let id = env.uuid.clone().unwrap_or_else(|| ids.next());
+                    let id = uuid.clone().unwrap_or_else(|| ids.next());
                     out.push(Block::UserMessage { id, timestamp, content: Value::String(text) });
                 }
             }
         }
         "assistant" => {
             let (msg_id, model, content) = match env.message {
-                Some(m) => (m.id, m.model, m.content),
+                Some(m) => (m.id, m.model.map(|m| bounded(&m).into_owned()), m.content),
                 None => (None, None, Content::None),
             };
             if let Content::Items(items) = content {
@@ -299,7 +303,7 @@ fn convert(line: &str, fallback_base: &str, ctx: &mut LineContext) -> Result<Vec
         "system" | "result" | "auth_status" => {
             // Rare lines: read them whole.
             let obj: Map<String, Value> = serde_json::from_str(line)?;
-            let id = env.uuid.clone().unwrap_or_else(|| ids.next());
+            let id = uuid.clone().unwrap_or_else(|| ids.next());
             if let Some(b) = system_like(&env.kind, env.subtype.as_deref(), &obj, id, timestamp) {
                 out.push(b);
             }

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::message::{content_block_id, line_to_blocks, LineContext};
 use crate::agent::blocks::{Block, ToolStatus};
+use crate::agent::ident::bounded;
 use crate::agent::stream::{AgentEvent, MAIN};
 
 enum Kind {
@@ -69,11 +70,12 @@ impl ClaudeStream {
     }
 
     fn conversation_of(&self, msg: &Value) -> String {
+        // Conversation ids go into every event: bounded (see `agent::ident`).
         if let Some(agent) = str_of(msg, "agent_id") {
-            return format!("agent-{agent}");
+            return format!("agent-{}", bounded(agent));
         }
         match str_of(msg, "parent_tool_use_id") {
-            Some(tool) => self.subagent_by_tool.get(tool).cloned().unwrap_or_else(|| tool.to_string()),
+            Some(tool) => self.subagent_by_tool.get(tool).cloned().unwrap_or_else(|| bounded(tool).into_owned()),
             None => MAIN.to_string(),
         }
     }
@@ -103,7 +105,7 @@ impl ClaudeStream {
             }
             ("system", Some("task_started")) => {
                 let Some(task) = str_of(&msg, "task_id") else { return vec![] };
-                let id = format!("agent-{task}");
+                let id = format!("agent-{}", bounded(task));
                 if let Some(tool) = str_of(&msg, "tool_use_id") {
                     self.subagent_by_tool.insert(tool.to_string(), id.clone());
                 }
@@ -112,7 +114,7 @@ impl ClaudeStream {
             ("system", Some("task_notification")) => {
                 let Some(task) = str_of(&msg, "task_id") else { return vec![] };
                 let failed = !matches!(str_of(&msg, "status"), Some("completed"));
-                vec![AgentEvent::SubagentCompleted { subagent_id: format!("agent-{task}"), failed }]
+                vec![AgentEvent::SubagentCompleted { subagent_id: format!("agent-{}", bounded(task)), failed }]
             }
             ("tool_progress", _) => match str_of(&msg, "tool_use_id") {
                 Some(id) => vec![update(conv, id, json!({"status": "running"}))],
@@ -130,8 +132,9 @@ impl ClaudeStream {
         match str_of(ev, "type").unwrap_or("") {
             "message_start" => {
                 let m = ev.get("message").unwrap_or(&Value::Null);
-                let id = str_of(m, "id").unwrap_or("msg").to_string();
-                state.message = Some((id, str_of(m, "model").map(str::to_string)));
+                // Every block of the message carries these: bounded (see `agent::ident`).
+                let id = bounded(str_of(m, "id").unwrap_or("msg")).into_owned();
+                state.message = Some((id, str_of(m, "model").map(|m| bounded(m).into_owned())));
                 state.active.clear();
                 vec![]
             }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::message::{line_to_blocks, LineContext};
 use crate::agent::blocks::{Block, ParsedTranscript, SubagentConversation};
+use crate::agent::ident::bounded;
 
 #[derive(Deserialize)]
 struct Combined {
@@ -93,8 +94,9 @@ pub fn parse_combined(raw: &str) -> ParsedTranscript {
     let subagents = combined
         .subagents
         .iter()
-        .filter(|s| started.contains(agent_key(&s.id)))
-        .map(|s| SubagentConversation { id: s.id.clone(), blocks: parse_jsonl(&s.transcript) })
+        // Subagent ids in blocks are bounded (see `agent::ident`); compare in that form.
+        .filter(|s| started.contains(bounded(agent_key(&s.id)).as_ref()))
+        .map(|s| SubagentConversation { id: bounded(&s.id).into_owned(), blocks: parse_jsonl(&s.transcript) })
         .filter(|s| s.blocks.len() > 1)
         .collect();
     ParsedTranscript { blocks, subagents }

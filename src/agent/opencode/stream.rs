@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::parts::{iso, part_blocks, subagent_block, tool_status};
 use crate::agent::blocks::Block;
+use crate::agent::ident::bounded;
 use crate::agent::stream::{AgentEvent, MAIN};
 
 struct Active {
@@ -63,7 +64,8 @@ impl OpenCodeStream {
         if session == self.main {
             MAIN.to_string()
         } else {
-            session.to_string()
+            // Goes into every event of the conversation: bounded (see `agent::ident`).
+            bounded(session).into_owned()
         }
     }
 
@@ -106,7 +108,7 @@ impl OpenCodeStream {
             return vec![];
         }
         if let Some(m) = s(info, "modelID") {
-            self.models.insert(id.to_string(), m.to_string());
+            self.models.insert(id.to_string(), bounded(m).into_owned());
         }
         if s(info, "sessionID") != Some(self.main.as_str()) {
             return vec![];

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::parts::blocks_at;
 use crate::agent::blocks::{Block, ParsedTranscript, SubagentConversation};
+use crate::agent::ident::bounded;
 
 fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
@@ -113,9 +114,10 @@ fn conversation(messages: &[Value]) -> Vec<Block> {
                 }
             }
             Some("assistant") => {
-                let model = s(info, "modelID");
+                // Every part of the message carries the model: bounded (see `agent::ident`).
+                let model = s(info, "modelID").map(bounded);
                 for part in parts(message) {
-                    out.extend(blocks_at(part, model, created));
+                    out.extend(blocks_at(part, model.as_deref(), created));
                 }
             }
             _ => {}
@@ -135,12 +137,14 @@ fn summary_blocks(task: &Value) -> Vec<Block> {
         if s(item, "tool") == Some("task") {
             continue;
         }
-        let blocks = if item.get("type").is_none() {
-            let mut full = item.clone();
-            full["type"] = json!("tool");
-            blocks_at(&full, None, started)
-        } else {
-            blocks_at(item, None, started)
+        let blocks = match item {
+            Value::Object(o) if !o.contains_key("type") => {
+                let mut full = o.clone();
+                full.insert("type".into(), json!("tool"));
+                blocks_at(&Value::Object(full), None, started)
+            }
+            // Anything else (including a summary entry that is not an object) as it is.
+            _ => blocks_at(item, None, started),
         };
         let state = item.get("state").unwrap_or(&Value::Null);
         let has_result = state.get("output").is_some() || state.get("error").is_some();
