@@ -115,6 +115,7 @@ struct RawOptions {
     health_check_interval_ms: Option<f64>,
     max_workspace_file_bytes: Option<f64>,
     log_level: Option<String>,
+    bundled_mcp_roots: Option<Vec<String>>,
     #[serde(rename = "__host")]
     host: Option<HostInfo>,
 }
@@ -141,6 +142,8 @@ pub struct RuntimeOptions {
     pub sandbox_env: SecretEnv,
     pub host: HostInfo,
     pub log_level: Option<String>,
+    /// Host folders a profile's `bundledMCPs[].localProjectPath` may name; none by default.
+    pub bundled_mcp_roots: Vec<std::path::PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -159,6 +162,7 @@ impl Default for RuntimeOptions {
             sandbox_env: SecretEnv::default(),
             host: HostInfo::default(),
             log_level: None,
+            bundled_mcp_roots: Vec::new(),
         }
     }
 }
@@ -205,6 +209,13 @@ impl RuntimeOptions {
             Some(n) if n.is_finite() && n >= 0.0 => n as usize,
             Some(_) => return Err("maxWorkspaceFileBytes must be a non-negative number of bytes".into()),
         };
+        let mut bundled_mcp_roots = Vec::new();
+        for r in raw.bundled_mcp_roots.unwrap_or_default() {
+            if !std::path::Path::new(&r).is_absolute() {
+                return Err(format!("bundledMcpRoots must be absolute folder paths (got {r:?})"));
+            }
+            bundled_mcp_roots.push(r.into());
+        }
         let provider = match sandbox.provider {
             Some(p) => p,
             None if modal.has_tokens() => ProviderKind::Modal,
@@ -225,6 +236,7 @@ impl RuntimeOptions {
             sandbox_env: SecretEnv(sandbox_env),
             host,
             log_level: raw.log_level,
+            bundled_mcp_roots,
             modal,
             provider_explicit: sandbox.provider.is_some(),
             provider,

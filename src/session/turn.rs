@@ -12,9 +12,8 @@ use crate::agent::blocks::Block;
 use crate::agent::stream::{AgentEvent, MAIN};
 use crate::error::{Error, Result};
 use crate::events::DomainEvent;
-use crate::sandbox::{lines, Sandbox};
+use crate::sandbox::{output_lines, OutputLine, Sandbox, MAX_LINE_BYTES};
 use crate::time::now_iso;
-
 
 /// First come, first served: a ticket is taken when the message is sent (synchronously), and
 /// the turn waits until every earlier ticket has finished. A lock would not keep that order:
@@ -100,22 +99,32 @@ impl AgentSession {
             raw_transcript: None,
         };
         let mut proc = arch.start_turn(&*sandbox, &setup, message).await?;
-        let mut stdout = lines(std::mem::replace(&mut proc.stdout, Box::pin(tokio::io::empty())));
-        let mut stderr = lines(std::mem::replace(&mut proc.stderr, Box::pin(tokio::io::empty())));
+        let mut stdout =
+            output_lines(std::mem::replace(&mut proc.stdout, Box::pin(tokio::io::empty())), MAX_LINE_BYTES);
+        let mut stderr =
+            output_lines(std::mem::replace(&mut proc.stderr, Box::pin(tokio::io::empty())), MAX_LINE_BYTES);
+        // A runner's line is held whole in memory: one past the limit fails the turn.
+        let too_long = || format!("runner output line exceeds {} MiB", MAX_LINE_BYTES >> 20);
         let stderr_tail = tokio::spawn(async move {
             let mut tail = std::collections::VecDeque::new();
-            while let Some(l) = stderr.recv().await {
+            while let Some(item) = stderr.recv().await {
+                let OutputLine::Line(l) = item else { return Err(()) };
                 tracing::debug!(line = %l, "runner stderr");
                 if tail.len() == 10 {
                     tail.pop_front();
                 }
-                tail.push_back(l);
+                // Kept for the error message: a few lines, each cut short.
+                tail.push_back(l.chars().take(2000).collect::<String>());
             }
-            tail.into_iter().collect::<Vec<_>>().join("\n")
+            Ok(tail.into_iter().collect::<Vec<_>>().join("\n"))
         });
         let mut converter = arch.stream(&self.session_id);
         let mut failure: Option<String> = None;
-        while let Some(line) = stdout.recv().await {
+        while let Some(item) = stdout.recv().await {
+            let OutputLine::Line(line) = item else {
+                failure.get_or_insert_with(too_long);
+                break;
+            };
             for ev in converter.push_line(&line) {
                 match ev {
                     AgentEvent::Error { message } => {
@@ -127,7 +136,14 @@ impl AgentSession {
             self.touch();
         }
         let code = proc.exit.await;
-        let tail = stderr_tail.await.unwrap_or_default();
+        let tail = match stderr_tail.await {
+            Ok(Ok(tail)) => tail,
+            Ok(Err(())) => {
+                failure.get_or_insert_with(too_long);
+                String::new()
+            }
+            Err(_) => String::new(),
+        };
         if failure.is_none() && code != 0 {
             let detail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
             failure = Some(if code < 0 {
@@ -205,5 +221,4 @@ impl AgentSession {
         self.emit(DomainEvent::transcript_changed(&self.session_id, &raw));
         Ok(())
     }
-
 }
