@@ -269,6 +269,10 @@ mod tests {
         assert!(e.contains("modal.tokenId"), "{e}");
         let e = RuntimeOptions::from_json(json!({"logLevel": "loud"})).unwrap_err();
         assert!(e.contains("logLevel"), "{e}");
+        let e = RuntimeOptions::from_json(json!({"bundledMcpRoots": ["mcps"]})).unwrap_err();
+        assert!(e.contains("bundledMcpRoots"), "{e}");
+        let o = RuntimeOptions::from_json(json!({"bundledMcpRoots": ["/srv/mcps"]})).unwrap();
+        assert_eq!(o.bundled_mcp_roots, [std::path::PathBuf::from("/srv/mcps")]);
     }
 
     #[test]

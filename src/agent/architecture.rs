@@ -116,3 +116,36 @@ pub async fn send_request(proc: &mut Process, request: &Value) -> SResult<()> {
     let _ = stdin.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_mcp_folders_come_only_from_configured_roots_without_links() {
+        let base = std::env::temp_dir().join(format!("arn-mcp-{}", uuid::Uuid::new_v4().simple()));
+        let (roots, outside) = (base.join("mcps"), base.join("elsewhere"));
+        std::fs::create_dir_all(roots.join("echo/src")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(roots.join("echo/src/index.ts"), "serve()").unwrap();
+        std::fs::write(outside.join("secret.env"), "KEY=1").unwrap();
+        std::os::unix::fs::symlink(&outside, roots.join("echo/linked")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.env"), roots.join("echo/secret.env")).unwrap();
+        std::os::unix::fs::symlink(&outside, roots.join("escape")).unwrap();
+        let mcps = Path::new("/sb/mcps");
+
+        let none = RunnerAssets::default();
+        let e = none.bundled_mcp_files("Echo", &roots.join("echo"), mcps).unwrap_err().to_string();
+        assert!(e.contains("localProjectPath") && e.contains("bundledMcpRoots"), "{e}");
+
+        let assets = RunnerAssets { bundled_mcp_roots: vec![roots.clone()], ..Default::default() };
+        let files = assets.bundled_mcp_files("Echo", &roots.join("echo"), mcps).unwrap();
+        let names: Vec<_> = files.iter().map(|(p, _)| p.display().to_string()).collect();
+        assert_eq!(names, ["/sb/mcps/echo/src/index.ts"], "links inside the folder are not followed");
+        for outside_root in [outside.clone(), roots.join("escape"), roots.join("echo/../../elsewhere")] {
+            let e = assets.bundled_mcp_files("Echo", &outside_root, mcps).unwrap_err().to_string();
+            assert!(e.contains("outside every folder in bundledMcpRoots"), "{outside_root:?}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(base);
+    }
+}
