@@ -7,8 +7,10 @@ use agent_runtime::session::CreateSessionArgs;
 use agent_runtime::{AgentRuntime, RuntimeOptions};
 use serde_json::{json, Value};
 
+type Events = Arc<Mutex<Vec<(String, Value)>>>;
+
 /// A runtime whose "Claude runner" is `script` (run by this host's Node in a local sandbox).
-fn runtime_with_runner(script: &str) -> (Arc<AgentRuntime>, Arc<Mutex<Vec<(String, Value)>>>, std::path::PathBuf) {
+fn runtime_with_runner(script: &str) -> (Arc<AgentRuntime>, Events, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("arn-runner-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(dir.join("runner")).unwrap();
     std::fs::write(dir.join("runner/claude-runner.mjs"), script).unwrap();

@@ -130,8 +130,9 @@ pub fn read_regular(root: &Path, rel: &Path, limit: u64) -> io::Result<FileRead>
     Ok(FileRead::Content(buf))
 }
 
-/// Write `content` to `rel` under `root`, creating parent directories. A link, FIFO or socket
-/// the agent left at that name is replaced, never written through; a link on the way is an error.
+/// Write `content` to `rel` under `root`, creating parent directories. A link (symbolic or
+/// hard), FIFO or socket the agent left at that name is replaced, never written through; a
+/// link on the way is an error.
 pub fn write_file(root: &Path, rel: &Path, content: &[u8]) -> io::Result<()> {
     let names = names(rel)?;
     let Some((last, parents)) = names.split_last() else {
@@ -139,7 +140,10 @@ pub fn write_file(root: &Path, rel: &Path, content: &[u8]) -> io::Result<()> {
     };
     let dir = open_dir(root, parents, true).map_err(link_refused)?;
     if let Ok(st) = rustix::fs::statat(&dir, *last, AtFlags::SYMLINK_NOFOLLOW) {
-        if !matches!(FileType::from_raw_mode(st.st_mode), FileType::RegularFile | FileType::Directory) {
+        let kind = FileType::from_raw_mode(st.st_mode);
+        // A hard link's other names may be outside the sandbox: replace it too.
+        let shared = kind == FileType::RegularFile && st.st_nlink > 1;
+        if shared || !matches!(kind, FileType::RegularFile | FileType::Directory) {
             rustix::fs::unlinkat(&dir, *last, AtFlags::empty())?;
         }
     }
@@ -263,6 +267,25 @@ mod tests {
         assert!(list_files(&root, Path::new("ws/root/etc"), &[]).unwrap().is_empty());
         assert_eq!(entry(&root, Path::new("ws/root")), Entry::Other);
         assert_eq!(entry(&root, Path::new("ws/d")), Entry::Directory);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn writes_replace_links_instead_of_writing_through_them() {
+        let root = tmp();
+        let outside = root.join("outside.txt");
+        std::fs::write(&outside, "host").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("ws/sym")).unwrap();
+        std::fs::hard_link(&outside, root.join("ws/hard")).unwrap();
+        std::os::unix::fs::symlink(root.join("ws"), root.join("ws/dirlink")).unwrap();
+        write_file(&root, Path::new("ws/sym"), b"new").unwrap();
+        write_file(&root, Path::new("ws/hard"), b"new").unwrap();
+        assert!(write_file(&root, Path::new("ws/dirlink/x"), b"new").is_err());
+        assert!(mkdir_all(&root, Path::new("ws/dirlink/sub")).is_err());
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host");
+        assert_eq!(std::fs::read_to_string(root.join("ws/sym")).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(root.join("ws/hard")).unwrap(), "new");
+        assert!(!root.join("ws/x").exists() && !root.join("ws/sub").exists());
         let _ = std::fs::remove_dir_all(root);
     }
 
