@@ -148,6 +148,10 @@ export interface RuntimeConfig {
   persistenceTimeoutMs?: number;
   /** Largest accepted REST request body in bytes (default 10 MiB). */
   maxBodyBytes?: number;
+  /** Absolute host folders that a profile's `bundledMCPs[].localProjectPath` may name (default
+   *  none: a bundled MCP with a localProjectPath fails the session's start with an error that
+   *  names this option). Links are never followed while copying. */
+  bundledMcpRoots?: string[];
 }
 
 // ---- Blocks ----

@@ -32,6 +32,27 @@ test('text, binary, oversized and deleted workspace files', { timeout: 240_000 }
   }
 });
 
+test('links the agent makes out of its workspace are never followed', { timeout: 240_000 }, async () => {
+  const h = await agentRuntime();
+  try {
+    const s = await h.rt.sessionManager.createSession(CLAUDE);
+    await s.sendMessage('run: ln -s /proc/self/environ env.txt; ln -s / root; mkdir d; ln -s / d/up; echo ok > d/ok.txt; echo done > done.txt');
+    await h.turnEnd(s.sessionId);
+    await h.waitFor((n, p) => n === 'session:file:created' && p.sessionId === s.sessionId && p.file.path === 'done.txt');
+    await s.syncSessionStateToStorage();
+    const viaLink = (p) => p === 'env.txt' || p === 'root' || p.startsWith('root/') || p.startsWith('d/up');
+    const sent = h.log.filter(([n]) => n.startsWith('session:file:')).map(([, p]) => p.file?.path ?? p.path);
+    assert.deepEqual(sent.filter(viaLink), [], 'events name files reached through a link');
+    const saved = h.rec.calls.filter(([m]) => m === 'saveWorkspaceFile').map(([, , f]) => f.path);
+    assert.deepEqual(saved.filter(viaLink), [], 'files reached through a link were persisted');
+    const files = s.getState().workspaceFiles.map((f) => f.path).sort();
+    assert.deepEqual(files, ['d/ok.txt', 'done.txt']);
+    assert.deepEqual(h.rec.sessions.get(s.sessionId).workspaceFiles.map((f) => f.path).sort(), ['d/ok.txt', 'done.txt']);
+  } finally {
+    await h.close();
+  }
+});
+
 test('sandbox processes do not outlive the Node process', { timeout: 240_000 }, async () => {
   const script = `
     import { agentRuntime } from './__test__/helpers/agent.mjs';

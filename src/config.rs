@@ -120,6 +120,7 @@ struct RawOptions {
     max_loaded_sessions: Option<f64>,
     max_active_sandboxes: Option<f64>,
     max_queued_messages: Option<f64>,
+    bundled_mcp_roots: Option<Vec<String>>,
     #[serde(rename = "__host")]
     host: Option<HostInfo>,
 }
@@ -156,6 +157,8 @@ pub struct RuntimeOptions {
     pub max_active_sandboxes: usize,
     /// Messages waiting per session; more are refused (429).
     pub max_queued_messages: usize,
+    /// Host folders a profile's `bundledMCPs[].localProjectPath` may name; none by default.
+    pub bundled_mcp_roots: Vec<std::path::PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -179,6 +182,7 @@ impl Default for RuntimeOptions {
             max_loaded_sessions: 10_000,
             max_active_sandboxes: 100,
             max_queued_messages: 100,
+            bundled_mcp_roots: Vec::new(),
         }
     }
 }
@@ -234,6 +238,13 @@ impl RuntimeOptions {
             Some(n) if n.is_finite() && n >= 0.0 => n as usize,
             Some(_) => return Err("maxWorkspaceFileBytes must be a non-negative number of bytes".into()),
         };
+        let mut bundled_mcp_roots = Vec::new();
+        for r in raw.bundled_mcp_roots.unwrap_or_default() {
+            if !std::path::Path::new(&r).is_absolute() {
+                return Err(format!("bundledMcpRoots must be absolute folder paths (got {r:?})"));
+            }
+            bundled_mcp_roots.push(r.into());
+        }
         let provider = match sandbox.provider {
             Some(p) => p,
             None if modal.has_tokens() => ProviderKind::Modal,
@@ -259,6 +270,7 @@ impl RuntimeOptions {
             max_loaded_sessions: count("maxLoadedSessions", raw.max_loaded_sessions, d.max_loaded_sessions)?,
             max_active_sandboxes: count("maxActiveSandboxes", raw.max_active_sandboxes, d.max_active_sandboxes)?,
             max_queued_messages: count("maxQueuedMessages", raw.max_queued_messages, d.max_queued_messages)?,
+            bundled_mcp_roots,
             modal,
             provider_explicit: sandbox.provider.is_some(),
             provider,
@@ -302,6 +314,10 @@ mod tests {
             let e = RuntimeOptions::from_json(json!({ field: 1.5 })).unwrap_err();
             assert!(e.contains(field), "{e}");
         }
+        let e = RuntimeOptions::from_json(json!({"bundledMcpRoots": ["mcps"]})).unwrap_err();
+        assert!(e.contains("bundledMcpRoots"), "{e}");
+        let o = RuntimeOptions::from_json(json!({"bundledMcpRoots": ["/srv/mcps"]})).unwrap();
+        assert_eq!(o.bundled_mcp_roots, [std::path::PathBuf::from("/srv/mcps")]);
     }
 
     #[test]

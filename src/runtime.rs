@@ -45,6 +45,7 @@ impl AgentRuntime {
             node: options.host.node.clone().unwrap_or_else(|| "node".into()),
             claude_sdk_entry: options.host.claude_sdk_entry.clone(),
             open_code_modules: options.host.open_code_modules.clone(),
+            bundled_mcp_roots: options.bundled_mcp_roots.clone(),
         };
         let sessions = SessionManager::new(SessionContext {
             persistence,

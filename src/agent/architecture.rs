@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::stream::AgentEvent;
 use crate::persistence::AgentProfile;
-use crate::sandbox::{Process, SResult, Sandbox};
+use crate::sandbox::{Process, SResult, Sandbox, SandboxError};
 
 /// What a session hands its architecture.
 pub struct SessionSetup<'a> {
@@ -30,6 +30,9 @@ pub struct RunnerAssets {
     pub claude_sdk_entry: Option<String>,
     /// This host's node_modules folder with OpenCode and its SDK, if installed here.
     pub open_code_modules: Option<String>,
+    /// Host folders a profile's `bundledMCPs[].localProjectPath` may name (config
+    /// `bundledMcpRoots`); none by default, so a profile cannot copy host files into a sandbox.
+    pub bundled_mcp_roots: Vec<PathBuf>,
 }
 
 /// Converts one run's stdout lines to events.
@@ -56,11 +59,16 @@ pub trait AgentArchitecture: Send + Sync + 'static {
 /// Files never copied from a bundled MCP folder (installed, not uploaded).
 const MCP_SKIP: &[&str] = &["node_modules", "package-lock.json", "yarn.lock", "pnpm-lock.yaml"];
 
-/// Every file under `dir` with its path relative to `dir`.
+/// Every regular file under `dir` with its path relative to `dir`; links are not followed.
 fn read_tree(dir: &Path, skip: &[&str]) -> Vec<(PathBuf, Vec<u8>)> {
-    crate::sandbox::files_under(dir, skip)
+    use crate::sandbox::{beneath, FileRead, MAX_INTERNAL_FILE_BYTES};
+    let files = beneath::list_files(dir, Path::new(""), skip).unwrap_or_default();
+    files
         .into_iter()
-        .filter_map(|f| Some((f.strip_prefix(dir).ok()?.to_path_buf(), std::fs::read(&f).ok()?)))
+        .filter_map(|rel| match beneath::read_regular(dir, Path::new(&rel), MAX_INTERNAL_FILE_BYTES) {
+            Ok(FileRead::Content(b)) => Some((PathBuf::from(rel), b)),
+            _ => None,
+        })
         .collect()
 }
 
@@ -70,12 +78,30 @@ impl RunnerAssets {
         let Some(dir) = &self.runner_dir else { return vec![] };
         read_tree(dir, &[]).into_iter().map(|(r, b)| (app.join(r), b)).collect()
     }
-}
 
-/// A bundled MCP server's folder (sources, not installed packages) as files under `mcps_dir`.
-pub fn bundled_mcp_files(name: &str, src: &Path, mcps_dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let dest = mcps_dir.join(crate::agent::profile::mcp_dir_name(name));
-    read_tree(src, MCP_SKIP).into_iter().map(|(r, b)| (dest.join(r), b)).collect()
+    /// A bundled MCP server's folder (sources, not installed packages) as files under
+    /// `mcps_dir`; refused unless the folder is inside one of [`Self::bundled_mcp_roots`].
+    pub fn bundled_mcp_files(&self, name: &str, src: &Path, mcps_dir: &Path) -> SResult<Vec<(PathBuf, Vec<u8>)>> {
+        let refuse = |why: String| {
+            SandboxError::Refused(format!(
+                "bundledMCPs {name:?}: localProjectPath {:?} {why}",
+                src.display().to_string()
+            ))
+        };
+        // Real paths on both sides: `..` and links cannot lead out of a root.
+        let real = std::fs::canonicalize(src).map_err(|e| refuse(format!("cannot be read ({e})")))?;
+        let allowed =
+            self.bundled_mcp_roots.iter().filter_map(|r| std::fs::canonicalize(r).ok()).any(|r| real.starts_with(r));
+        if !allowed {
+            return Err(refuse(if self.bundled_mcp_roots.is_empty() {
+                "is not copied: no bundledMcpRoots are configured (list the folders that hold your MCP servers in the runtime config's bundledMcpRoots)".into()
+            } else {
+                "is outside every folder in bundledMcpRoots".into()
+            }));
+        }
+        let dest = mcps_dir.join(crate::agent::profile::mcp_dir_name(name));
+        Ok(read_tree(&real, MCP_SKIP).into_iter().map(|(r, b)| (dest.join(r), b)).collect())
+    }
 }
 
 /// Hand a runner its request: one JSON document on stdin, then end of file.
@@ -89,4 +115,37 @@ pub async fn send_request(proc: &mut Process, request: &Value) -> SResult<()> {
         .map_err(|e| crate::sandbox::SandboxError::Io { path: "runner stdin".into(), message: e.to_string() })?;
     let _ = stdin.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_mcp_folders_come_only_from_configured_roots_without_links() {
+        let base = std::env::temp_dir().join(format!("arn-mcp-{}", uuid::Uuid::new_v4().simple()));
+        let (roots, outside) = (base.join("mcps"), base.join("elsewhere"));
+        std::fs::create_dir_all(roots.join("echo/src")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(roots.join("echo/src/index.ts"), "serve()").unwrap();
+        std::fs::write(outside.join("secret.env"), "KEY=1").unwrap();
+        std::os::unix::fs::symlink(&outside, roots.join("echo/linked")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.env"), roots.join("echo/secret.env")).unwrap();
+        std::os::unix::fs::symlink(&outside, roots.join("escape")).unwrap();
+        let mcps = Path::new("/sb/mcps");
+
+        let none = RunnerAssets::default();
+        let e = none.bundled_mcp_files("Echo", &roots.join("echo"), mcps).unwrap_err().to_string();
+        assert!(e.contains("localProjectPath") && e.contains("bundledMcpRoots"), "{e}");
+
+        let assets = RunnerAssets { bundled_mcp_roots: vec![roots.clone()], ..Default::default() };
+        let files = assets.bundled_mcp_files("Echo", &roots.join("echo"), mcps).unwrap();
+        let names: Vec<_> = files.iter().map(|(p, _)| p.display().to_string()).collect();
+        assert_eq!(names, ["/sb/mcps/echo/src/index.ts"], "links inside the folder are not followed");
+        for outside_root in [outside.clone(), roots.join("escape"), roots.join("echo/../../elsewhere")] {
+            let e = assets.bundled_mcp_files("Echo", &outside_root, mcps).unwrap_err().to_string();
+            assert!(e.contains("outside every folder in bundledMcpRoots"), "{outside_root:?}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(base);
+    }
 }

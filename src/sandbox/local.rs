@@ -159,6 +159,26 @@ impl LocalSandbox {
         confine(&self.dir, &self.paths.workspace, path)
     }
 
+    /// `path` relative to the sandbox directory, where every file operation starts and from
+    /// which no link is followed (the agent can replace anything below it).
+    fn rel(&self, path: &Path) -> SResult<PathBuf> {
+        let full = self.host(path)?;
+        Ok(full.strip_prefix(&self.dir).expect("confined").to_path_buf())
+    }
+
+    /// Run a blocking [`beneath`] operation on the sandbox directory.
+    async fn beneath<T: Send + 'static>(
+        &self,
+        path: &Path,
+        op: impl FnOnce(&Path) -> std::io::Result<T> + Send + 'static,
+    ) -> SResult<T> {
+        let root = self.dir.clone();
+        match tokio::task::spawn_blocking(move || op(&root)).await {
+            Ok(r) => r.map_err(|e| Self::io_err(path, e)),
+            Err(e) => Err(SandboxError::Io { path: path.display().to_string(), message: e.to_string() }),
+        }
+    }
+
     fn kill_groups(&self) {
         for pgid in self.groups.lock().unwrap().drain(..) {
             // SAFETY: killpg has no memory-safety preconditions.
@@ -237,46 +257,48 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn read_regular(&self, path: &Path, limit: u64) -> SResult<FileRead> {
-        let p = self.host(path)?;
-        match tokio::fs::read(&p).await {
-            Ok(b) if b.len() as u64 > limit => Ok(FileRead::Skipped(format!("larger than {limit} bytes"))),
-            Ok(b) => Ok(FileRead::Content(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileRead::Missing),
-            Err(e) => Err(Self::io_err(path, e)),
-        }
+        let rel = self.rel(path)?;
+        self.beneath(path, move |root| beneath::read_regular(root, &rel, limit)).await
     }
 
     async fn write_file(&self, path: &Path, content: &[u8]) -> SResult<()> {
-        let p = self.host(path)?;
-        if let Some(parent) = p.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| Self::io_err(path, e))?;
-        }
-        tokio::fs::write(&p, content).await.map_err(|e| Self::io_err(path, e))
+        let rel = self.rel(path)?;
+        let content = content.to_vec();
+        self.beneath(path, move |root| beneath::write_file(root, &rel, &content)).await
+    }
+
+    async fn write_files(&self, files: &[(PathBuf, Vec<u8>)]) -> SResult<()> {
+        let files = files.iter().map(|(p, c)| Ok((p.clone(), self.rel(p)?, c.clone()))).collect::<SResult<Vec<_>>>()?;
+        let root = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            for (p, rel, c) in files {
+                beneath::write_file(&root, &rel, &c).map_err(|e| Self::io_err(&p, e))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| SandboxError::Io { path: "workspace files".into(), message: e.to_string() })?
     }
 
     async fn mkdir(&self, path: &Path) -> SResult<()> {
-        let p = self.host(path)?;
-        tokio::fs::create_dir_all(&p).await.map_err(|e| Self::io_err(path, e))
+        let rel = self.rel(path)?;
+        self.beneath(path, move |root| beneath::mkdir_all(root, &rel)).await
     }
 
     async fn list_files(&self, dir: &Path) -> SResult<Vec<String>> {
-        let p = self.host(dir)?;
-        let mut out: Vec<String> = tokio::task::spawn_blocking(move || {
-            super::files_under(&p, &[])
-                .into_iter()
-                .filter_map(|f| f.strip_prefix(&p).ok().map(|r| r.to_string_lossy().replace('\\', "/")))
-                .collect()
-        })
-        .await
-        .unwrap_or_default();
-        out.sort();
-        Ok(out)
+        let rel = self.rel(dir)?;
+        self.beneath(dir, move |root| beneath::list_files(root, &rel, &[])).await
     }
 
     async fn watch(&self, dir: &Path) -> SResult<mpsc::Receiver<FileEvent>> {
-        let p = self.host(dir)?;
-        super::watch::watch_dir(&p)
-            .map_err(|e| SandboxError::Io { path: dir.display().to_string(), message: e.to_string() })
+        let rel = self.rel(dir)?;
+        let root = self.dir.clone();
+        let hub = super::watch::WatchHub::global();
+        tokio::task::spawn_blocking(move || hub.watch(&root, &rel))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|message| SandboxError::Io { path: dir.display().to_string(), message })
     }
 
     async fn poll(&self) -> Option<i32> {
@@ -300,6 +322,7 @@ impl Sandbox for LocalSandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::AsyncWriteExt;
 
     fn provider() -> (LocalProvider, PathBuf) {
@@ -382,6 +405,113 @@ mod tests {
         sb.terminate().await;
         let code = tokio::time::timeout(std::time::Duration::from_secs(5), proc.exit).await.unwrap();
         assert_eq!(code, -9);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    /// A host folder outside the sandbox holding `secret.txt`.
+    fn host_folder() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("arn-host-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("secret.txt"), "host secret").unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn links_out_of_the_sandbox_are_never_followed() {
+        let (p, root) = provider();
+        let sb = p.create(SandboxSpec::default()).await.unwrap();
+        let ws = sb.paths().workspace.clone();
+        let host = host_folder();
+        let link = |target: &Path, name: &str| std::os::unix::fs::symlink(target, ws.join(name)).unwrap();
+        link(Path::new("/proc/self/environ"), "env.txt");
+        link(Path::new("/"), "root");
+        link(&host, "hostdir");
+        link(&host.join("secret.txt"), "secret.txt");
+        sb.write_file(Path::new("mine.txt"), b"mine").await.unwrap();
+        let limit = 1 << 20;
+
+        // Reads: links are skipped, and so is anything reached through one.
+        for name in ["env.txt", "secret.txt"] {
+            let r = sb.read_regular(Path::new(name), limit).await.unwrap();
+            let read_it = matches!(r, FileRead::Content(_));
+            assert!(matches!(&r, FileRead::Skipped(why) if why.contains("symbolic link")), "{name}: read {read_it}");
+        }
+        for name in ["root/etc/passwd", "hostdir/secret.txt"] {
+            let r = sb.read_regular(Path::new(name), limit).await.unwrap();
+            assert!(!matches!(r, FileRead::Content(_)), "{name} read through a link");
+        }
+        // Listings: only the sandbox's own regular files; nothing under a link, not even as the root.
+        assert_eq!(sb.list_files(&ws).await.unwrap(), ["mine.txt"]);
+        assert!(sb.list_files(&ws.join("root")).await.unwrap().is_empty());
+        assert!(sb.list_files(&ws.join("hostdir")).await.unwrap().is_empty());
+
+        // Writes: a link at the name is replaced, never written through; a link on the way refuses.
+        sb.write_file(Path::new("secret.txt"), b"restored").await.unwrap();
+        assert_eq!(std::fs::read_to_string(host.join("secret.txt")).unwrap(), "host secret");
+        assert_eq!(std::fs::read_to_string(ws.join("secret.txt")).unwrap(), "restored");
+        assert!(!std::fs::symlink_metadata(ws.join("secret.txt")).unwrap().is_symlink());
+        let files = [(PathBuf::from("hostdir/planted.txt"), b"x".to_vec())];
+        assert!(sb.write_files(&files).await.is_err());
+        assert!(sb.mkdir(&ws.join("hostdir/sub")).await.is_err());
+        assert!(!host.join("planted.txt").exists() && !host.join("sub").exists(), "wrote into the host folder");
+
+        // The transcript read goes through the same operations: a projects folder linked to
+        // the host yields nothing of the host's.
+        let projects = sb.paths().home.join(".claude/projects");
+        std::fs::create_dir_all(host.join("p")).unwrap();
+        std::fs::write(host.join("p/s1.jsonl"), "{\"host\":1}\n{\"sessionId\":\"s1\"}\n").unwrap();
+        std::fs::create_dir_all(projects.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&host, &projects).unwrap();
+        let claude = crate::agent::claude::ClaudeArchitecture::new(Default::default());
+        use crate::agent::architecture::AgentArchitecture;
+        assert_eq!(claude.read_transcript(&*sb, "s1").await.unwrap(), None);
+
+        sb.terminate().await;
+        let _ = std::fs::remove_dir_all(root);
+        let _ = std::fs::remove_dir_all(host);
+    }
+
+    fn rss_bytes() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB");
+        kb.trim().parse::<u64>().unwrap() * 1024
+    }
+
+    #[tokio::test]
+    async fn huge_and_special_files_are_skipped_unread() {
+        let (p, root) = provider();
+        let sb = p.create(SandboxSpec::default()).await.unwrap();
+        let ws = sb.paths().workspace.clone();
+        let mut rx = sb.watch(&ws).await.unwrap();
+        // 2 GiB, sparse: costs no disk, but reading it whole would cost 2 GiB of memory.
+        std::fs::File::create(ws.join("sparse.bin")).unwrap().set_len(2 << 30).unwrap();
+        let fifo = std::ffi::CString::new(ws.join("pipe").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        std::os::unix::fs::symlink(ws.join("pipe"), ws.join("pipe-link")).unwrap();
+        let before = rss_bytes();
+        let read = |name: &'static str| {
+            let sb = sb.clone();
+            async move {
+                let r = tokio::time::timeout(Duration::from_secs(5), sb.read_regular(Path::new(name), 10 << 20)).await;
+                r.unwrap_or_else(|_| panic!("reading {name} blocked")).unwrap()
+            }
+        };
+        assert_eq!(read("sparse.bin").await, FileRead::Skipped(format!("larger than {} bytes", 10 << 20)));
+        assert!(
+            rss_bytes() < before + (512 << 20),
+            "reading a skipped file grew memory by {} MiB",
+            (rss_bytes() - before) >> 20
+        );
+        assert!(matches!(read("pipe").await, FileRead::Skipped(why) if why.contains("FIFO")));
+        assert!(matches!(read("pipe-link").await, FileRead::Skipped(why) if why.contains("symbolic link")));
+        // The watcher is not held up by them either.
+        sb.write_file(Path::new("after.txt"), b"1").await.unwrap();
+        let mut e = next(&mut rx).await;
+        while e.path != "after.txt" {
+            e = next(&mut rx).await;
+        }
+        sb.terminate().await;
         let _ = std::fs::remove_dir_all(root);
     }
 

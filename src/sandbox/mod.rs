@@ -6,6 +6,7 @@
 //! behind the same traits. (Not to be confused with the package's top-level `sandbox/` folder,
 //! which holds the scripts that run *inside* a sandbox.)
 
+pub mod beneath;
 pub mod local;
 pub mod modal;
 mod watch;
@@ -33,6 +34,9 @@ pub enum SandboxError {
     Terminated,
     #[error("could not create sandbox: {0}")]
     Create(String),
+    /// Something the configuration does not allow (the message names the option).
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type SResult<T> = Result<T, SandboxError>;
@@ -149,47 +153,93 @@ pub fn confine(root: &Path, base: &Path, path: &Path) -> SResult<PathBuf> {
     }
 }
 
-/// Regular files under `dir`, recursively (symlinks not followed), skipping entries whose name is
-/// in `skip`. Unreadable directories are left out.
-pub fn files_under(dir: &Path, skip: &[&str]) -> Vec<PathBuf> {
-    fn go(dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            if skip.iter().any(|s| e.file_name() == *s) {
-                continue;
-            }
-            match e.file_type() {
-                Ok(t) if t.is_dir() => go(&e.path(), skip, out),
-                Ok(t) if t.is_file() => out.push(e.path()),
-                _ => {}
-            }
-        }
-    }
-    let mut out = Vec::new();
-    go(dir, skip, &mut out);
-    out
+/// Longest line read from a process stream (a runner's output); see [`OutputLine::TooLong`].
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// One item of a process stream read by [`output_lines`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputLine {
+    /// Decoded as UTF-8 (lossy), the newline removed.
+    Line(String),
+    /// A line longer than the limit (in bytes): it is dropped and nothing more is read (the
+    /// stream is closed, so a writer still writing gets a broken pipe).
+    TooLong(usize),
 }
 
-/// Lines of a process stream, decoded as UTF-8 (lossy) with the newline removed.
+/// Lines of a process stream, none longer than `max` bytes: memory stays bounded whatever the
+/// process writes.
+pub fn output_lines(r: Pin<Box<dyn AsyncRead + Send>>, max: usize) -> mpsc::Receiver<OutputLine> {
+    spawn_lines(r, max, Some)
+}
+
+/// Lines of a process stream, decoded as UTF-8 (lossy) with the newline removed. Ends at a line
+/// longer than [`MAX_LINE_BYTES`] (use [`output_lines`] to tell that from the end of the stream).
 pub fn lines(r: Pin<Box<dyn AsyncRead + Send>>) -> mpsc::Receiver<String> {
+    spawn_lines(r, MAX_LINE_BYTES, |l| match l {
+        OutputLine::Line(s) => Some(s),
+        OutputLine::TooLong(max) => {
+            tracing::warn!("process output line longer than {max} bytes; output no longer read");
+            None
+        }
+    })
+}
+
+fn spawn_lines<T: Send + 'static>(
+    r: Pin<Box<dyn AsyncRead + Send>>,
+    max: usize,
+    map: fn(OutputLine) -> Option<T>,
+) -> mpsc::Receiver<T> {
     use tokio::io::AsyncBufReadExt;
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, r);
         let mut buf = Vec::new();
         loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        buf.pop();
+            // `read_until` would grow the buffer without bound: take what is buffered, up to a
+            // newline, and stop once the line is too long.
+            let (done, eof) = match reader.fill_buf().await {
+                Ok([]) | Err(_) => (0, true),
+                Ok(chunk) => match chunk.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        buf.extend_from_slice(&chunk[..i]);
+                        (i + 1, false)
                     }
-                    if tx.send(String::from_utf8_lossy(&buf).into_owned()).await.is_err() {
-                        break;
+                    None => {
+                        buf.extend_from_slice(chunk);
+                        let n = chunk.len();
+                        reader.consume(n);
+                        if buf.len() > max {
+                            if let Some(t) = map(OutputLine::TooLong(max)) {
+                                let _ = tx.send(t).await;
+                            }
+                            return;
+                        }
+                        continue;
                     }
+                },
+            };
+            reader.consume(done);
+            if eof && buf.is_empty() {
+                return;
+            }
+            let item = if buf.len() > max {
+                OutputLine::TooLong(max)
+            } else {
+                while buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+                OutputLine::Line(String::from_utf8_lossy(&buf).into_owned())
+            };
+            let stop = eof || matches!(item, OutputLine::TooLong(_));
+            if let Some(t) = map(item) {
+                if tx.send(t).await.is_err() {
+                    return;
                 }
             }
+            if stop {
+                return;
+            }
+            buf.clear();
         }
     });
     rx
@@ -198,6 +248,23 @@ pub fn lines(r: Pin<Box<dyn AsyncRead + Send>>) -> mpsc::Receiver<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_over_long_line_ends_the_read() {
+        let mut input = b"short\r\nsecond\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 100_000));
+        input.extend(b"\nnever read\n");
+        let mut rx = output_lines(Box::pin(std::io::Cursor::new(input)), 1000);
+        assert_eq!(rx.recv().await, Some(OutputLine::Line("short".into())));
+        assert_eq!(rx.recv().await, Some(OutputLine::Line("second".into())));
+        assert_eq!(rx.recv().await, Some(OutputLine::TooLong(1000)));
+        assert_eq!(rx.recv().await, None);
+        // A last line without a newline still counts; exactly `max` bytes is allowed.
+        let mut rx = output_lines(Box::pin(std::io::Cursor::new(b"a\nbcd".to_vec())), 3);
+        assert_eq!(rx.recv().await, Some(OutputLine::Line("a".into())));
+        assert_eq!(rx.recv().await, Some(OutputLine::Line("bcd".into())));
+        assert_eq!(rx.recv().await, None);
+    }
 
     #[test]
     fn confine_rejects_escapes() {

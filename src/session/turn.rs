@@ -14,7 +14,7 @@ use crate::agent::blocks::Block;
 use crate::agent::stream::{AgentEvent, MAIN};
 use crate::error::{Error, Result};
 use crate::events::DomainEvent;
-use crate::sandbox::{lines, Sandbox};
+use crate::sandbox::{output_lines, OutputLine, Sandbox, MAX_LINE_BYTES};
 use crate::time::{now_iso, now_ms};
 
 /// First come, first served: a ticket is taken when the message is sent (synchronously), and
@@ -212,27 +212,41 @@ impl AgentSession {
             raw_transcript: None,
         };
         let mut proc = arch.start_turn(&*sandbox, &setup, message).await?;
-        let mut stdout = lines(std::mem::replace(&mut proc.stdout, Box::pin(tokio::io::empty())));
-        let mut stderr = lines(std::mem::replace(&mut proc.stderr, Box::pin(tokio::io::empty())));
-        // The last lines of stderr, for the error message. Kept outside the reading task so a
-        // grandchild holding stderr open cannot keep the turn waiting for its end.
+        let mut stdout =
+            output_lines(std::mem::replace(&mut proc.stdout, Box::pin(tokio::io::empty())), MAX_LINE_BYTES);
+        let mut stderr =
+            output_lines(std::mem::replace(&mut proc.stderr, Box::pin(tokio::io::empty())), MAX_LINE_BYTES);
+        // A runner's line is held whole in memory: one past the limit fails the turn.
+        let too_long = || format!("runner output line exceeds {} MiB", MAX_LINE_BYTES >> 20);
+        // The last lines of stderr, for the error message (a few, each cut short). Kept outside
+        // the reading task so a grandchild holding stderr open cannot keep the turn waiting.
         let tail = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
-        let stderr_task = tokio::spawn({
-            let tail = tail.clone();
+        let stderr_overflow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut stderr_task = tokio::spawn({
+            let (tail, overflow) = (tail.clone(), stderr_overflow.clone());
             async move {
-                while let Some(l) = stderr.recv().await {
+                while let Some(item) = stderr.recv().await {
+                    let OutputLine::Line(l) = item else {
+                        overflow.store(true, Ordering::SeqCst);
+                        return;
+                    };
                     tracing::debug!(line = %l, "runner stderr");
                     let mut t = tail.lock().unwrap();
                     if t.len() == 10 {
                         t.pop_front();
                     }
-                    t.push_back(l);
+                    t.push_back(l.chars().take(2000).collect::<String>());
                 }
             }
         });
         let mut converter = arch.stream(&self.session_id);
         let mut failure: Option<String> = None;
-        let mut handle_line = |line: String| {
+        // Handles one item of stdout; false when reading must stop.
+        let mut handle = |item: OutputLine| -> bool {
+            let OutputLine::Line(line) = item else {
+                failure.get_or_insert_with(too_long);
+                return false;
+            };
             for ev in converter.push_line(&line) {
                 match ev {
                     AgentEvent::Error { message } => {
@@ -242,44 +256,47 @@ impl AgentSession {
                 }
             }
             self.touch();
+            true
         };
         let timeout = self.ctx.options.turn_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut exit = proc.exit;
         let mut code = None;
-        let mut timed_out = false;
         loop {
             tokio::select! {
-                line = stdout.recv() => match line {
-                    Some(l) => handle_line(l),
-                    None => break,
-                },
-                c = &mut exit, if code.is_none() => {
+                item = stdout.recv() => {
+                    if !item.is_some_and(&mut handle) {
+                        break;
+                    }
+                }
+                c = &mut exit => {
                     code = Some(c);
                     // What the runner wrote before it exited is already in the pipe; read it
                     // while it keeps coming, but a grandchild that inherited stdout and lives on
                     // must not keep the turn open.
-                    while let Ok(Some(l)) = tokio::time::timeout(EXIT_DRAIN_QUIET, stdout.recv()).await {
-                        handle_line(l);
+                    while let Ok(Some(i)) = tokio::time::timeout(EXIT_DRAIN_QUIET, stdout.recv()).await {
+                        if !handle(i) {
+                            break;
+                        }
                     }
                     break;
                 }
-                _ = tokio::time::sleep_until(deadline) => {
-                    timed_out = true;
-                    break;
-                }
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        drop(handle_line);
+        drop(handle);
+        drop(stdout);
         let code = match code {
             Some(c) => Some(c),
-            None if timed_out => None,
-            None => Some(exit.await),
+            None => tokio::time::timeout_at(deadline, exit).await.ok(),
         };
+        let timed_out = code.is_none();
         // Let the stderr reader reach the end (it normally does with the runner), then stop it.
-        let mut stderr_task = stderr_task;
         if tokio::time::timeout(EXIT_DRAIN_QUIET, &mut stderr_task).await.is_err() {
             stderr_task.abort();
+        }
+        if stderr_overflow.load(Ordering::SeqCst) {
+            failure.get_or_insert_with(too_long);
         }
         let tail = tail.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n");
         let detail = if tail.is_empty() { String::new() } else { format!(": {tail}") };

@@ -16,9 +16,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::architecture::{
-    bundled_mcp_files, send_request, AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter,
-};
+use super::architecture::{send_request, AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter};
 use super::stream::AgentEvent;
 use crate::sandbox::{ExecOptions, Process, SResult, Sandbox};
 
@@ -49,7 +47,7 @@ impl AgentArchitecture for ClaudeArchitecture {
         all.extend(self.assets.runner_files(&paths.app));
         for m in &pf.bundled_mcps {
             if let Some(src) = &m.local_project_path {
-                all.extend(bundled_mcp_files(&m.name, Path::new(src), &paths.mcps));
+                all.extend(self.assets.bundled_mcp_files(&m.name, Path::new(src), &paths.mcps)?);
             }
         }
         let tdir = files::transcript_dir(&paths.home, &paths.workspace);

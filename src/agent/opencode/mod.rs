@@ -18,9 +18,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
-use super::architecture::{
-    bundled_mcp_files, send_request, AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter,
-};
+use super::architecture::{send_request, AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter};
 use super::stream::AgentEvent;
 use crate::sandbox::{ExecOptions, Process, SResult, Sandbox, SandboxError};
 
@@ -107,7 +105,7 @@ impl AgentArchitecture for OpenCodeArchitecture {
         let mut all = pf.files;
         all.extend(self.assets.runner_files(&paths.app));
         for (name, src) in &pf.bundled_mcps {
-            all.extend(bundled_mcp_files(name, Path::new(src), &paths.mcps));
+            all.extend(self.assets.bundled_mcp_files(name, Path::new(src), &paths.mcps)?);
         }
         // The stored export waits beside the runner, which imports it when OpenCode does not
         // know the session (a fresh sandbox) and checks that the import worked.
