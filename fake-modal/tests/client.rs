@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_runtime::sandbox::modal::{Credentials, ModalProvider, ModalSettings, SandboxSettings};
+use agent_runtime::sandbox::modal::{
+    BuildLimits, Credentials, ModalProvider, ModalSettings, ReopenPolicy, SandboxSettings,
+};
 use agent_runtime::sandbox::{lines, ExecOptions, FileEventKind, Sandbox, SandboxProvider, SandboxSpec};
 use fake_modal::{FakeConfig, FakeModal, Faults};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -265,4 +267,103 @@ async fn the_command_router_is_used_when_the_task_offers_one() {
     assert_eq!(methods(&s.fake, "ContainerExec"), 0, "no classic exec");
     assert!(methods(&s.fake, "TaskExecStart") >= 3);
     assert!(methods(&s.fake, "TaskGetCommandRouterAccess") >= 2, "the token was refreshed after UNAUTHENTICATED");
+}
+
+/// Short pauses so a test of the give-up path takes well under a second.
+fn quick_reopen() -> ReopenPolicy {
+    ReopenPolicy {
+        first_delay: Duration::from_millis(40),
+        max_delay: Duration::from_millis(160),
+        max_failures: 4,
+        healthy_after: Duration::from_secs(10),
+    }
+}
+
+/// Arrival times of the requests of `method` that match `filter`.
+fn times(fake: &FakeModal, method: &str, filter: impl Fn(&serde_json::Value) -> bool) -> Vec<std::time::Instant> {
+    fake.timed_records().into_iter().filter(|(r, _)| r["method"] == method && filter(r)).map(|(_, t)| t).collect()
+}
+
+/// Consecutive gaps are at least half of each backoff step (the jitter's lower bound).
+fn assert_spaced(at: &[std::time::Instant], steps_ms: &[u64]) {
+    assert_eq!(at.len(), steps_ms.len() + 1, "{at:?}");
+    for (w, step) in at.windows(2).zip(steps_ms) {
+        let gap = w[1] - w[0];
+        assert!(gap >= Duration::from_millis(step / 2), "gap {gap:?} for a {step} ms step");
+    }
+}
+
+#[tokio::test]
+async fn an_image_log_stream_that_keeps_closing_ends_in_a_clear_error_after_spaced_reopens() {
+    let settings = SandboxSettings {
+        image: BuildLimits { timeout: Duration::from_secs(60), reopen: quick_reopen() },
+        ..SandboxSettings::default()
+    };
+    let s = setup_with(
+        faults(|f| {
+            f.image_build_ms = 60_000;
+            f.image_join_close_always = true;
+        }),
+        settings,
+        "ak-test",
+    )
+    .await;
+    let created = tokio::time::timeout(Duration::from_secs(20), s.provider.create(SandboxSpec::default()))
+        .await
+        .expect("gives up in time instead of reopening forever");
+    let e = created.err().expect("no image, no sandbox").to_string();
+    assert!(e.contains("Modal image build im-") && e.contains("failed 5 times in a row without progress"), "{e}");
+    assert_spaced(&times(&s.fake, "ImageJoinStreaming", |_| true), &[40, 80, 160, 160]);
+    assert!(s.fake.sandbox_ids().is_empty());
+}
+
+#[tokio::test]
+async fn one_image_build_serves_every_creation_even_when_the_first_is_cancelled() {
+    let s = setup(faults(|f| f.image_build_ms = 600)).await;
+    // The first creation is given up while the image is building...
+    let first = tokio::time::timeout(Duration::from_millis(150), s.provider.create(SandboxSpec::default())).await;
+    assert!(first.is_err(), "still building");
+    assert_eq!(methods(&s.fake, "ImageGetOrCreate"), 1);
+    // ...and the build goes on for the next ones, which wait for it together.
+    let (a, b) = tokio::join!(s.provider.create(SandboxSpec::default()), s.provider.create(SandboxSpec::default()));
+    a.expect("first waiter");
+    b.expect("second waiter");
+    assert_eq!(
+        methods(&s.fake, "ImageGetOrCreate"),
+        2,
+        "one call per layer: the build was neither restarted nor repeated"
+    );
+}
+
+#[tokio::test]
+async fn a_build_past_its_deadline_fails_clearly_and_is_not_kept() {
+    let settings = SandboxSettings {
+        image: BuildLimits { timeout: Duration::from_millis(300), reopen: ReopenPolicy::default() },
+        ..SandboxSettings::default()
+    };
+    // Log lines keep coming (progress), so only the deadline can end the wait.
+    let s = setup_with(faults(|f| f.image_build_ms = 30_000), settings, "ak-test").await;
+    let e = s.provider.create(SandboxSpec::default()).await.err().expect("deadline").to_string();
+    assert!(e.contains("did not finish within 300ms") && e.contains("last build log lines"), "{e}");
+    assert_eq!(methods(&s.fake, "ImageGetOrCreate"), 1);
+    // The failure is not cached: the next creation asks again.
+    assert!(s.provider.create(SandboxSpec::default()).await.is_err());
+    assert_eq!(methods(&s.fake, "ImageGetOrCreate"), 2);
+}
+
+#[tokio::test]
+async fn exec_output_streams_that_keep_closing_are_reopened_a_bounded_number_of_times() {
+    let settings = SandboxSettings { output_reopen: quick_reopen(), ..SandboxSettings::default() };
+    let s = setup_with(faults(|f| f.output_close_always = true), settings, "ak-test").await;
+    let sb = s.provider.create(SandboxSpec::default()).await.unwrap();
+    let mut p = sb.exec(&["echo".to_string(), "hi".to_string()], ExecOptions::default()).await.unwrap();
+    drop(p.stdin.take());
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), p.stdout.read_to_end(&mut out))
+        .await
+        .expect("the reader gives up instead of reopening forever")
+        .unwrap();
+    assert!(out.is_empty(), "the fake never delivers output here");
+    let stdout = times(&s.fake, "ContainerExecGetOutput", |r| r["request"]["file_descriptor"] == 1);
+    assert_spaced(&stdout, &[40, 80, 160, 160]);
 }
