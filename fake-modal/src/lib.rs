@@ -170,6 +170,17 @@ impl FakeModal {
         self.inner.shared.timed_records()
     }
 
+    /// Forgets every auth token issued so far (as after a server-side expiry or rotation): calls
+    /// carrying one fail with UNAUTHENTICATED until the client fetches a new one.
+    pub fn revoke_auth_tokens(&self) {
+        self.inner.shared.state().tokens.clear();
+    }
+
+    /// Same for the command-router JWTs.
+    pub fn revoke_router_tokens(&self) {
+        self.inner.shared.state().router_tokens.clear();
+    }
+
     /// Host directory standing for the sandbox's `/`.
     pub fn sandbox_root(&self, sandbox_id: &str) -> Option<PathBuf> {
         self.inner.shared.state().sandbox(sandbox_id).map(|s| s.root.clone())

@@ -367,3 +367,33 @@ async fn exec_output_streams_that_keep_closing_are_reopened_a_bounded_number_of_
     let stdout = times(&s.fake, "ContainerExecGetOutput", |r| r["request"]["file_descriptor"] == 1);
     assert_spaced(&stdout, &[40, 80, 160, 160]);
 }
+
+#[tokio::test]
+async fn a_refused_auth_token_is_replaced_once_for_all_callers() {
+    let s = setup(Faults::default()).await;
+    let sb = s.provider.create(SandboxSpec::default()).await.unwrap();
+    assert_eq!(methods(&s.fake, "AuthTokenGet"), 1);
+    // The server stops accepting the cached token well before its `exp` (rotation, revocation).
+    s.fake.revoke_auth_tokens();
+    let (a, b) = tokio::join!(run(&*sb, &["echo", "a"], b""), run(&*sb, &["echo", "b"], b""));
+    assert_eq!((a.0, a.1), (0, b"a\n".to_vec()));
+    assert_eq!((b.0, b.1), (0, b"b\n".to_vec()));
+    sb.write_file(Path::new("/workspace/t.txt"), b"still works").await.expect("file API with the new token");
+    assert_eq!(methods(&s.fake, "AuthTokenGet"), 2, "one refresh, shared by every refused call");
+}
+
+#[tokio::test]
+async fn concurrent_router_calls_refused_together_refresh_the_router_token_once() {
+    let s = setup(faults(|f| f.router = true)).await;
+    let sb = s.provider.create(SandboxSpec::default()).await.unwrap();
+    assert_eq!(run(&*sb, &["true"], b"").await.0, 0);
+    let before = methods(&s.fake, "TaskGetCommandRouterAccess");
+    s.fake.revoke_router_tokens();
+    let argvs: Vec<[String; 2]> = (0..6).map(|i| ["echo".to_string(), i.to_string()]).collect();
+    let argvs: Vec<[&str; 2]> = argvs.iter().map(|[a, b]| [a.as_str(), b.as_str()]).collect();
+    let runs = futures::future::join_all(argvs.iter().map(|argv| run(&*sb, argv, b""))).await;
+    for (i, (code, out, _)) in runs.into_iter().enumerate() {
+        assert_eq!((code, String::from_utf8(out).unwrap()), (0, format!("{i}\n")));
+    }
+    assert_eq!(methods(&s.fake, "TaskGetCommandRouterAccess"), before + 1, "one refresh for all");
+}
