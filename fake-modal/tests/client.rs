@@ -155,7 +155,7 @@ async fn transient_failures_are_retried_without_doing_things_twice() {
         .fake
         .records()
         .iter()
-        .filter(|r| r["method"] == "ContainerExec")
+        .filter(|r| r["method"] == "ContainerExec" && r["request"]["command"][0] == "sh")
         .map(|r| r["headers"]["x-idempotency-key"].clone())
         .collect();
     assert_eq!(keys.len(), 2, "one retry");
@@ -396,4 +396,121 @@ async fn concurrent_router_calls_refused_together_refresh_the_router_token_once(
         assert_eq!((code, String::from_utf8(out).unwrap()), (0, format!("{i}\n")));
     }
     assert_eq!(methods(&s.fake, "TaskGetCommandRouterAccess"), before + 1, "one refresh for all");
+}
+
+/// The agent owns its container's files: links, FIFOs and big files in the workspace must not
+/// make the runtime read outside the workspace, block, or hold more than the limit.
+#[tokio::test]
+async fn reads_and_listings_never_follow_links_and_reads_are_bounded() {
+    use agent_runtime::sandbox::FileRead;
+    let s = setup(Faults::default()).await;
+    let sb = s.provider.create(SandboxSpec::default()).await.unwrap();
+    let root = s.fake.sandbox_root(sb.id()).unwrap();
+    let ws = root.join("workspace");
+    std::fs::create_dir_all(ws.join("real")).unwrap();
+    std::fs::write(ws.join("real/x.txt"), "x").unwrap();
+    std::fs::write(ws.join("ok.txt"), "fine").unwrap();
+    std::fs::write(ws.join("big.bin"), vec![7u8; 64 * 1024]).unwrap();
+    std::fs::write(root.join("root/secret.txt"), "top secret").unwrap();
+    // What an agent would plant: its process environment, a parent-directory link, `/`, a FIFO.
+    std::os::unix::fs::symlink("/proc/self/environ", ws.join("env.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("root"), ws.join("home")).unwrap();
+    std::os::unix::fs::symlink("/", ws.join("everything")).unwrap();
+    let fifo = std::ffi::CString::new(ws.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+
+    let read = |p: &'static str, limit: u64| {
+        let sb = sb.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), sb.read_regular(Path::new(p), limit))
+                .await
+                .unwrap_or_else(|_| panic!("reading {p} must not block"))
+                .expect("read answers")
+        }
+    };
+    let skipped = |r: FileRead, why: &str| match r {
+        FileRead::Skipped(w) => assert!(w.contains(why), "{w:?} should say {why:?}"),
+        // Never print what was read: it may be an environment with secrets.
+        FileRead::Content(b) => panic!("expected skipped ({why}), got {} bytes of content", b.len()),
+        FileRead::Missing => panic!("expected skipped ({why}), got missing"),
+    };
+    skipped(read("env.txt", 1 << 20).await, "symbolic link");
+    skipped(read("home/secret.txt", 1 << 20).await, "symbolic link");
+    skipped(read("everything/etc/hostname", 1 << 20).await, "symbolic link");
+    skipped(read("fifo", 1 << 20).await, "not a regular file");
+    skipped(read("real", 1 << 20).await, "not a regular file");
+    skipped(read("big.bin", 1000).await, "larger than 1000 bytes");
+    skipped(read("ok.txt", 3).await, "larger than 3 bytes");
+    assert_eq!(read("ok.txt", 4).await, FileRead::Content(b"fine".to_vec()));
+    assert_eq!(read("/workspace/big.bin", 64 * 1024).await, FileRead::Content(vec![7u8; 64 * 1024]));
+    assert_eq!(read("nope.txt", 10).await, FileRead::Missing);
+    assert!(sb.read_file(Path::new("env.txt")).await.is_err(), "the runtime's own reads refuse links too");
+
+    // Listing: regular files only, links neither listed nor followed, a linked directory is empty.
+    let listed = sb.list_files(Path::new("/workspace")).await.unwrap();
+    assert_eq!(listed, vec!["big.bin", "ok.txt", "real/x.txt"]);
+    assert!(sb.list_files(Path::new("/workspace/home")).await.unwrap().is_empty());
+    assert!(sb.list_files(Path::new("/workspace/everything/")).await.unwrap().is_empty());
+}
+
+/// The watcher script itself (as it runs in a sandbox): a watched directory that is, or later
+/// becomes, a link is not walked; it stops with an error instead.
+#[tokio::test]
+async fn the_watcher_does_not_walk_through_a_linked_directory() {
+    let dir = std::env::temp_dir().join(format!("watch-link-{}", uuid::Uuid::new_v4().simple()));
+    let (ws, elsewhere) = (dir.join("workspace"), dir.join("elsewhere"));
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("secret.txt"), "s").unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox/watch.mjs");
+    let watch = |target: &Path| {
+        tokio::process::Command::new("node")
+            .arg(&script)
+            .arg(target)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs")
+    };
+    let finished = |child: tokio::process::Child| async move {
+        let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+            .await
+            .expect("the watcher stops instead of walking the link")
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let (code, out, err) = finished(watch(&link)).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("symbolic link") && !out.contains("secret"), "{out} {err}");
+
+    // Started on a real directory that the agent then replaces with a link.
+    let mut child = watch(&ws);
+    let mut stdout = child.stdout.take().unwrap();
+    // Wait for the watcher's first snapshot: create files until one is reported.
+    let mut first = [0u8; 64];
+    for i in 0.. {
+        assert!(i < 100, "the watcher never reported");
+        std::fs::write(ws.join(format!("f{i}.txt")), "x").unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), stdout.read(&mut first)).await {
+            assert!(n > 0);
+            break;
+        }
+    }
+    std::fs::remove_dir_all(&ws).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &ws).unwrap();
+    child.stdout = None;
+    let mut rest = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stdout.read_to_string(&mut rest)).await.expect("stops").unwrap();
+    let (code, _, err) = finished(child).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(!rest.contains("secret"), "nothing from behind the link is reported: {rest}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
