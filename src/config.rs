@@ -45,6 +45,32 @@ pub enum ProviderKind {
     Modal,
 }
 
+/// The provider that runs sessions. Without Modal credentials the local provider runs agents on
+/// this host: outside production that is a fallback (the runtime warns), in production
+/// (`NODE_ENV=production`) only an explicit `sandbox.provider: "local"` allows it, so a missing
+/// secret cannot silently move untrusted agents onto the server.
+pub fn choose_provider(
+    explicit: Option<ProviderKind>,
+    modal: &ModalConfig,
+    node_env: Option<&str>,
+) -> Result<ProviderKind, String> {
+    let production = node_env.is_some_and(|e| e.trim().eq_ignore_ascii_case("production"));
+    match explicit {
+        Some(ProviderKind::Local) => Ok(ProviderKind::Local),
+        _ if modal.has_tokens() => Ok(ProviderKind::Modal),
+        Some(ProviderKind::Modal) if production => Err(
+            "sandbox.provider is \"modal\" but modal.tokenId and modal.tokenSecret are not both set (NODE_ENV=production)"
+                .into(),
+        ),
+        Some(ProviderKind::Modal) => Ok(ProviderKind::Modal),
+        None if production => Err("modal.tokenId and modal.tokenSecret are not both set and NODE_ENV=production: \
+             refusing to fall back to the local provider, which would run agents on this host; set the Modal \
+             tokens, or set sandbox.provider: \"local\" to run agents on this host deliberately"
+            .into()),
+        None => Ok(ProviderKind::Local),
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SandboxConfig {
     #[serde(default)]
@@ -207,6 +233,11 @@ fn positive_ms(field: &str, v: Option<f64>, default: Duration) -> Result<Duratio
 impl RuntimeOptions {
     /// Parse and validate the JSON options. The error names the offending field.
     pub fn from_json(v: serde_json::Value) -> Result<Self, String> {
+        Self::from_json_env(v, std::env::var("NODE_ENV").ok().as_deref())
+    }
+
+    /// [`RuntimeOptions::from_json`] with `NODE_ENV` given (tests must not mutate the process env).
+    pub fn from_json_env(v: serde_json::Value, node_env: Option<&str>) -> Result<Self, String> {
         let raw: RawOptions = serde_path_to_error::deserialize(v).map_err(|e| {
             let path = e.path().to_string();
             format!("invalid runtime config at {path}: {}", e.into_inner())
@@ -245,11 +276,7 @@ impl RuntimeOptions {
             }
             bundled_mcp_roots.push(r.into());
         }
-        let provider = match sandbox.provider {
-            Some(p) => p,
-            None if modal.has_tokens() => ProviderKind::Modal,
-            None => ProviderKind::Local,
-        };
+        let provider = choose_provider(sandbox.provider, &modal, node_env)?;
         Ok(Self {
             idle_timeout: positive_ms("idleTimeoutMs", raw.idle_timeout_ms, d.idle_timeout)?,
             sync_interval: positive_ms("syncIntervalMs", raw.sync_interval_ms, d.sync_interval)?,
@@ -293,6 +320,29 @@ mod tests {
         assert_eq!(o.provider, ProviderKind::Modal);
         let o = RuntimeOptions::from_json(json!({"modal": {"tokenId": "", "tokenSecret": "s"}})).unwrap();
         assert_eq!(o.provider, ProviderKind::Local);
+    }
+
+    #[test]
+    fn missing_modal_tokens_fall_back_to_local_only_outside_production() {
+        let prod = Some("production");
+        let empty = json!({"modal": {"tokenId": "", "tokenSecret": ""}});
+        for env in [None, Some("development"), Some("test")] {
+            let o = RuntimeOptions::from_json_env(empty.clone(), env).unwrap();
+            assert_eq!((o.provider, o.provider_explicit), (ProviderKind::Local, false), "{env:?}");
+        }
+        for config in [empty.clone(), json!({"modal": {"tokenId": "ak-1"}}), json!({})] {
+            let e = RuntimeOptions::from_json_env(config.clone(), prod).unwrap_err();
+            assert!(e.contains("modal.tokenId") && e.contains("sandbox.provider: \"local\""), "{config}: {e}");
+            assert!(e.contains("run agents on this host"), "{e}");
+        }
+        let e =
+            RuntimeOptions::from_json_env(json!({"sandbox": {"provider": "modal"}}), Some(" Production ")).unwrap_err();
+        assert!(e.contains("modal.tokenSecret"), "{e}");
+        // Deliberate choices stay possible in production.
+        let local = json!({"modal": {"tokenId": ""}, "sandbox": {"provider": "local"}});
+        assert_eq!(RuntimeOptions::from_json_env(local, prod).unwrap().provider, ProviderKind::Local);
+        let modal = json!({"modal": {"tokenId": "ak-1", "tokenSecret": "as-2"}});
+        assert_eq!(RuntimeOptions::from_json_env(modal, prod).unwrap().provider, ProviderKind::Modal);
     }
 
     #[test]

@@ -34,7 +34,12 @@ impl AgentRuntime {
         let sandboxes: std::result::Result<Arc<dyn SandboxProvider>, String> = match options.provider {
             ProviderKind::Local => {
                 if !options.provider_explicit {
-                    tracing::warn!("no Modal tokens configured: sessions will use the local sandbox provider");
+                    // Allowed only outside production (see `config::choose_provider`).
+                    tracing::warn!(
+                        "no Modal credentials (modal.tokenId, modal.tokenSecret): agents will run on this host \
+                         with the local sandbox provider; set sandbox.provider: \"local\" if that is intended \
+                         (without it this is refused when NODE_ENV=production)"
+                    );
                 }
                 Ok(Arc::new(LocalProvider::new(options.sandbox_root.clone())))
             }

@@ -46,12 +46,16 @@ pub struct Faults {
     pub image_build_fail: Option<String>,
     /// The first `ImageJoinStreaming` stream ends after its first log entry, without a result.
     pub image_join_cut_once: bool,
+    /// Every `ImageJoinStreaming` stream ends at once, without a message.
+    pub image_join_close_always: bool,
     /// `SandboxGetTaskId` answers without a task id for the first n calls per sandbox.
     pub task_id_empty_times: u32,
     /// `SandboxGetTaskId` never answers with a task id.
     pub task_id_never: bool,
     /// The first `ContainerExecGetOutput` stream of each exec that delivers data ends after it.
     pub cut_output_once: bool,
+    /// Every `ContainerExecGetOutput` stream ends at once, without a batch.
+    pub output_close_always: bool,
     /// Output chunks containing non-ASCII bytes are sent as 1-byte batches.
     pub split_utf8: bool,
     /// Unary methods (router ones included) whose first call fails with UNAVAILABLE without
@@ -159,6 +163,22 @@ impl FakeModal {
     /// Every request received so far, in arrival order (same form as the record file).
     pub fn records(&self) -> Vec<serde_json::Value> {
         self.inner.shared.records()
+    }
+
+    /// [`FakeModal::records`] with the time each request arrived.
+    pub fn timed_records(&self) -> Vec<(serde_json::Value, std::time::Instant)> {
+        self.inner.shared.timed_records()
+    }
+
+    /// Forgets every auth token issued so far (as after a server-side expiry or rotation): calls
+    /// carrying one fail with UNAUTHENTICATED until the client fetches a new one.
+    pub fn revoke_auth_tokens(&self) {
+        self.inner.shared.state().tokens.clear();
+    }
+
+    /// Same for the command-router JWTs.
+    pub fn revoke_router_tokens(&self) {
+        self.inner.shared.state().router_tokens.clear();
     }
 
     /// Host directory standing for the sandbox's `/`.

@@ -439,6 +439,9 @@ impl ModalClient for Service {
         request: Request<pb::ImageJoinStreamingRequest>,
     ) -> Result<Response<Self::ImageJoinStreamingStream>, Status> {
         self.admit("ImageJoinStreaming", request.metadata(), request.get_ref())?;
+        if self.faults().image_join_close_always {
+            return Ok(Response::new(stream::empty().boxed()));
+        }
         let req = request.into_inner();
         let (build, cut) = {
             let mut st = self.shared.state();
@@ -505,6 +508,9 @@ impl ModalClient for Service {
         request: Request<pb::ContainerExecGetOutputRequest>,
     ) -> Result<Response<Self::ContainerExecGetOutputStream>, Status> {
         self.admit("ContainerExecGetOutput", request.metadata(), request.get_ref())?;
+        if self.faults().output_close_always {
+            return Ok(Response::new(stream::empty().boxed()));
+        }
         let req = request.into_inner();
         let exec = self.exec(&req.exec_id)?;
         let fd = match pb::FileDescriptor::try_from(req.file_descriptor) {

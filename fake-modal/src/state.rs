@@ -32,7 +32,8 @@ pub type IdempotencySlot = Arc<tokio::sync::Mutex<Option<Box<dyn Any + Send + Sy
 pub struct Shared {
     pub config: FakeConfig,
     pub state: Mutex<State>,
-    records: Mutex<Vec<Value>>,
+    /// Every request with its arrival time.
+    records: Mutex<Vec<(Value, std::time::Instant)>>,
     record_file: Mutex<Option<File>>,
 }
 
@@ -140,10 +141,14 @@ impl Shared {
             // Best effort: a full disk must not turn into failing RPCs.
             let _ = writeln!(file, "{entry}").and_then(|_| file.flush());
         }
-        lock(&self.records).push(entry);
+        lock(&self.records).push((entry, std::time::Instant::now()));
     }
 
     pub fn records(&self) -> Vec<Value> {
+        lock(&self.records).iter().map(|(v, _)| v.clone()).collect()
+    }
+
+    pub fn timed_records(&self) -> Vec<(Value, std::time::Instant)> {
         lock(&self.records).clone()
     }
 

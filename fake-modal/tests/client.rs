@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_runtime::sandbox::modal::{Credentials, ModalProvider, ModalSettings, SandboxSettings};
+use agent_runtime::sandbox::modal::{
+    BuildLimits, Credentials, ModalProvider, ModalSettings, ReopenPolicy, SandboxSettings,
+};
 use agent_runtime::sandbox::{lines, ExecOptions, FileEventKind, Sandbox, SandboxProvider, SandboxSpec};
 use fake_modal::{FakeConfig, FakeModal, Faults};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -153,7 +155,7 @@ async fn transient_failures_are_retried_without_doing_things_twice() {
         .fake
         .records()
         .iter()
-        .filter(|r| r["method"] == "ContainerExec")
+        .filter(|r| r["method"] == "ContainerExec" && r["request"]["command"][0] == "sh")
         .map(|r| r["headers"]["x-idempotency-key"].clone())
         .collect();
     assert_eq!(keys.len(), 2, "one retry");
@@ -265,4 +267,250 @@ async fn the_command_router_is_used_when_the_task_offers_one() {
     assert_eq!(methods(&s.fake, "ContainerExec"), 0, "no classic exec");
     assert!(methods(&s.fake, "TaskExecStart") >= 3);
     assert!(methods(&s.fake, "TaskGetCommandRouterAccess") >= 2, "the token was refreshed after UNAUTHENTICATED");
+}
+
+/// Short pauses so a test of the give-up path takes well under a second.
+fn quick_reopen() -> ReopenPolicy {
+    ReopenPolicy {
+        first_delay: Duration::from_millis(40),
+        max_delay: Duration::from_millis(160),
+        max_failures: 4,
+        healthy_after: Duration::from_secs(10),
+    }
+}
+
+/// Arrival times of the requests of `method` that match `filter`.
+fn times(fake: &FakeModal, method: &str, filter: impl Fn(&serde_json::Value) -> bool) -> Vec<std::time::Instant> {
+    fake.timed_records().into_iter().filter(|(r, _)| r["method"] == method && filter(r)).map(|(_, t)| t).collect()
+}
+
+/// Consecutive gaps are at least half of each backoff step (the jitter's lower bound).
+fn assert_spaced(at: &[std::time::Instant], steps_ms: &[u64]) {
+    assert_eq!(at.len(), steps_ms.len() + 1, "{at:?}");
+    for (w, step) in at.windows(2).zip(steps_ms) {
+        let gap = w[1] - w[0];
+        assert!(gap >= Duration::from_millis(step / 2), "gap {gap:?} for a {step} ms step");
+    }
+}
+
+#[tokio::test]
+async fn an_image_log_stream_that_keeps_closing_ends_in_a_clear_error_after_spaced_reopens() {
+    let settings = SandboxSettings {
+        image: BuildLimits { timeout: Duration::from_secs(60), reopen: quick_reopen() },
+        ..SandboxSettings::default()
+    };
+    let s = setup_with(
+        faults(|f| {
+            f.image_build_ms = 60_000;
+            f.image_join_close_always = true;
+        }),
+        settings,
+        "ak-test",
+    )
+    .await;
+    let created = tokio::time::timeout(Duration::from_secs(20), s.provider.create(SandboxSpec::default()))
+        .await
+        .expect("gives up in time instead of reopening forever");
+    let e = created.err().expect("no image, no sandbox").to_string();
+    assert!(e.contains("Modal image build im-") && e.contains("failed 5 times in a row without progress"), "{e}");
+    assert_spaced(&times(&s.fake, "ImageJoinStreaming", |_| true), &[40, 80, 160, 160]);
+    assert!(s.fake.sandbox_ids().is_empty());
+}
+
+#[tokio::test]
+async fn one_image_build_serves_every_creation_even_when_the_first_is_cancelled() {
+    let s = setup(faults(|f| f.image_build_ms = 600)).await;
+    // The first creation is given up while the image is building...
+    let first = tokio::time::timeout(Duration::from_millis(150), s.provider.create(SandboxSpec::default())).await;
+    assert!(first.is_err(), "still building");
+    assert_eq!(methods(&s.fake, "ImageGetOrCreate"), 1);
+    // ...and the build goes on for the next ones, which wait for it together.
+    let (a, b) = tokio::join!(s.provider.create(SandboxSpec::default()), s.provider.create(SandboxSpec::default()));
+    a.expect("first waiter");
+    b.expect("second waiter");
+    assert_eq!(
+        methods(&s.fake, "ImageGetOrCreate"),
+        2,
+        "one call per layer: the build was neither restarted nor repeated"
+    );
+}
+
+#[tokio::test]
+async fn a_build_past_its_deadline_fails_clearly_and_is_not_kept() {
+    let settings = SandboxSettings {
+        image: BuildLimits { timeout: Duration::from_millis(300), reopen: ReopenPolicy::default() },
+        ..SandboxSettings::default()
+    };
+    // Log lines keep coming (progress), so only the deadline can end the wait.
+    let s = setup_with(faults(|f| f.image_build_ms = 30_000), settings, "ak-test").await;
+    let e = s.provider.create(SandboxSpec::default()).await.err().expect("deadline").to_string();
+    assert!(e.contains("did not finish within 300ms") && e.contains("last build log lines"), "{e}");
+    assert_eq!(methods(&s.fake, "ImageGetOrCreate"), 1);
+    // The failure is not cached: the next creation asks again.
+    assert!(s.provider.create(SandboxSpec::default()).await.is_err());
+    assert_eq!(methods(&s.fake, "ImageGetOrCreate"), 2);
+}
+
+#[tokio::test]
+async fn exec_output_streams_that_keep_closing_are_reopened_a_bounded_number_of_times() {
+    let settings = SandboxSettings { output_reopen: quick_reopen(), ..SandboxSettings::default() };
+    let s = setup_with(faults(|f| f.output_close_always = true), settings, "ak-test").await;
+    let sb = s.provider.create(SandboxSpec::default()).await.unwrap();
+    let mut p = sb.exec(&["echo".to_string(), "hi".to_string()], ExecOptions::default()).await.unwrap();
+    drop(p.stdin.take());
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), p.stdout.read_to_end(&mut out))
+        .await
+        .expect("the reader gives up instead of reopening forever")
+        .unwrap();
+    assert!(out.is_empty(), "the fake never delivers output here");
+    let stdout = times(&s.fake, "ContainerExecGetOutput", |r| r["request"]["file_descriptor"] == 1);
+    assert_spaced(&stdout, &[40, 80, 160, 160]);
+}
+
+#[tokio::test]
+async fn a_refused_auth_token_is_replaced_once_for_all_callers() {
+    let s = setup(Faults::default()).await;
+    let sb = s.provider.create(SandboxSpec::default()).await.unwrap();
+    assert_eq!(methods(&s.fake, "AuthTokenGet"), 1);
+    // The server stops accepting the cached token well before its `exp` (rotation, revocation).
+    s.fake.revoke_auth_tokens();
+    let (a, b) = tokio::join!(run(&*sb, &["echo", "a"], b""), run(&*sb, &["echo", "b"], b""));
+    assert_eq!((a.0, a.1), (0, b"a\n".to_vec()));
+    assert_eq!((b.0, b.1), (0, b"b\n".to_vec()));
+    sb.write_file(Path::new("/workspace/t.txt"), b"still works").await.expect("file API with the new token");
+    assert_eq!(methods(&s.fake, "AuthTokenGet"), 2, "one refresh, shared by every refused call");
+}
+
+#[tokio::test]
+async fn concurrent_router_calls_refused_together_refresh_the_router_token_once() {
+    let s = setup(faults(|f| f.router = true)).await;
+    let sb = s.provider.create(SandboxSpec::default()).await.unwrap();
+    assert_eq!(run(&*sb, &["true"], b"").await.0, 0);
+    let before = methods(&s.fake, "TaskGetCommandRouterAccess");
+    s.fake.revoke_router_tokens();
+    let argvs: Vec<[String; 2]> = (0..6).map(|i| ["echo".to_string(), i.to_string()]).collect();
+    let argvs: Vec<[&str; 2]> = argvs.iter().map(|[a, b]| [a.as_str(), b.as_str()]).collect();
+    let runs = futures::future::join_all(argvs.iter().map(|argv| run(&*sb, argv, b""))).await;
+    for (i, (code, out, _)) in runs.into_iter().enumerate() {
+        assert_eq!((code, String::from_utf8(out).unwrap()), (0, format!("{i}\n")));
+    }
+    assert_eq!(methods(&s.fake, "TaskGetCommandRouterAccess"), before + 1, "one refresh for all");
+}
+
+/// The agent owns its container's files: links, FIFOs and big files in the workspace must not
+/// make the runtime read outside the workspace, block, or hold more than the limit.
+#[tokio::test]
+async fn reads_and_listings_never_follow_links_and_reads_are_bounded() {
+    use agent_runtime::sandbox::FileRead;
+    let s = setup(Faults::default()).await;
+    let sb = s.provider.create(SandboxSpec::default()).await.unwrap();
+    let root = s.fake.sandbox_root(sb.id()).unwrap();
+    let ws = root.join("workspace");
+    std::fs::create_dir_all(ws.join("real")).unwrap();
+    std::fs::write(ws.join("real/x.txt"), "x").unwrap();
+    std::fs::write(ws.join("ok.txt"), "fine").unwrap();
+    std::fs::write(ws.join("big.bin"), vec![7u8; 64 * 1024]).unwrap();
+    std::fs::write(root.join("root/secret.txt"), "top secret").unwrap();
+    // What an agent would plant: its process environment, a parent-directory link, `/`, a FIFO.
+    std::os::unix::fs::symlink("/proc/self/environ", ws.join("env.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("root"), ws.join("home")).unwrap();
+    std::os::unix::fs::symlink("/", ws.join("everything")).unwrap();
+    let fifo = std::ffi::CString::new(ws.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+
+    let read = |p: &'static str, limit: u64| {
+        let sb = sb.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), sb.read_regular(Path::new(p), limit))
+                .await
+                .unwrap_or_else(|_| panic!("reading {p} must not block"))
+                .expect("read answers")
+        }
+    };
+    let skipped = |r: FileRead, why: &str| match r {
+        FileRead::Skipped(w) => assert!(w.contains(why), "{w:?} should say {why:?}"),
+        // Never print what was read: it may be an environment with secrets.
+        FileRead::Content(b) => panic!("expected skipped ({why}), got {} bytes of content", b.len()),
+        FileRead::Missing => panic!("expected skipped ({why}), got missing"),
+    };
+    skipped(read("env.txt", 1 << 20).await, "symbolic link");
+    skipped(read("home/secret.txt", 1 << 20).await, "symbolic link");
+    skipped(read("everything/etc/hostname", 1 << 20).await, "symbolic link");
+    skipped(read("fifo", 1 << 20).await, "not a regular file");
+    skipped(read("real", 1 << 20).await, "not a regular file");
+    skipped(read("big.bin", 1000).await, "larger than 1000 bytes");
+    skipped(read("ok.txt", 3).await, "larger than 3 bytes");
+    assert_eq!(read("ok.txt", 4).await, FileRead::Content(b"fine".to_vec()));
+    assert_eq!(read("/workspace/big.bin", 64 * 1024).await, FileRead::Content(vec![7u8; 64 * 1024]));
+    assert_eq!(read("nope.txt", 10).await, FileRead::Missing);
+    assert!(sb.read_file(Path::new("env.txt")).await.is_err(), "the runtime's own reads refuse links too");
+
+    // Listing: regular files only, links neither listed nor followed, a linked directory is empty.
+    let listed = sb.list_files(Path::new("/workspace")).await.unwrap();
+    assert_eq!(listed, vec!["big.bin", "ok.txt", "real/x.txt"]);
+    assert!(sb.list_files(Path::new("/workspace/home")).await.unwrap().is_empty());
+    assert!(sb.list_files(Path::new("/workspace/everything/")).await.unwrap().is_empty());
+}
+
+/// The watcher script itself (as it runs in a sandbox): a watched directory that is, or later
+/// becomes, a link is not walked; it stops with an error instead.
+#[tokio::test]
+async fn the_watcher_does_not_walk_through_a_linked_directory() {
+    let dir = std::env::temp_dir().join(format!("watch-link-{}", uuid::Uuid::new_v4().simple()));
+    let (ws, elsewhere) = (dir.join("workspace"), dir.join("elsewhere"));
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("secret.txt"), "s").unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox/watch.mjs");
+    let watch = |target: &Path| {
+        tokio::process::Command::new("node")
+            .arg(&script)
+            .arg(target)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs")
+    };
+    let finished = |child: tokio::process::Child| async move {
+        let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+            .await
+            .expect("the watcher stops instead of walking the link")
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let (code, out, err) = finished(watch(&link)).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("symbolic link") && !out.contains("secret"), "{out} {err}");
+
+    // Started on a real directory that the agent then replaces with a link.
+    let mut child = watch(&ws);
+    let mut stdout = child.stdout.take().unwrap();
+    // Wait for the watcher's first snapshot: create files until one is reported.
+    let mut first = [0u8; 64];
+    for i in 0.. {
+        assert!(i < 100, "the watcher never reported");
+        std::fs::write(ws.join(format!("f{i}.txt")), "x").unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), stdout.read(&mut first)).await {
+            assert!(n > 0);
+            break;
+        }
+    }
+    std::fs::remove_dir_all(&ws).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &ws).unwrap();
+    child.stdout = None;
+    let mut rest = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stdout.read_to_string(&mut rest)).await.expect("stops").unwrap();
+    let (code, _, err) = finished(child).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(!rest.contains("secret"), "nothing from behind the link is reported: {rest}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -101,9 +101,9 @@ impl Connection {
     /// Lazy: nothing is sent until the first call, so a runtime starts even when Modal is down.
     pub fn new(url: &str, creds: &Credentials) -> MResult<Self> {
         let bad = |m: String| ModalError { code: Code::InvalidArgument, message: m };
-        let url = url.trim_end_matches('/').to_string();
-        // No scheme means plaintext, as in the official SDK.
-        let full = if url.contains("://") { url.clone() } else { format!("http://{url}") };
+        let given = url.trim().trim_end_matches('/');
+        let full = secure_url(given).map_err(bad)?;
+        let url = full.clone();
         let mut ep = Endpoint::from_shared(full.clone())
             .map_err(|e| bad(format!("MODAL_SERVER_URL {url:?} is not a valid URL: {e}")))?
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -179,16 +179,26 @@ impl Connection {
         Ok(value)
     }
 
-    async fn request<T>(&self, msg: T, deadline: Duration) -> MResult<Request<T>> {
+    /// Forget `used` after the server refused it, unless a fresh one has replaced it already
+    /// (concurrent callers then share that one refresh).
+    async fn drop_token(&self, used: &AsciiMetadataValue) {
+        let mut slot = self.inner.token.lock().await;
+        if slot.as_ref().is_some_and(|t| t.value == *used) {
+            *slot = None;
+        }
+    }
+
+    fn request<T>(&self, msg: T, deadline: Duration, token: AsciiMetadataValue) -> Request<T> {
         let mut r = Request::new(msg);
         r.set_timeout(deadline);
         self.static_headers(r.metadata_mut());
-        let token = self.auth_token().await?;
         r.metadata_mut().insert("x-modal-auth-token", token);
-        Ok(r)
+        r
     }
 
     /// A unary call, retried on transient codes with the same idempotency key on every attempt.
+    /// A refused auth token (expired or revoked early) is dropped and the call made once more
+    /// with a fresh one.
     pub async fn unary<Req, Resp, F, Fut>(&self, method: &'static str, msg: Req, call: F) -> MResult<Resp>
     where
         Req: Clone,
@@ -196,7 +206,15 @@ impl Connection {
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let token = self.auth_token().await?;
-        self.attempts(method, msg, Some(token), call).await
+        match self.attempts(method, msg.clone(), Some(token.clone()), &call).await {
+            Err(e) if e.code == Code::Unauthenticated => {
+                tracing::debug!(method, "Modal refused the auth token; fetching a new one");
+                self.drop_token(&token).await;
+                let fresh = self.auth_token().await?;
+                self.attempts(method, msg, Some(fresh), &call).await
+            }
+            r => r,
+        }
     }
 
     /// The retry loop; `token` is the auth token (absent only for `AuthTokenGet` itself).
@@ -244,7 +262,8 @@ impl Connection {
         Err(self.describe(method, last.expect("at least one attempt"), ATTEMPTS))
     }
 
-    /// A server-streaming call (never retried here: the readers resume by index themselves).
+    /// A server-streaming call (not retried on transient codes here: the readers resume by index
+    /// themselves); a refused auth token is replaced once, as for unary calls.
     pub async fn stream<Req, Resp, F, Fut>(
         &self,
         method: &'static str,
@@ -253,11 +272,21 @@ impl Connection {
         call: F,
     ) -> MResult<tonic::Streaming<Resp>>
     where
-        F: FnOnce(ModalClientClient<Channel>, Request<Req>) -> Fut,
+        Req: Clone,
+        F: Fn(ModalClientClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<tonic::Streaming<Resp>>, Status>>,
     {
-        let r = self.request(msg, deadline).await?;
-        call(self.client(), r).await.map(|r| r.into_inner()).map_err(|s| self.describe(method, s, 1))
+        let token = self.auth_token().await?;
+        match call(self.client(), self.request(msg.clone(), deadline, token.clone())).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) if s.code() == Code::Unauthenticated => {
+                self.drop_token(&token).await;
+                let fresh = self.auth_token().await?;
+                let r = call(self.client(), self.request(msg, deadline, fresh)).await;
+                r.map(|r| r.into_inner()).map_err(|s| self.describe(method, s, 2))
+            }
+            Err(s) => Err(self.describe(method, s, 1)),
+        }
     }
 
     pub fn describe(&self, method: &str, s: Status, attempts: u32) -> ModalError {
@@ -286,6 +315,28 @@ impl Connection {
     }
 }
 
+/// `url` with its scheme: a bare host means https (the official SDK would speak plaintext to
+/// it, sending the token unencrypted); plaintext `http://` is accepted only for this machine
+/// (a local fake or tunnel).
+fn secure_url(url: &str) -> Result<String, String> {
+    let full = if url.contains("://") { url.to_string() } else { format!("https://{url}") };
+    let uri: http::Uri = full.parse().map_err(|e| format!("MODAL_SERVER_URL {url:?} is not a valid URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(full),
+        Some("http") if uri.host().is_some_and(is_loopback) => Ok(full),
+        Some("http") => Err(format!(
+            "MODAL_SERVER_URL {url:?} would send the Modal token unencrypted over the network: use https:// \
+             (http:// is accepted only for localhost, 127.0.0.1 or ::1)"
+        )),
+        _ => Err(format!("MODAL_SERVER_URL {url:?} must start with https://")),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The `exp` claim of a JWT, without verifying it (the server does that).
 fn jwt_exp(token: &str) -> Option<i64> {
     let payload = token.split('.').nth(1)?;
@@ -303,6 +354,21 @@ mod tests {
         let t = format!("{}.{}.sig", enc(r#"{"alg":"none"}"#), enc(r#"{"exp":1700000000}"#));
         assert_eq!(jwt_exp(&t), Some(1700000000));
         assert_eq!(jwt_exp("not-a-jwt"), None);
+    }
+
+    #[test]
+    fn server_urls_without_tls_are_refused_unless_local() {
+        let creds = Credentials { token_id: "ak-1".into(), token_secret: "as-2".into() };
+        let url = |u: &str| Connection::new(u, &creds).map(|c| c.url().to_string()).map_err(|e| e.message);
+        assert_eq!(url("api.modal.com:443").unwrap(), "https://api.modal.com:443", "a bare host is https");
+        assert_eq!(url("https://api.modal.com/").unwrap(), "https://api.modal.com");
+        for local in ["http://127.0.0.1:5000", "http://localhost:80", "http://[::1]:9", "http://127.1.2.3:1"] {
+            assert_eq!(url(local).unwrap(), local, "a local fake may be plaintext");
+        }
+        let e = url("http://10.0.0.5:80").unwrap_err();
+        assert!(e.contains("MODAL_SERVER_URL") && e.contains("unencrypted") && e.contains("https://"), "{e}");
+        assert!(url("http://localhost.example.com").is_err());
+        assert!(url("ftp://api.modal.com").unwrap_err().contains("must start with https://"));
     }
 
     #[test]

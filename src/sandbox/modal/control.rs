@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 
+use super::backoff::ReopenPolicy;
 use super::client::{Connection, MResult, ModalError};
+use super::image::BuildLimits;
 use super::proto::generic_result::GenericStatus;
 use super::proto::network_access::NetworkAccessType;
 use super::proto::{
@@ -21,6 +23,10 @@ pub struct SandboxSettings {
     pub idle_timeout_secs: u32,
     /// How long to wait for the sandbox to be scheduled and given a task.
     pub ready_timeout: Duration,
+    /// Bounds on the image build (once per runtime).
+    pub image: BuildLimits,
+    /// How exec output streams are reopened after failures.
+    pub output_reopen: ReopenPolicy,
 }
 
 impl Default for SandboxSettings {
@@ -30,6 +36,8 @@ impl Default for SandboxSettings {
             timeout_secs: 86_400,
             idle_timeout_secs: 900,
             ready_timeout: Duration::from_secs(300),
+            image: BuildLimits::default(),
+            output_reopen: ReopenPolicy::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
+use super::backoff::{Backoff, ReopenPolicy};
 use super::client::{is_retryable, Connection, MResult, ModalError};
 use super::proto::{
     ContainerExecGetOutputRequest, ContainerExecPutInputRequest, ContainerExecRequest, ContainerExecWaitRequest,
@@ -25,8 +26,6 @@ use crate::sandbox::Process;
 /// Long-poll length the server honours; the client deadline leaves room for the answer.
 const POLL_SECS: f32 = 55.0;
 const POLL_DEADLINE: Duration = Duration::from_secs(70);
-/// Reopens of one output stream after errors before the reader gives up.
-const STREAM_RETRIES: u32 = 10;
 const PIPE: usize = 256 * 1024;
 /// Largest stdin message.
 const STDIN_CHUNK: usize = 1 << 20;
@@ -47,11 +46,12 @@ pub trait ExecTransport: Send + Sync + 'static {
 
 pub struct ClassicExec {
     conn: Connection,
+    reopen: ReopenPolicy,
 }
 
 impl ClassicExec {
-    pub fn new(conn: Connection) -> Self {
-        Self { conn }
+    pub fn new(conn: Connection, reopen: ReopenPolicy) -> Self {
+        Self { conn, reopen }
     }
 }
 
@@ -71,8 +71,8 @@ impl ExecTransport for ClassicExec {
         let (stderr, err_w) = tokio::io::duplex(PIPE);
         let (stdin_w, stdin_r) = tokio::io::duplex(PIPE);
         // Both streams are read right away: an unread stderr must not stall the process.
-        tokio::spawn(read_output(self.conn.clone(), exec_id.clone(), FileDescriptor::Stdout, out_w));
-        tokio::spawn(read_output(self.conn.clone(), exec_id.clone(), FileDescriptor::Stderr, err_w));
+        tokio::spawn(read_output(self.conn.clone(), exec_id.clone(), FileDescriptor::Stdout, self.reopen, out_w));
+        tokio::spawn(read_output(self.conn.clone(), exec_id.clone(), FileDescriptor::Stderr, self.reopen, err_w));
         tokio::spawn(write_input(self.conn.clone(), exec_id.clone(), stdin_r));
         let conn = self.conn.clone();
         Ok(Process {
@@ -84,10 +84,18 @@ impl ExecTransport for ClassicExec {
     }
 }
 
-/// Copy one fd's batches into `out` until the batch that carries the exit code.
-async fn read_output(conn: Connection, exec_id: String, fd: FileDescriptor, mut out: DuplexStream) {
+/// Copy one fd's batches into `out` until the batch that carries the exit code. A stream that
+/// breaks or closes without progress is reopened after a backoff pause, a bounded number of
+/// times in a row; then the output ends here (logged).
+async fn read_output(
+    conn: Connection,
+    exec_id: String,
+    fd: FileDescriptor,
+    policy: ReopenPolicy,
+    mut out: DuplexStream,
+) {
     let mut last = 0u64;
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new(policy);
     loop {
         let req = ContainerExecGetOutputRequest {
             exec_id: exec_id.clone(),
@@ -96,46 +104,58 @@ async fn read_output(conn: Connection, exec_id: String, fd: FileDescriptor, mut 
             file_descriptor: fd as i32,
             get_raw_bytes: true,
         };
-        let opened = conn.stream("ContainerExecGetOutput", req, POLL_DEADLINE, |mut c, r| async move {
-            c.container_exec_get_output(r).await
-        });
-        let mut stream = match opened.await {
-            Ok(s) => s,
-            Err(e) if is_retryable(e.code) && failures < STREAM_RETRIES => {
-                failures += 1;
-                tokio::time::sleep(Duration::from_millis(100 * failures as u64)).await;
-                continue;
-            }
+        let opened_at = tokio::time::Instant::now();
+        let mut progressed = false;
+        let problem: String;
+        match conn
+            .stream("ContainerExecGetOutput", req, POLL_DEADLINE, |mut c, r| async move {
+                c.container_exec_get_output(r).await
+            })
+            .await
+        {
+            Ok(mut stream) => loop {
+                match stream.next().await {
+                    Some(Ok(batch)) => {
+                        progressed = true;
+                        if batch.batch_index > last || batch.exit_code.is_some() {
+                            last = last.max(batch.batch_index);
+                            for item in batch.items {
+                                if out.write_all(&item.message_bytes).await.is_err() {
+                                    return; // nobody reads this fd any more
+                                }
+                            }
+                        }
+                        if batch.exit_code.is_some() {
+                            return; // dropping `out` is the reader's end of file
+                        }
+                    }
+                    // Ended without an exit code: the long poll ran out (or the stream broke); resume.
+                    None => {
+                        problem = "the stream ended without an exit code".into();
+                        break;
+                    }
+                    Some(Err(s)) if is_retryable(s.code()) => {
+                        problem = format!("{:?}: {}", s.code(), s.message());
+                        break;
+                    }
+                    Some(Err(s)) => {
+                        tracing::warn!(exec_id, fd = ?fd, error = %s, "Modal exec output failed");
+                        return;
+                    }
+                }
+            },
+            Err(e) if is_retryable(e.code) => problem = e.message,
             Err(e) => {
                 tracing::warn!(exec_id, fd = ?fd, error = %e, "Modal exec output lost");
                 return;
             }
-        };
-        loop {
-            match stream.next().await {
-                Some(Ok(batch)) => {
-                    if batch.batch_index > last || batch.exit_code.is_some() {
-                        last = last.max(batch.batch_index);
-                        for item in batch.items {
-                            if out.write_all(&item.message_bytes).await.is_err() {
-                                return; // nobody reads this fd any more
-                            }
-                        }
-                    }
-                    if batch.exit_code.is_some() {
-                        return; // dropping `out` is the reader's end of file
-                    }
-                }
-                // Ended without an exit code: the long poll ran out (or the stream broke); resume.
-                None => break,
-                Some(Err(s)) if is_retryable(s.code()) && failures < STREAM_RETRIES => {
-                    failures += 1;
-                    break;
-                }
-                Some(Err(s)) => {
-                    tracing::warn!(exec_id, fd = ?fd, error = %s, "Modal exec output failed");
-                    return;
-                }
+        }
+        match backoff.after(progressed, opened_at.elapsed()) {
+            None => {}
+            Some(Ok(delay)) => tokio::time::sleep(delay).await,
+            Some(Err(n)) => {
+                tracing::warn!(exec_id, fd = ?fd, failures = n, last = %problem, "Modal exec output lost: giving up");
+                return;
             }
         }
     }

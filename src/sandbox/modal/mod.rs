@@ -8,6 +8,7 @@
 //! - `sandbox`: [`ModalSandbox`], the [`Sandbox`] operations on top.
 //! - `proto`: message types generated from `proto/modal.proto`.
 
+mod backoff;
 mod client;
 mod control;
 pub mod exec;
@@ -22,12 +23,17 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::{BoxFuture, FutureExt, Shared};
 
+pub use backoff::ReopenPolicy;
 pub use client::{server_url, Connection, Credentials, ModalError, DEFAULT_SERVER_URL};
 pub use control::{ControlPlane, SandboxSettings};
+pub use image::BuildLimits;
 pub use sandbox::ModalSandbox;
 
 use super::{SResult, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
+
+type ImageBuild = Shared<BoxFuture<'static, Result<String, ModalError>>>;
 
 #[derive(Debug, Clone)]
 pub struct ModalSettings {
@@ -43,9 +49,13 @@ pub struct ModalProvider {
     token_secret: String,
     exec: Arc<dyn exec::ExecTransport>,
     files: Arc<dyn fs::FileTransport>,
-    /// App and image ids, found once per runtime (the image recipe is fixed per package version).
+    /// App id, found once per runtime.
     app_id: tokio::sync::Mutex<Option<String>>,
-    image_id: tokio::sync::Mutex<Option<String>>,
+    /// The image build, shared by every creation that needs it (the recipe is fixed per package
+    /// version, so there is one). A future rather than a lock held across the build: waiting
+    /// creations wait for the build itself, a cancelled creation does not abort or restart it,
+    /// and a failed build is not kept (the next creation starts over).
+    image: Mutex<Option<ImageBuild>>,
     live: Mutex<HashMap<String, Weak<ModalSandbox>>>,
 }
 
@@ -54,14 +64,14 @@ impl ModalProvider {
         let conn = Connection::new(&settings.server_url, &creds)?;
         tracing::info!(server = %conn.url(), app = %settings.app_name, "Modal sandbox provider");
         Ok(Self {
-            exec: Arc::new(exec::ClassicExec::new(conn.clone())),
+            exec: Arc::new(exec::ClassicExec::new(conn.clone(), settings.sandbox.output_reopen)),
             files: Arc::new(fs::ClassicFiles::new(conn.clone())),
             control: ControlPlane { conn },
             settings,
             token_id: creds.token_id,
             token_secret: creds.token_secret,
             app_id: Default::default(),
-            image_id: Default::default(),
+            image: Mutex::new(None),
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -81,16 +91,33 @@ impl ModalProvider {
     }
 
     async fn image_id(&self, app_id: &str) -> Result<String, ModalError> {
-        // Held across the build: concurrent first sessions wait for one build.
-        let mut slot = self.image_id.lock().await;
-        if let Some(id) = slot.as_ref() {
-            return Ok(id.clone());
-        }
-        let started = std::time::Instant::now();
-        let id = image::build(&self.control.conn, app_id).await?;
-        tracing::info!(image_id = %id, ms = started.elapsed().as_millis() as u64, "Modal image ready");
-        *slot = Some(id.clone());
-        Ok(id)
+        let build = {
+            let mut slot = self.image.lock().unwrap();
+            match slot.as_ref() {
+                Some(b) if !matches!(b.peek(), Some(Err(_))) => b.clone(),
+                _ => {
+                    let (conn, app_id, limits) =
+                        (self.control.conn.clone(), app_id.to_string(), self.settings.sandbox.image);
+                    // Spawned: the build goes on even if every creation waiting for it is dropped.
+                    let task = tokio::spawn(async move {
+                        let started = std::time::Instant::now();
+                        let id = image::build(&conn, &app_id, &limits).await?;
+                        tracing::info!(image_id = %id, ms = started.elapsed().as_millis() as u64, "Modal image ready");
+                        Ok(id)
+                    });
+                    let b = async move {
+                        task.await.unwrap_or_else(|e| {
+                            Err(ModalError { code: tonic::Code::Internal, message: format!("Modal image build: {e}") })
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Some(b.clone());
+                    b
+                }
+            }
+        };
+        build.await
     }
 
     /// The task's command router when it has one (what current official SDKs use), else the

@@ -34,6 +34,9 @@ const MAX_MESSAGE: usize = 100 << 20;
 struct Access {
     client: TaskCommandRouterClient<Channel>,
     bearer: AsciiMetadataValue,
+    /// Bumped by each refresh, so a caller can tell whether the token it was refused with has
+    /// been replaced meanwhile.
+    generation: u64,
 }
 
 pub struct RouterExec {
@@ -42,6 +45,8 @@ pub struct RouterExec {
     /// The router's address, fixed for the task (a token refresh must not move it).
     url: String,
     access: tokio::sync::RwLock<Access>,
+    /// Held while fetching a new token: concurrent refusals make one refresh, not one each.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 fn fail(message: String) -> ModalError {
@@ -72,6 +77,7 @@ impl RouterExec {
             task_id: task_id.into(),
             url,
             access: tokio::sync::RwLock::new(access),
+            refreshing: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -115,7 +121,19 @@ impl RouterExec {
             .max_encoding_message_size(MAX_MESSAGE);
         let bearer =
             AsciiMetadataValue::try_from(format!("Bearer {}", r.jwt)).map_err(|_| bad("token is not ASCII".into()))?;
-        Ok((r.url, Access { client, bearer }))
+        Ok((r.url, Access { client, bearer, generation: 0 }))
+    }
+
+    /// Replace the token of `generation` with a fresh one, unless another caller already has.
+    async fn refresh(&self, generation: u64) -> MResult<()> {
+        let _one = self.refreshing.lock().await;
+        if self.access.read().await.generation != generation {
+            return Ok(());
+        }
+        let (_, mut fresh) = Self::fetch_access(&self.control, &self.task_id, Some(&self.url)).await?;
+        fresh.generation = generation + 1;
+        *self.access.write().await = fresh;
+        Ok(())
     }
 
     /// One router call: bearer token, retries with backoff on transient codes, and one token
@@ -131,9 +149,9 @@ impl RouterExec {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (client, bearer) = {
+            let (client, bearer, generation) = {
                 let a = self.access.read().await;
-                (a.client.clone(), a.bearer.clone())
+                (a.client.clone(), a.bearer.clone(), a.generation)
             };
             let mut r = Request::new(msg.clone());
             r.metadata_mut().insert("authorization", bearer);
@@ -144,8 +162,7 @@ impl RouterExec {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(s) if s.code() == Code::Unauthenticated && !refreshed => {
                     refreshed = true;
-                    let (_, fresh) = Self::fetch_access(&self.control, &self.task_id, Some(&self.url)).await?;
-                    *self.access.write().await = fresh;
+                    self.refresh(generation).await?;
                 }
                 Err(s) if is_retryable(s.code()) && attempt < ATTEMPTS => {
                     tokio::time::sleep(delay).await;

@@ -67,6 +67,8 @@ impl ModalSandbox {
             return Err(SandboxError::PathEscapes(path.display().to_string()));
         }
         let full = if path.is_absolute() { path.to_path_buf() } else { self.paths.workspace.join(path) };
+        // Normalised (no `//`, `.` or trailing `/`): in-sandbox scripts compare it with what they opened.
+        let full: PathBuf = full.components().collect();
         let p = &self.paths;
         if [&p.app, &p.workspace, &p.home, &p.mcps].iter().any(|root| full.starts_with(root)) {
             Ok(full.display().to_string())
@@ -122,12 +124,11 @@ impl Sandbox for ModalSandbox {
     }
 
     async fn read_regular(&self, path: &Path, limit: u64) -> SResult<FileRead> {
+        if self.terminated.load(Ordering::SeqCst) {
+            return Err(SandboxError::Terminated);
+        }
         let p = self.inside(path)?;
-        Ok(match self.files.read(&self.task_id, &p).await.map_err(io_err(&p))? {
-            None => FileRead::Missing,
-            Some(b) if b.len() as u64 > limit => FileRead::Skipped(format!("larger than {limit} bytes")),
-            Some(b) => FileRead::Content(b),
-        })
+        super::fs::read_regular(&*self.exec, &self.task_id, &p, limit).await.map_err(io_err(&p))
     }
 
     async fn write_file(&self, path: &Path, content: &[u8]) -> SResult<()> {
@@ -167,8 +168,12 @@ impl Sandbox for ModalSandbox {
 
     async fn list_files(&self, dir: &Path) -> SResult<Vec<String>> {
         let d = self.inside(dir)?;
-        // A missing directory lists as empty, like the local provider.
-        let script = r#"cd "$1" 2>/dev/null || exit 0; find . -type f -print0"#;
+        // A missing directory lists as empty, like the local provider. One reached through a
+        // symbolic link (the directory itself or a parent) lists as empty too: `pwd -P` is
+        // where `cd` really went. `find` (without -L) neither follows nor lists links.
+        let script = r#"cd -P -- "$1" 2>/dev/null || exit 0
+[ "$(pwd -P)" = "$1" ] || { echo "$1 is reached through a symbolic link; not listed" >&2; exit 0; }
+exec find . -type f -print0"#;
         let argv = ["sh", "-c", script, "sh", &d].map(String::from).to_vec();
         let out = self.check(argv, &[], &d).await?;
         let mut files: Vec<String> = out
