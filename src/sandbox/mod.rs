@@ -6,6 +6,7 @@
 //! behind the same traits. (Not to be confused with the package's top-level `sandbox/` folder,
 //! which holds the scripts that run *inside* a sandbox.)
 
+pub mod env;
 pub mod local;
 pub mod modal;
 mod watch;
