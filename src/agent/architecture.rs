@@ -140,7 +140,8 @@ mod tests {
         ];
         let profile: AgentProfile = serde_json::from_value(serde_json::json!({ "id": "p" })).unwrap();
         let options = Map::new();
-        let setup = SessionSetup { session_id: "s1", profile: &profile, session_options: &options, raw_transcript: None };
+        let setup =
+            SessionSetup { session_id: "s1", profile: &profile, session_options: &options, raw_transcript: None };
         let provider = LocalProvider::plain(base.join("sandboxes")).unwrap();
         for (arch, runner) in &archs {
             let sb = provider.create(SandboxSpec::default()).await.unwrap();

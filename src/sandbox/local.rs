@@ -66,11 +66,17 @@ fn prepare_root(root: &Path) -> std::result::Result<(), String> {
     }
     for (what, m) in [("", &link), (" (where the link points)", &meta)] {
         if m.uid() != me {
-            return Err(format!("sandbox root {shown}{what} is owned by uid {}, not by this process (uid {me}); {fix}", m.uid()));
+            return Err(format!(
+                "sandbox root {shown}{what} is owned by uid {}, not by this process (uid {me}); {fix}",
+                m.uid()
+            ));
         }
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(format!("sandbox root {shown} is writable by group or others (mode {:o}); chmod 700 it or {fix}", meta.mode() & 0o7777));
+        return Err(format!(
+            "sandbox root {shown} is writable by group or others (mode {:o}); chmod 700 it or {fix}",
+            meta.mode() & 0o7777
+        ));
     }
     Ok(())
 }

@@ -56,10 +56,8 @@ fn bind(how: &str, p: &Path) -> [OsString; 3] {
 
 /// Everything of the layout that does not depend on the sandbox.
 fn system_args(network: SandboxNetwork) -> Vec<OsString> {
-    let mut a: Vec<OsString> = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--new-session"]
-        .into_iter()
-        .map(Into::into)
-        .collect();
+    let mut a: Vec<OsString> =
+        ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--new-session"].into_iter().map(Into::into).collect();
     if network == SandboxNetwork::None {
         a.push("--unshare-net".into());
     }
@@ -146,7 +144,8 @@ pub fn detect(network: SandboxNetwork) -> Result<PathBuf, String> {
 pub fn toolchain(node: &str, packages: &[&str], sandbox_root: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     let node = if node.contains('/') { Some(PathBuf::from(node)) } else { find_on_path(node) };
-    if let Some(dir) = node.and_then(|n| std::fs::canonicalize(n).ok()).and_then(|n| n.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = node.and_then(|n| std::fs::canonicalize(n).ok()).and_then(|n| n.parent().map(Path::to_path_buf))
+    {
         let prefix = match (dir.file_name(), dir.parent()) {
             (Some(b), Some(p)) if b == "bin" => p.to_path_buf(),
             _ => dir,
@@ -177,4 +176,28 @@ pub fn toolchain(node: &str, packages: &[&str], sandbox_root: &Path) -> Vec<Path
         kept.push(p);
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toolchain_binds_node_prefix_and_outermost_node_modules_but_nothing_near_the_root() {
+        let base = std::env::temp_dir().join(format!("arn-tc-{}", uuid::Uuid::new_v4().simple()));
+        let node = base.join("nvm/v22/bin/node");
+        let sdk = base.join("app/node_modules/@x/sdk/node_modules/inner/entry.mjs");
+        let oc = base.join("app/node_modules");
+        let root = base.join("sandboxes");
+        let beside_root = root.join("node_modules/y/entry.mjs");
+        for f in [&node, &sdk, &beside_root] {
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, "").unwrap();
+        }
+        let s = |p: &Path| p.display().to_string();
+        let got = toolchain(&s(&node), &[&s(&sdk), &s(&oc), &s(&beside_root), "/usr/lib/node_modules"], &root);
+        let base = std::fs::canonicalize(&base).unwrap();
+        assert_eq!(got, [base.join("nvm/v22"), base.join("app/node_modules")]);
+        let _ = std::fs::remove_dir_all(base);
+    }
 }

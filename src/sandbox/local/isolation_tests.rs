@@ -194,8 +194,7 @@ async fn reserved_environment_is_ignored_and_bwrap_not_taken_from_the_sandbox_pa
     }
     for p in providers {
         let sb = p.create(spec.clone()).await.unwrap();
-        let (out, err, code) =
-            sh(&*sb, "echo \"$PATH|${LD_PRELOAD-unset}|$AGENT_RUNTIME_SANDBOX|$KEPT\"").await;
+        let (out, err, code) = sh(&*sb, "echo \"$PATH|${LD_PRELOAD-unset}|$AGENT_RUNTIME_SANDBOX|$KEPT\"").await;
         assert_eq!(code, 0, "{err}");
         let expected = format!("{}|unset|{}|yes", std::env::var("PATH").unwrap(), sb.id());
         assert_eq!(out, expected);
@@ -290,5 +289,28 @@ fn the_sandbox_root_is_private_and_a_planted_one_refused() {
         let e = LocalProvider::plain(root.clone()).err().unwrap();
         assert!(e.contains("owned by uid 65534"), "{e}");
     }
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[tokio::test]
+async fn a_node_installed_outside_usr_runs_inside() {
+    if !bubblewrap_required() {
+        return;
+    }
+    let root = scratch("iso");
+    let prefix = scratch("nvm");
+    // `env` stands in for a Node binary in an nvm-style prefix.
+    let node = prefix.join("bin/node");
+    std::fs::create_dir_all(node.parent().unwrap()).unwrap();
+    std::fs::copy("/usr/bin/env", &node).unwrap();
+    let p = isolated(&root, LocalSettings { node: node.display().to_string(), ..Default::default() });
+    let sb = p.create(SandboxSpec::default()).await.unwrap();
+    let argv: Vec<String> = vec![node.display().to_string(), "echo".into(), "ran".into()];
+    let mut proc = sb.exec(&argv, ExecOptions::default()).await.unwrap();
+    let mut out = String::new();
+    proc.stdout.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out.trim(), "ran");
+    sb.terminate().await;
+    let _ = std::fs::remove_dir_all(prefix);
     let _ = std::fs::remove_dir_all(root);
 }

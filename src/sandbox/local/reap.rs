@@ -91,7 +91,8 @@ fn kill_marked(entry: &str) {
             // The pidfd first: if it is still alive after the read, the environment read was its.
             let fd = pidfd_open(pid);
             let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-            let marked = env.starts_with(&needle) || env.windows(needle.len() + 1).any(|w| w[0] == 0 && w[1..] == needle);
+            let marked =
+                env.starts_with(&needle) || env.windows(needle.len() + 1).any(|w| w[0] == 0 && w[1..] == needle);
             if !marked {
                 continue;
             }
