@@ -81,6 +81,22 @@ pub struct SandboxConfig {
     /// Extra environment for every sandbox process.
     #[serde(default)]
     pub env: Option<BTreeMap<String, String>>,
+    /// Local provider: the network a sandbox sees.
+    #[serde(default)]
+    pub network: Option<SandboxNetwork>,
+    /// Local provider: run sandboxes without bubblewrap even when `NODE_ENV` is `production`.
+    #[serde(default, rename = "allowUnisolated")]
+    pub allow_unisolated: Option<bool>,
+}
+
+/// `sandbox.network`: `"host"` shares the host's network (the default); `"none"` gives each
+/// local sandbox its own network namespace with only a loopback interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxNetwork {
+    #[default]
+    Host,
+    None,
 }
 
 /// Environment variables whose values may be secrets: Debug shows only the names.
@@ -171,6 +187,9 @@ pub struct RuntimeOptions {
     pub sandbox_root: std::path::PathBuf,
     /// Environment of every sandbox process (host keys plus `sandbox.env`); never logged.
     pub sandbox_env: SecretEnv,
+    pub sandbox_network: SandboxNetwork,
+    /// Local sandboxes may run without bubblewrap in production.
+    pub allow_unisolated: bool,
     pub host: HostInfo,
     pub log_level: Option<String>,
     /// How long shutdown keeps trying to store sessions before it stops them anyway.
@@ -201,6 +220,8 @@ impl Default for RuntimeOptions {
             max_workspace_file_bytes: 10 * 1024 * 1024,
             sandbox_root: std::env::temp_dir().join("agent-runtime-native"),
             sandbox_env: SecretEnv::default(),
+            sandbox_network: SandboxNetwork::Host,
+            allow_unisolated: false,
             host: HostInfo::default(),
             log_level: None,
             shutdown_timeout: Duration::from_millis(30_000),
@@ -290,6 +311,8 @@ impl RuntimeOptions {
             max_workspace_file_bytes: max_file,
             sandbox_root,
             sandbox_env: SecretEnv(sandbox_env),
+            sandbox_network: sandbox.network.unwrap_or_default(),
+            allow_unisolated: sandbox.allow_unisolated.unwrap_or(false),
             host,
             log_level: raw.log_level,
             shutdown_timeout: positive_ms("shutdownTimeoutMs", raw.shutdown_timeout_ms, d.shutdown_timeout)?,
@@ -368,6 +391,18 @@ mod tests {
         assert!(e.contains("bundledMcpRoots"), "{e}");
         let o = RuntimeOptions::from_json(json!({"bundledMcpRoots": ["/srv/mcps"]})).unwrap();
         assert_eq!(o.bundled_mcp_roots, [std::path::PathBuf::from("/srv/mcps")]);
+        let e = RuntimeOptions::from_json(json!({"sandbox": {"network": "bridge"}})).unwrap_err();
+        assert!(e.contains("sandbox.network") && e.contains("none"), "{e}");
+        let e = RuntimeOptions::from_json(json!({"sandbox": {"allowUnisolated": "yes"}})).unwrap_err();
+        assert!(e.contains("sandbox.allowUnisolated"), "{e}");
+    }
+
+    #[test]
+    fn sandbox_isolation_options() {
+        let o = RuntimeOptions::from_json(json!({})).unwrap();
+        assert_eq!((o.sandbox_network, o.allow_unisolated), (SandboxNetwork::Host, false));
+        let o = RuntimeOptions::from_json(json!({"sandbox": {"network": "none", "allowUnisolated": true}})).unwrap();
+        assert_eq!((o.sandbox_network, o.allow_unisolated), (SandboxNetwork::None, true));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::events::EventBus;
 use crate::persistence::retry::RetryPolicy;
 use crate::persistence::PersistenceAdapter;
-use crate::sandbox::local::LocalProvider;
+use crate::sandbox::local::{LocalProvider, LocalSettings};
 use crate::sandbox::modal::{self, Credentials, ModalProvider, ModalSettings};
 use crate::sandbox::SandboxProvider;
 
@@ -41,7 +41,7 @@ impl AgentRuntime {
                          (without it this is refused when NODE_ENV=production)"
                     );
                 }
-                Ok(Arc::new(LocalProvider::new(options.sandbox_root.clone())))
+                local_provider(&options, production()).inspect_err(|e| tracing::error!("{e}"))
             }
             ProviderKind::Modal => modal_provider(&options),
         };
@@ -117,6 +117,45 @@ impl AgentRuntime {
     }
 }
 
+/// Whether `NODE_ENV` of this process is `production`.
+fn production() -> bool {
+    std::env::var("NODE_ENV").is_ok_and(|v| v == "production")
+}
+
+/// The local provider, unless it cannot isolate sandboxes and that is not acceptable here.
+fn local_provider(options: &RuntimeOptions, production: bool) -> std::result::Result<Arc<dyn SandboxProvider>, String> {
+    let host = &options.host;
+    let settings = LocalSettings {
+        network: options.sandbox_network,
+        node: host.node.clone().unwrap_or_else(|| "node".into()),
+        packages: host.claude_sdk_entry.iter().chain(&host.open_code_modules).cloned().collect(),
+    };
+    let provider = LocalProvider::new(options.sandbox_root.clone(), &settings)?;
+    if let Some(why) = provider.unisolated_reason() {
+        accept_unisolated(why, production, options.allow_unisolated)?;
+    }
+    Ok(Arc::new(provider))
+}
+
+/// Local sandboxes without bubblewrap: refused in production unless `sandbox.allowUnisolated`,
+/// else one loud warning per runtime.
+fn accept_unisolated(why: &str, production: bool, allowed: bool) -> std::result::Result<(), String> {
+    let risk = "local sandboxes are NOT isolated: every agent can read and change the other sessions' \
+                sandboxes and anything this user can on the host (files, processes, the network, the runtime's \
+                environment)";
+    if production && !allowed {
+        return Err(format!(
+            "{risk}, because bubblewrap is not usable ({why}). Refusing to run agents with NODE_ENV=production: \
+             install bubblewrap (apt-get install bubblewrap) and allow unprivileged user namespaces, use Modal, \
+             or set sandbox.allowUnisolated: true to accept the risk"
+        ));
+    }
+    tracing::warn!(
+        "{risk}, because bubblewrap is not usable ({why}); install bubblewrap (apt-get install bubblewrap) for isolation"
+    );
+    Ok(())
+}
+
 /// The Modal provider from `modal: { tokenId, tokenSecret, appName }` and `MODAL_SERVER_URL`.
 fn modal_provider(options: &RuntimeOptions) -> std::result::Result<Arc<dyn SandboxProvider>, String> {
     let m = &options.modal;
@@ -133,4 +172,29 @@ fn modal_provider(options: &RuntimeOptions) -> std::result::Result<Arc<dyn Sandb
         sandbox: Default::default(),
     };
     ModalProvider::new(creds, settings).map(|p| Arc::new(p) as Arc<dyn SandboxProvider>).map_err(|e| e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unisolated_local_sandboxes_are_refused_in_production_unless_allowed() {
+        let e = accept_unisolated("bwrap not found on PATH", true, false).unwrap_err();
+        assert!(e.contains("NOT isolated") && e.contains("bwrap not found on PATH"), "{e}");
+        assert!(e.contains("sandbox.allowUnisolated") && e.contains("apt-get install bubblewrap"), "{e}");
+        assert!(accept_unisolated("x", true, true).is_ok());
+        assert!(accept_unisolated("x", false, false).is_ok());
+    }
+
+    #[test]
+    fn a_refused_local_provider_is_the_reason_agents_cannot_run() {
+        let root = std::env::temp_dir().join(format!("arn-rt-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let options = RuntimeOptions { sandbox_root: root.clone(), ..Default::default() };
+        let e = local_provider(&options, false).err().unwrap();
+        assert!(e.contains("writable by group or others"), "{e}");
+        let _ = std::fs::remove_dir_all(root);
+    }
 }

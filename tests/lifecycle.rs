@@ -86,7 +86,7 @@ fn harness_on(adapter: Arc<MemoryAdapter>, root: PathBuf, options: serde_json::V
         persistence: adapter.clone(),
         events: bus,
         retry: RetryPolicy { attempts: 2, first_delay: Duration::from_millis(5) },
-        sandboxes: Ok(Arc::new(LocalProvider::plain(root.clone()))),
+        sandboxes: Ok(Arc::new(LocalProvider::plain(root.clone()).unwrap())),
         claude: agent.clone(),
         opencode: agent,
         options,

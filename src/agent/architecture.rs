@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::stream::AgentEvent;
 use crate::persistence::AgentProfile;
-use crate::sandbox::{Process, SResult, Sandbox, SandboxError};
+use crate::sandbox::{FileRead, Process, SResult, Sandbox, SandboxError};
 
 /// What a session hands its architecture.
 pub struct SessionSetup<'a> {
@@ -79,6 +79,22 @@ impl RunnerAssets {
         read_tree(dir, &[]).into_iter().map(|(r, b)| (app.join(r), b)).collect()
     }
 
+    /// Put runner script `name` back if the agent deleted or changed it (its app folder is
+    /// writable where bubblewrap cannot bind it read-only: plain local sandboxes, Modal), so a
+    /// turn always runs the package's runner. Call before every run of it.
+    pub async fn restore_runner(&self, sb: &dyn Sandbox, name: &str) -> SResult<()> {
+        let Some(dir) = &self.runner_dir else { return Ok(()) };
+        let Ok(expected) = tokio::fs::read(dir.join(name)).await else { return Ok(()) };
+        let path = sb.paths().app.join(name);
+        match sb.read_regular(&path, expected.len() as u64).await? {
+            FileRead::Content(b) if b == expected => Ok(()),
+            _ => {
+                tracing::warn!(sandbox_id = sb.id(), runner = name, "runner script was removed or changed; restored");
+                sb.write_file(&path, &expected).await
+            }
+        }
+    }
+
     /// A bundled MCP server's folder (sources, not installed packages) as files under
     /// `mcps_dir`; refused unless the folder is inside one of [`Self::bundled_mcp_roots`].
     pub fn bundled_mcp_files(&self, name: &str, src: &Path, mcps_dir: &Path) -> SResult<Vec<(PathBuf, Vec<u8>)>> {
@@ -120,6 +136,11 @@ pub async fn send_request(proc: &mut Process, request: &Value) -> SResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::claude::ClaudeArchitecture;
+    use crate::agent::opencode::OpenCodeArchitecture;
+    use crate::sandbox::local::LocalProvider;
+    use crate::sandbox::{ExecOptions, SandboxProvider, SandboxSpec};
+    use tokio::io::AsyncReadExt;
 
     #[test]
     fn bundled_mcp_folders_come_only_from_configured_roots_without_links() {
@@ -145,6 +166,48 @@ mod tests {
         for outside_root in [outside.clone(), roots.join("escape"), roots.join("echo/../../elsewhere")] {
             let e = assets.bundled_mcp_files("Echo", &outside_root, mcps).unwrap_err().to_string();
             assert!(e.contains("outside every folder in bundledMcpRoots"), "{outside_root:?}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(base);
+    }
+
+    async fn turn(arch: &dyn AgentArchitecture, sb: &dyn Sandbox, setup: &SessionSetup<'_>) -> String {
+        let mut p = arch.start_turn(sb, setup, "hi").await.unwrap();
+        let mut out = String::new();
+        p.stdout.read_to_string(&mut out).await.unwrap();
+        p.exit.await;
+        out.trim().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_deleted_or_replaced_runner_is_restored_before_the_next_turn() {
+        let base = std::env::temp_dir().join(format!("arn-runner-{}", uuid::Uuid::new_v4().simple()));
+        let runners = base.join("runners");
+        std::fs::create_dir_all(&runners).unwrap();
+        // Shell scripts stand in for the runners, with `sh` as "Node".
+        for name in [crate::agent::claude::RUNNER, crate::agent::opencode::RUNNER] {
+            std::fs::write(runners.join(name), "cat >/dev/null; echo runner ok\n").unwrap();
+        }
+        let assets = RunnerAssets { runner_dir: Some(runners), node: "sh".into(), ..Default::default() };
+        let archs: [(Box<dyn AgentArchitecture>, &str); 2] = [
+            (Box::new(ClaudeArchitecture::new(assets.clone())), crate::agent::claude::RUNNER),
+            (Box::new(OpenCodeArchitecture::new(assets)), crate::agent::opencode::RUNNER),
+        ];
+        let profile: AgentProfile = serde_json::from_value(serde_json::json!({ "id": "p" })).unwrap();
+        let options = Map::new();
+        let setup =
+            SessionSetup { session_id: "s1", profile: &profile, session_options: &options, raw_transcript: None };
+        let provider = LocalProvider::plain(base.join("sandboxes")).unwrap();
+        for (arch, runner) in &archs {
+            let sb = provider.create(SandboxSpec::default()).await.unwrap();
+            arch.initialize(&*sb, &setup).await.unwrap();
+            assert_eq!(turn(&**arch, &*sb, &setup).await, "runner ok");
+            for attack in [format!("rm app/{runner}"), format!("echo 'echo hijacked' > app/{runner}")] {
+                let argv = vec!["sh".to_string(), "-c".to_string(), attack.clone()];
+                let cwd = Some(sb.paths().app.parent().unwrap().to_path_buf());
+                assert_eq!(sb.exec(&argv, ExecOptions { cwd, ..Default::default() }).await.unwrap().exit.await, 0);
+                assert_eq!(turn(&**arch, &*sb, &setup).await, "runner ok", "after {attack}");
+            }
+            sb.terminate().await;
         }
         let _ = std::fs::remove_dir_all(base);
     }

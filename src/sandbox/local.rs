@@ -1,8 +1,14 @@
 //! The local provider: each sandbox is a directory tree on this machine
-//! (`<root>/<id>/{app,workspace,home,mcps,tmp}`) and its processes run in their own process
-//! groups with the sandbox's environment only. Terminate (and shutdown, and the host process
-//! exiting) kills every process group. Isolation is by directories and environment, not by
-//! namespaces.
+//! (`<root>/<id>/{app,workspace,home,mcps,tmp}`) whose processes run with the sandbox's
+//! environment only. With a usable bubblewrap every process runs in a namespace that sees only
+//! what a runner needs (see `bubblewrap`); without it, isolation is by directories and
+//! environment only, and the runtime says so. Terminate (and shutdown, and the host process
+//! exiting) kills every process of the sandbox (see `reap`).
+
+mod bubblewrap;
+#[cfg(test)]
+mod isolation_tests;
+mod reap;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,68 +21,95 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::config::SandboxNetwork;
+use bubblewrap::Bubblewrap;
+
+/// How local sandboxes are set up.
+#[derive(Debug, Clone, Default)]
+pub struct LocalSettings {
+    pub network: SandboxNetwork,
+    /// The Node binary runners run with (bound read-only into sandboxes).
+    pub node: String,
+    /// Host files or folders of the runner's packages (the Claude Agent SDK entry, OpenCode's
+    /// node_modules); the node_modules folders holding them are bound read-only.
+    pub packages: Vec<String>,
+}
 
 pub struct LocalProvider {
     root: PathBuf,
-    bubblewrap: bool,
+    /// `Err` says why sandboxes here run without bubblewrap.
+    bubblewrap: std::result::Result<Bubblewrap, String>,
     live: Mutex<HashMap<String, Weak<LocalSandbox>>>,
 }
 
-/// Arguments that make bubblewrap run a command with the host's file system read-only, only
-/// the sandbox directory writable, its own `/proc` and PID namespace, and everything killed
-/// when bubblewrap's parent goes away.
-fn bubblewrap_prefix(dir: &Path, cwd: &Path) -> Vec<String> {
-    let d = dir.display().to_string();
-    let mut a: Vec<String> = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--ro-bind", "/", "/"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    // No private /tmp: the host paths the runner needs (Node, the agent SDK) may live there.
-    // TMPDIR points into the sandbox directory instead.
-    a.extend(["--dev", "/dev", "--proc", "/proc"].map(String::from));
-    a.extend(["--bind".into(), d.clone(), d, "--chdir".into(), cwd.display().to_string(), "--".into()]);
-    a
-}
-
-/// Whether `bwrap` is installed and can build the sandbox we ask for (it needs user namespaces
-/// or privileges, which containers often lack). Checked once per process.
-fn bubblewrap_works() -> std::result::Result<(), String> {
-    static PROBE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            if std::env::var_os("AGENT_RUNTIME_NO_BWRAP").is_some() {
-                return Err("disabled by AGENT_RUNTIME_NO_BWRAP".into());
-            }
-            let tmp = std::env::temp_dir();
-            let argv = bubblewrap_prefix(&tmp, &tmp);
-            match std::process::Command::new(&argv[0]).args(&argv[1..]).arg("true").output() {
-                Ok(o) if o.status.success() => Ok(()),
-                Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
-                Err(e) => Err(format!("bwrap not found ({e})")),
-            }
-        })
-        .clone()
+/// Create the sandbox root 0700, or accept an existing one only when it is a directory this
+/// user owns that nobody else can write (a predictable path in a shared `/tmp` may have been
+/// planted by another user, to read or replace what sandboxes keep there).
+fn prepare_root(root: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let shown = root.display();
+    if let Some(parent) = root.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("sandbox root {shown}: {e}"))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(root) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("sandbox root {shown}: {e}")),
+    }
+    // SAFETY: no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let link = std::fs::symlink_metadata(root).map_err(|e| format!("sandbox root {shown}: {e}"))?;
+    let meta = std::fs::metadata(root).map_err(|e| format!("sandbox root {shown}: {e}"))?;
+    let fix = "remove it or set sandbox.root to a directory of your own";
+    if !meta.is_dir() {
+        return Err(format!("sandbox root {shown} is not a directory; {fix}"));
+    }
+    for (what, m) in [("", &link), (" (where the link points)", &meta)] {
+        if m.uid() != me {
+            return Err(format!(
+                "sandbox root {shown}{what} is owned by uid {}, not by this process (uid {me}); {fix}",
+                m.uid()
+            ));
+        }
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "sandbox root {shown} is writable by group or others (mode {:o}); chmod 700 it or {fix}",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 impl LocalProvider {
-    /// Sandboxes go under `root` (created if missing).
-    pub fn new(root: PathBuf) -> Self {
-        let bubblewrap = match bubblewrap_works() {
-            Ok(()) => {
-                tracing::info!(root = %root.display(), "local sandbox provider: bubblewrap isolation (read-only host, private PIDs)");
-                true
+    /// Sandboxes go under `root` (see `prepare_root`), in bubblewrap when it works here. The
+    /// error names what is wrong (the root; `network: "none"` without bubblewrap).
+    pub fn new(root: PathBuf, settings: &LocalSettings) -> std::result::Result<Self, String> {
+        prepare_root(&root)?;
+        let packages: Vec<&str> = settings.packages.iter().map(String::as_str).collect();
+        let toolchain = bubblewrap::toolchain(&settings.node, &packages, &root);
+        let bubblewrap = Bubblewrap::new(settings.network, toolchain);
+        match &bubblewrap {
+            Ok(b) => {
+                tracing::info!(root = %root.display(), layout = ?b, "local sandbox provider: bubblewrap isolation");
             }
-            Err(why) => {
-                tracing::info!(root = %root.display(), why = %why, "local sandbox provider: plain processes in per-sandbox directories (no bubblewrap)");
-                false
+            Err(why) if settings.network == SandboxNetwork::None => {
+                return Err(format!("sandbox.network \"none\" needs bubblewrap, which is not usable here: {why}"));
             }
-        };
-        Self { root, bubblewrap, live: Mutex::new(HashMap::new()) }
+            Err(_) => {}
+        }
+        Ok(Self { root, bubblewrap, live: Mutex::new(HashMap::new()) })
     }
 
     /// Plain processes, never bubblewrap.
-    pub fn plain(root: PathBuf) -> Self {
-        Self { root, bubblewrap: false, live: Mutex::new(HashMap::new()) }
+    pub fn plain(root: PathBuf) -> std::result::Result<Self, String> {
+        prepare_root(&root)?;
+        Ok(Self { root, bubblewrap: Err("plain provider".into()), live: Mutex::new(HashMap::new()) })
+    }
+
+    /// Why sandboxes of this provider are not isolated from each other and the host, if so.
+    pub fn unisolated_reason(&self) -> Option<&str> {
+        self.bubblewrap.as_ref().err().map(String::as_str)
     }
 }
 
@@ -87,9 +120,11 @@ impl SandboxProvider for LocalProvider {
     }
 
     async fn create(&self, spec: SandboxSpec) -> SResult<Arc<dyn Sandbox>> {
+        use std::os::unix::fs::DirBuilderExt;
         let id = format!("local-{}", uuid::Uuid::new_v4().simple());
         let dir = self.root.join(&id);
         let io = |e: std::io::Error| SandboxError::Create(format!("{}: {e}", dir.display()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io)?;
         for sub in ["app", "workspace", "home", "mcps", "tmp"] {
             tokio::fs::create_dir_all(dir.join(sub)).await.map_err(io)?;
         }
@@ -102,20 +137,25 @@ impl SandboxProvider for LocalProvider {
             home: dir.join("home"),
             mcps: dir.join("mcps"),
         };
+        let mut extra = spec.env;
+        let dropped = super::env::drop_reserved(&mut extra);
+        if !dropped.is_empty() {
+            tracing::warn!(sandbox_id = %id, names = ?dropped, "sandbox environment: ignored names the runtime reserves (or that are not valid)");
+        }
         let mut env = BTreeMap::new();
         env.insert("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
         env.insert("HOME".into(), paths.home.display().to_string());
         env.insert("TMPDIR".into(), dir.join("tmp").display().to_string());
         env.insert("IS_SANDBOX".into(), "1".into());
         env.insert("LANG".into(), "C.UTF-8".into());
-        env.extend(spec.env);
+        env.extend(extra);
         let sb = Arc::new(LocalSandbox {
             id: id.clone(),
-            bubblewrap: self.bubblewrap,
+            bubblewrap: self.bubblewrap.as_ref().ok().cloned(),
             dir,
             paths,
             env,
-            groups: Mutex::new(Vec::new()),
+            launched: reap::Launched::default(),
             terminated: AtomicBool::new(false),
         });
         self.live.lock().unwrap().insert(id.clone(), Arc::downgrade(&sb));
@@ -123,13 +163,16 @@ impl SandboxProvider for LocalProvider {
         Ok(sb)
     }
 
-    /// An earlier run's sandbox: its processes died with that run (parent-death signal, or
-    /// bubblewrap's `--die-with-parent`); what is left is its directory.
+    /// An earlier run's sandbox: its processes normally died with that run (parent-death
+    /// signal, bubblewrap's `--die-with-parent`); stragglers and its directory go now.
     async fn reap(&self, id: &str) {
         let ours = id.strip_prefix("local-").is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()));
         if !ours || self.live.lock().unwrap().contains_key(id) {
             return;
         }
+        // Processes that outlived it (plain mode) carry its marker.
+        let entry = format!("{}={id}", super::env::SANDBOX_MARKER);
+        let _ = tokio::task::spawn_blocking(move || reap::kill_all(Vec::new(), &entry)).await;
         if tokio::fs::remove_dir_all(self.root.join(id)).await.is_ok() {
             tracing::info!(sandbox_id = %id, "local sandbox of an earlier run removed");
         }
@@ -138,19 +181,19 @@ impl SandboxProvider for LocalProvider {
     fn kill_all(&self) {
         let live: Vec<_> = self.live.lock().unwrap().drain().filter_map(|(_, w)| w.upgrade()).collect();
         for sb in live {
-            sb.kill_groups();
+            reap::kill_all(sb.launched.take(), &sb.marker());
         }
     }
 }
 
 pub struct LocalSandbox {
     id: String,
-    bubblewrap: bool,
+    bubblewrap: Option<Bubblewrap>,
     dir: PathBuf,
     paths: BasePaths,
     env: BTreeMap<String, String>,
-    /// Process group ids of running processes.
-    groups: Mutex<Vec<i32>>,
+    /// The processes `exec` started.
+    launched: reap::Launched,
     terminated: AtomicBool,
 }
 
@@ -179,13 +222,9 @@ impl LocalSandbox {
         }
     }
 
-    fn kill_groups(&self) {
-        for pgid in self.groups.lock().unwrap().drain(..) {
-            // SAFETY: killpg has no memory-safety preconditions.
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
-            }
-        }
+    /// The environment entry every process of this sandbox carries.
+    fn marker(&self) -> String {
+        format!("{}={}", super::env::SANDBOX_MARKER, self.id)
     }
 
     fn io_err(path: &Path, e: std::io::Error) -> SandboxError {
@@ -212,10 +251,9 @@ impl Sandbox for LocalSandbox {
             Some(c) => self.host(c)?,
             None => self.paths.workspace.clone(),
         };
-        let full: Vec<String> = if self.bubblewrap {
-            bubblewrap_prefix(&self.dir, &cwd).into_iter().chain(argv.iter().cloned()).collect()
-        } else {
-            argv.to_vec()
+        let full: Vec<std::ffi::OsString> = match &self.bubblewrap {
+            Some(b) => b.command(&self.dir, &cwd).into_iter().chain(argv.iter().map(Into::into)).collect(),
+            None => argv.iter().map(Into::into).collect(),
         };
         let mut cmd = tokio::process::Command::new(&full[0]);
         cmd.args(&full[1..])
@@ -223,24 +261,25 @@ impl Sandbox for LocalSandbox {
             .env_clear()
             .envs(&self.env)
             .envs(&opts.env)
+            .env(super::env::SANDBOX_MARKER, &self.id)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child when
-        // the thread that spawned it dies, so a crashed host leaves no runner behind.
+            .stderr(Stdio::piped());
+        // SAFETY: setsid and prctl are async-signal-safe. setsid: its own session and process
+        // group, no controlling terminal of the host. PDEATHSIG: the kernel SIGKILLs the child
+        // when the thread that spawned it dies, so a crashed host leaves no runner behind.
         unsafe {
             cmd.pre_exec(|| {
+                libc::setsid();
+                #[cfg(target_os = "linux")]
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }
         let mut child =
             cmd.spawn().map_err(|e| SandboxError::Spawn { program: program.clone(), message: e.to_string() })?;
-        let pgid = child.id().map(|p| p as i32);
-        if let Some(g) = pgid {
-            self.groups.lock().unwrap().push(g);
+        if let Some(pid) = child.id() {
+            self.launched.add(pid as i32);
         }
         let stdout = Box::pin(child.stdout.take().expect("piped"));
         let stderr = Box::pin(child.stderr.take().expect("piped"));
@@ -313,7 +352,8 @@ impl Sandbox for LocalSandbox {
         if self.terminated.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.kill_groups();
+        let (launched, marker) = (self.launched.take(), self.marker());
+        let _ = tokio::task::spawn_blocking(move || reap::kill_all(launched, &marker)).await;
         let _ = tokio::fs::remove_dir_all(&self.dir).await;
         tracing::info!(sandbox_id = %self.id, "local sandbox terminated");
     }
@@ -327,34 +367,14 @@ mod tests {
 
     fn provider() -> (LocalProvider, PathBuf) {
         let root = std::env::temp_dir().join(format!("arn-test-{}", uuid::Uuid::new_v4().simple()));
-        (LocalProvider::new(root.clone()), root)
+        (LocalProvider::new(root.clone(), &LocalSettings::default()).unwrap(), root)
     }
 
     #[tokio::test]
     async fn exec_streams_output_with_env_and_stdin() {
         let (p, root) = provider();
         exec_roundtrip(p).await;
-        exec_roundtrip(LocalProvider::plain(root.clone())).await;
-        let _ = std::fs::remove_dir_all(root);
-    }
-
-    #[tokio::test]
-    async fn bubblewrap_keeps_the_host_read_only() {
-        if let Err(why) = bubblewrap_works() {
-            eprintln!("bubblewrap not usable here ({why}); the isolation check needs it");
-            return;
-        }
-        let (p, root) = provider();
-        let sb = p.create(SandboxSpec::default()).await.unwrap();
-        let outside = std::env::current_dir().unwrap().join("target").join("bwrap-escape-check");
-        let script = format!("touch {} 2>/dev/null && echo escaped; touch inside && echo ok", outside.display());
-        let argv: Vec<String> = vec!["sh".into(), "-c".into(), script];
-        let proc = sb.exec(&argv, ExecOptions::default()).await.unwrap();
-        let mut out = lines(proc.stdout);
-        assert_eq!(out.recv().await.as_deref(), Some("ok"));
-        assert!(!outside.exists());
-        assert!(sb.paths().workspace.join("inside").exists());
-        sb.terminate().await;
+        exec_roundtrip(LocalProvider::plain(root.clone()).unwrap()).await;
         let _ = std::fs::remove_dir_all(root);
     }
 

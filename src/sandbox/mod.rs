@@ -7,6 +7,7 @@
 //! which holds the scripts that run *inside* a sandbox.)
 
 pub mod beneath;
+pub mod env;
 pub mod local;
 pub mod modal;
 mod watch;

@@ -77,6 +77,7 @@ impl AgentArchitecture for ClaudeArchitecture {
         } else {
             "node".to_string()
         };
+        self.assets.restore_runner(sb, RUNNER).await?;
         let runner = paths.app.join(RUNNER).display().to_string();
         let argv = vec![node, runner];
         let mut proc = sb.exec(&argv, ExecOptions { cwd: Some(paths.workspace.clone()), env }).await?;

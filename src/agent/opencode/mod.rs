@@ -51,6 +51,7 @@ impl OpenCodeArchitecture {
 
     /// One export through the runner: the session's JSON, or `None` when OpenCode has none.
     async fn export(&self, sb: &dyn Sandbox, id: &str) -> SResult<Option<String>> {
+        self.assets.restore_runner(sb, RUNNER).await?;
         let (mut argv, opts) = self.runner(sb);
         argv.extend(["export".to_string(), id.to_string()]);
         let mut p = sb.exec(&argv, opts).await?;
@@ -117,6 +118,7 @@ impl AgentArchitecture for OpenCodeArchitecture {
     }
 
     async fn start_turn(&self, sb: &dyn Sandbox, setup: &SessionSetup<'_>, prompt: &str) -> SResult<Process> {
+        self.assets.restore_runner(sb, RUNNER).await?;
         let (argv, opts) = self.runner(sb);
         let mut proc = sb.exec(&argv, opts).await?;
         let mut request = json!({ "prompt": prompt, "sessionId": setup.session_id });

@@ -171,7 +171,11 @@ impl SandboxProvider for ModalProvider {
         "modal"
     }
 
-    async fn create(&self, spec: SandboxSpec) -> SResult<Arc<dyn Sandbox>> {
+    async fn create(&self, mut spec: SandboxSpec) -> SResult<Arc<dyn Sandbox>> {
+        let dropped = crate::sandbox::env::drop_reserved(&mut spec.env);
+        if !dropped.is_empty() {
+            tracing::warn!(names = ?dropped, "reserved environment variables ignored (the runtime sets them)");
+        }
         self.start(spec).await.map(|s| s as Arc<dyn Sandbox>).map_err(|e| SandboxError::Create(e.message))
     }
 
