@@ -95,6 +95,21 @@ async fn auth_and_limits(State(st): State<RestState>, req: Request<Body>, next: 
     res
 }
 
+/// The `{id}` of a session route, refused with 400 when it is not a plausible session id.
+struct SessionId(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SessionId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("Invalid session id in path: {e}")))?;
+        super::access::validate_session_id(&id).map_err(ApiError::bad_request)?;
+        Ok(SessionId(id))
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
@@ -161,13 +176,13 @@ fn loaded(st: &RestState, id: &str) -> Result<Arc<AgentSession>, ApiError> {
     st.runtime.sessions.get(id).ok_or_else(not_found)
 }
 
-async fn get_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Response, ApiError> {
     let session = load(&st, &id).await?;
     // The state is serialized once in the core; send it as is.
     Ok(([("content-type", "application/json")], session.state_json()).into_response())
 }
 
-async fn delete_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn delete_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<Value>, ApiError> {
     loaded(&st, &id)?;
     st.runtime
         .sessions
@@ -177,7 +192,7 @@ async fn delete_session(State(st): State<RestState>, Path(id): Path<String>) -> 
     Ok(Json(json!({ "success": true, "sessionId": id })))
 }
 
-async fn sync_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn sync_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<Value>, ApiError> {
     let session = loaded(&st, &id)?;
     session.sync_to_storage().await.map_err(|e| failed("Failed to sync session", "SESSION_SYNC_FAILED", e))?;
     Ok(Json(json!({ "success": true, "sessionId": id })))
@@ -191,7 +206,7 @@ struct OptionsBody {
 
 async fn update_options(
     State(st): State<RestState>,
-    Path(id): Path<String>,
+    SessionId(id): SessionId,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b: OptionsBody = parse_json_body(&body)?;
@@ -210,7 +225,7 @@ struct MessageBody {
 
 async fn send_message(
     State(st): State<RestState>,
-    Path(id): Path<String>,
+    SessionId(id): SessionId,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b: MessageBody = parse_json_body(&body)?;
