@@ -99,6 +99,8 @@ impl Hub {
 
     /// Stop bridging events (the bus subscription goes) and disconnect every client.
     pub fn close(&self) {
+        // Disconnect handlers are spawned: callable from a thread outside tokio (JS's).
+        let _tokio = self.shared.tokio.enter();
         self.subscription.lock().unwrap_or_else(PoisonError::into_inner).take();
         self.shared.closed.store(true, Ordering::Relaxed);
         self.shared.list_due.notify_one();
