@@ -226,7 +226,7 @@ impl Authorizer for Tenants {
         }
     }
     async fn list(&self, h: &Handshake) -> Result<bool, String> {
-        Ok(h.auth.get("role").and_then(Value::as_str) == Some("admin") && h.query.get("EIO").is_some())
+        Ok(h.auth.get("role").and_then(Value::as_str) == Some("admin") && h.query.contains_key("EIO"))
     }
 }
 

@@ -181,7 +181,7 @@ impl NativeRuntime {
     pub fn realtime_server(
         &self,
         options: Value,
-        authorize: Option<Function<FnArgs<(String, String, Option<String>)>, Promise<Value>>>,
+        authorize: Option<AuthorizeJs<'_>>,
     ) -> Result<realtime::RealtimeServer> {
         let opts = realtime::parse_options(options)?.into_core(authorizer(authorize)?)?;
         let rt = self.rt.clone();
@@ -201,7 +201,7 @@ impl NativeRuntime {
         port: u32,
         api_key: String,
         options: Value,
-        authorize: Option<Function<FnArgs<(String, String, Option<String>)>, Promise<Value>>>,
+        authorize: Option<AuthorizeJs<'_>>,
     ) -> Result<PromiseRaw<'e, realtime::NativeListener>> {
         if api_key.is_empty() {
             return Err(Error::new(Status::InvalidArg, "apiKey must be a non-empty string"));
@@ -236,9 +236,10 @@ impl NativeRuntime {
     }
 }
 
-fn authorizer(
-    f: Option<Function<FnArgs<(String, String, Option<String>)>, Promise<Value>>>,
-) -> Result<Option<realtime::AuthorizeFn>> {
+/// The glue's `(kind, handshakeJson, sessionId) => Promise<{ allow } | { error }>`.
+type AuthorizeJs<'a> = Function<'a, FnArgs<(String, String, Option<String>)>, Promise<Value>>;
+
+fn authorizer(f: Option<AuthorizeJs<'_>>) -> Result<Option<realtime::AuthorizeFn>> {
     f.map(|f| f.build_threadsafe_function().callee_handled::<false>().weak::<true>().build()).transpose()
 }
 
