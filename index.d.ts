@@ -69,15 +69,65 @@ export interface WebSocketServer {
   close(callback?: (err?: Error) => void): void;
 }
 
-export interface WebSocketServerOptions {
+/** What an authorization callback knows about a Socket.IO client: its first HTTP request and
+ *  the `auth` payload it connected with. */
+export interface SocketHandshake {
+  /** Request headers, lower-case names (repeated headers joined with ", "). */
+  headers: Record<string, string>;
+  /** Query parameters of the first request (`EIO`, `transport`, and the client's own). */
+  query: Record<string, string>;
+  /** The `auth` option of socket.io-client (`io(url, { auth })`), or null. */
+  auth: unknown;
+  /** Remote IP address, when known. */
+  address: string | null;
+  /** Path and query of the first request. */
+  url: string;
+}
+
+/** Access control of the Socket.IO server. Without any of these the server is open, as the
+ *  reference's is: any client can watch any session and receives the list of all sessions. */
+export interface SocketAccessOptions {
+  /** Run on every `session:join`, before the session is loaded. `false`, a throw, a rejection, a
+   *  non-boolean or no answer within `authorizeTimeoutMs` deny: the ack is
+   *  `{ success: false, error }` and the client gets none of that session's events. */
+  authorize?: (handshake: SocketHandshake, sessionId: string) => boolean | Promise<boolean>;
+  /** Run once per connection: may this client receive the global `sessions:list` broadcast?
+   *  When `authorize` is given and this is not, nobody receives it (it lists every tenant's
+   *  sessions). */
+  authorizeList?: (handshake: SocketHandshake) => boolean | Promise<boolean>;
+  /** Default 10000. */
+  authorizeTimeoutMs?: number;
+  /** Browser origins (`scheme://host[:port]`) allowed to connect, on both transports; a request
+   *  from another origin gets 403 (cross-site WebSocket hijacking). Requests without an Origin
+   *  header (not from a browser page) pass. Also the long-polling CORS list. */
+  allowedOrigins?: string[];
+  /** Bytes of events that may wait for one client before it is disconnected as too slow
+   *  (default 16 MiB). */
+  maxBufferedBytes?: number;
+}
+
+export interface WebSocketServerOptions extends SocketAccessOptions {
   /** Default "/socket.io". */
   path?: string;
-  /** Origins allowed for long-polling from browsers (default: the reference's localhost list). */
+  /** Origins whose long-polling requests get CORS headers (default: the reference's localhost
+   *  list; `allowedOrigins` replaces it). `"*"`/`true` answer `*`, never with credentials. */
   cors?: { origin?: string | string[] | true };
   /** Recommended: require clients to connect with `auth: { token: apiKey }`. Off by default. */
   apiKey?: string;
   /** Largest long-polling body in bytes (default 1e6). */
   maxHttpBufferSize?: number;
+}
+
+export interface ListenOptions extends SocketAccessOptions {
+  /** Default 0 (any free port). */
+  port?: number;
+  /** Default "127.0.0.1" (loopback only); "0.0.0.0" to listen on every interface. */
+  host?: string;
+  /** REST key; Socket.IO clients must present it too (`auth: { token }`) unless `socketApiKey`
+   *  says otherwise. */
+  apiKey: string;
+  /** Another key for Socket.IO, or `false` for the reference's open Socket.IO server. */
+  socketApiKey?: string | false;
 }
 
 export interface NativeListener {
@@ -95,7 +145,7 @@ export interface AgentRuntime {
   createRestServer(options: RestServerOptions): RestServer;
   createWebSocketServer(httpServer: HttpServer | HttpsServer, options?: WebSocketServerOptions): WebSocketServer;
   /** REST and Socket.IO served natively by Rust on its own port (no JS in the data path). */
-  listen(options: { port?: number; host?: string; apiKey: string; socketApiKey?: string }): Promise<NativeListener>;
+  listen(options: ListenOptions): Promise<NativeListener>;
 }
 
 export declare function createAgentRuntime(config: RuntimeConfig): Promise<AgentRuntime>;

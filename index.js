@@ -326,6 +326,52 @@ function errorResponse(message, code) {
 
 const DEFAULT_CORS_ORIGINS = ['http://localhost:3000', 'http://localhost:3001', 'http://localhost:5173'];
 
+/** The single function Rust calls to ask the user's `authorize` / `authorizeList`. It never
+ *  rejects: `{ allow }`, or `{ error }` when the callback threw, rejected or answered something
+ *  that is not a boolean (Rust logs it and denies). Without `authorizeList`, a server that has an
+ *  `authorize` sends the session list to nobody: the list names every tenant's sessions. */
+function authorizeBridge(authorize, authorizeList) {
+  if (!authorize && !authorizeList) return undefined;
+  return (kind, handshakeJson, sessionId) => {
+    const fn = kind === 'join' ? authorize : authorizeList;
+    if (!fn) return Promise.resolve({ allow: kind === 'join' ? true : !authorize });
+    let result;
+    try {
+      const handshake = JSON.parse(handshakeJson);
+      result = kind === 'join' ? fn(handshake, sessionId) : fn(handshake);
+    } catch (err) {
+      return Promise.resolve({ error: messageOf(err) });
+    }
+    return Promise.resolve(result).then(
+      (v) => (typeof v === 'boolean' ? { allow: v } : { error: `${kind === 'join' ? 'authorize' : 'authorizeList'} returned ${typeof v}, expected a boolean` }),
+      (err) => ({ error: messageOf(err) }),
+    );
+  };
+}
+
+/** Check the access options shared by createWebSocketServer and listen; returns what Rust takes. */
+function socketOptions(where, options) {
+  const { authorize, authorizeList, allowedOrigins, authorizeTimeoutMs, maxBufferedBytes } = options;
+  for (const [name, fn] of [['authorize', authorize], ['authorizeList', authorizeList]]) {
+    if (fn !== undefined && typeof fn !== 'function') throw new TypeError(`${where}: options.${name} must be a function`);
+  }
+  if (allowedOrigins !== undefined) {
+    if (!Array.isArray(allowedOrigins) || allowedOrigins.some((o) => typeof o !== 'string' || !/^[a-z][a-z0-9+.-]*:\/\/[^/\s]+$/i.test(o))) {
+      throw new TypeError(`${where}: options.allowedOrigins must be an array of origins like "https://app.example.com" (scheme://host[:port], no path)`);
+    }
+  }
+  for (const [name, v] of [['authorizeTimeoutMs', authorizeTimeoutMs], ['maxBufferedBytes', maxBufferedBytes]]) {
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= 1)) {
+      throw new TypeError(`${where}: options.${name} must be a positive number`);
+    }
+  }
+  const native = {};
+  if (allowedOrigins) native.allowedOrigins = allowedOrigins;
+  if (authorizeTimeoutMs !== undefined) native.authorizeTimeoutMs = authorizeTimeoutMs;
+  if (maxBufferedBytes !== undefined) native.maxBufferedBytes = maxBufferedBytes;
+  return { native, bridge: authorizeBridge(authorize, authorizeList) };
+}
+
 /** Attach the native Socket.IO server to a Node http(s).Server the way socket.io does: it answers
  *  requests under `path` and leaves every other request and upgrade to the user's handlers. */
 function attachRealtime(n, eventBus, httpServer, options = {}) {
@@ -333,23 +379,30 @@ function attachRealtime(n, eventBus, httpServer, options = {}) {
     throw new TypeError('createWebSocketServer: expected a Node http.Server or https.Server');
   }
   const path = (options.path ?? '/socket.io').replace(/\/$/, '');
-  const origins = options.cors?.origin ?? DEFAULT_CORS_ORIGINS;
   const maxBody = options.maxHttpBufferSize ?? 1e6;
   if (options.apiKey !== undefined && (typeof options.apiKey !== 'string' || !options.apiKey)) {
     throw new TypeError('createWebSocketServer: options.apiKey must be a non-empty string');
   }
-  const server = n.realtimeServer(path, options.apiKey);
+  const { native: nativeOptions, bridge } = socketOptions('createWebSocketServer', options);
+  // Long-polling CORS: the allowed origins when given, else the configured (or reference) list.
+  // An origin is echoed with credentials only when it is listed; "*" / true never echo one.
+  const origins = options.allowedOrigins ?? options.cors?.origin ?? DEFAULT_CORS_ORIGINS;
+  const anyOrigin = origins === '*' || origins === true;
+  const server = n.realtimeServer({ ...nativeOptions, path, apiKey: options.apiKey, maxHttpBufferSize: maxBody }, bridge);
   const publish = (name, json) => server.publish(name, json);
   (eventBus[PUBLISHERS] ??= new Set()).add(publish);
   const ours = (url = '') => url === path || url.startsWith(path + '/') || url.startsWith(path + '?');
-  const allowOrigin = (origin) => origin && (origins === '*' || origins === true || [].concat(origins).includes(origin));
+  const corsFor = (origin) => {
+    if (!origin) return {};
+    if (anyOrigin) return { 'access-control-allow-origin': '*', vary: 'Origin' };
+    if ([].concat(origins).includes(origin)) {
+      return { 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true', vary: 'Origin' };
+    }
+    return {};
+  };
 
   async function onPolling(req, res) {
-    const cors = {};
-    if (allowOrigin(req.headers.origin)) {
-      cors['access-control-allow-origin'] = req.headers.origin;
-      cors['access-control-allow-credentials'] = 'true';
-    }
+    const cors = corsFor(req.headers.origin);
     if (req.method === 'OPTIONS') {
       res.writeHead(204, { ...cors, 'access-control-allow-methods': 'GET,POST', 'access-control-allow-headers': req.headers['access-control-request-headers'] ?? '' });
       return res.end();
@@ -364,7 +417,7 @@ function attachRealtime(n, eventBus, httpServer, options = {}) {
       }
       chunks.push(c);
     }
-    const out = await server.handle(req.method, req.url, req.rawHeaders, chunks.length ? Buffer.concat(chunks) : null);
+    const out = await server.handle(req.method, req.url, req.rawHeaders, chunks.length ? Buffer.concat(chunks) : null, req.socket.remoteAddress);
     const headers = { ...cors };
     for (let i = 0; i < out.headers.length; i += 2) headers[out.headers[i]] = out.headers[i + 1];
     res.writeHead(out.status, headers).end(out.body);
@@ -391,14 +444,16 @@ function attachRealtime(n, eventBus, httpServer, options = {}) {
     const fd = socket._handle?.fd;
     if (socket.encrypted || typeof fd !== 'number' || fd < 0 || head?.length) {
       // TLS (or bytes Node already read) stays in Node: pipe the bytes through instead.
-      const pipe = server.pipe(req.url, req.rawHeaders, (chunk) => {
+      const pipe = server.pipe(req.url, req.rawHeaders, socket.remoteAddress, (chunk) => {
         if (chunk === null) return void socket.end();
         const ok = socket.write(chunk);
         if (!ok) socket.once('drain', () => pipe.drained());
         return ok;
       });
-      if (head?.length) pipe.write(head);
-      socket.on('data', (c) => pipe.write(c));
+      // write() is false once the engine is too far behind this client's input: drop it.
+      const feed = (c) => pipe.write(c) || socket.destroy();
+      if (head?.length) feed(head);
+      socket.on('data', feed);
       socket.on('end', () => pipe.end());
       socket.on('error', () => pipe.end());
       socket.on('close', () => pipe.end());
@@ -424,7 +479,12 @@ function attachRealtime(n, eventBus, httpServer, options = {}) {
       httpServer.off('request', onRequest);
       httpServer.off('upgrade', onUpgrade);
       for (const l of previous) httpServer.on('request', l);
-      server.close().then(() => callback?.(), (err) => callback?.(err));
+      try {
+        server.close();
+      } catch (err) {
+        return void callback?.(err);
+      }
+      callback?.();
     },
   };
 }
@@ -499,11 +559,20 @@ async function createAgentRuntime(config) {
     isHealthy: () => n.isHealthy(),
     createRestServer: (options = {}) => restServer(n, options.apiKey),
     createWebSocketServer: (httpServer, options) => attachRealtime(n, eventBus, httpServer, options),
-    /** The fast path: REST and Socket.IO served by Rust on its own port, no JS in the data path. */
-    listen: async ({ port = 0, host = '127.0.0.1', apiKey, socketApiKey } = {}) => {
+    /** The fast path: REST and Socket.IO served by Rust on its own port, no JS in the data path.
+     *  Loopback unless `host` says otherwise; Socket.IO needs the same key (`auth: { token }`)
+     *  unless `socketApiKey` names another one or is `false` (the reference's open server). */
+    listen: async (options = {}) => {
+      const { port = 0, host = '127.0.0.1', apiKey, socketApiKey = apiKey } = options;
       if (typeof apiKey !== 'string' || !apiKey) throw new TypeError('listen: apiKey must be a non-empty string');
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TypeError('listen: port must be 0..65535');
-      const l = await call(n.listen(host, port, apiKey, socketApiKey));
+      if (typeof host !== 'string' || !host) throw new TypeError('listen: host must be a non-empty string');
+      if (socketApiKey !== false && socketApiKey !== null && (typeof socketApiKey !== 'string' || !socketApiKey)) {
+        throw new TypeError('listen: socketApiKey must be a non-empty string, or false for an open Socket.IO server');
+      }
+      const { native: nativeOptions, bridge } = socketOptions('listen', options);
+      if (typeof socketApiKey === 'string') nativeOptions.apiKey = socketApiKey;
+      const l = await call(n.listen(host, port, apiKey, nativeOptions, bridge));
       listeners.add(l);
       return {
         port: l.port,

@@ -16,6 +16,7 @@ test('npm run demo: sandbox progress, streamed text, a tool call, a file, then a
   assert.equal(code, 0, out);
   for (const expected of [
     'the bundled fake Messages API answers',
+    'server on http://127.0.0.1:', // loopback by default: the demo key is well known
     'sandbox: starting — Creating sandbox container...',
     'sandbox: ready — Ready',
     "agent: I'll write haiku.txt.",

@@ -22,7 +22,7 @@ async function served(h) {
 }
 
 async function joined(url, id) {
-  const socket = io(url, { transports: ['websocket'], reconnection: false });
+  const socket = io(url, { transports: ['websocket'], reconnection: false, auth: { token: API_KEY } });
   await new Promise((resolve, reject) => (socket.once('connect', resolve), socket.once('connect_error', reject)));
   assert.deepEqual(await socket.emitWithAck('session:join', id), { success: true });
   const events = [];

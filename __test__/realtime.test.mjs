@@ -235,24 +235,164 @@ test('opt-in handshake auth, and events user code emits on the EventBus reach cl
   }
 });
 
-test('runtime.listen: REST and Socket.IO natively on one port', { timeout: 240_000 }, async () => {
+test('runtime.listen: REST and Socket.IO natively on one port, loopback, Socket.IO behind the same key', { timeout: 240_000 }, async () => {
   const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
   const l = await rt.listen({ port: 0, apiKey: API_KEY });
+  const open = await rt.listen({ port: 0, apiKey: API_KEY, socketApiKey: false });
   try {
+    assert.equal(l.host, '127.0.0.1', 'loopback unless a host is given');
     const url = `http://127.0.0.1:${l.port}`;
     const http2 = client(fetch, url);
     assert.deepEqual((await http2('GET', '/health', undefined, {})).body, { status: 'ok' });
     const id = (await http2('POST', '/api/sessions', CLAUDE)).body.sessionId;
     for (const transports of [['websocket', 'polling'], ['polling']]) {
-      const c = await connect(url, { transports });
+      await assert.rejects(connect(url, { transports }), /Missing auth token/);
+      await assert.rejects(connect(url, { transports, auth: { token: 'wrong' } }), /Invalid API key/);
+      const c = await connect(url, { transports, auth: { token: API_KEY } });
       assert.deepEqual(await c.emitWithAck('session:join', id), { success: true });
       const got = once(c, 'session:options:update');
       await http2('PATCH', `/api/sessions/${id}/options`, { sessionOptions: { model: 'n' } });
       assert.equal((await got).sessionId, id);
       c.close();
     }
+    // socketApiKey: false is the reference's open server, explicitly.
+    const c = await connect(`http://127.0.0.1:${open.port}`, { transports: ['websocket'] });
+    assert.deepEqual(await c.emitWithAck('session:join', id), { success: true });
+    c.close();
+    await assert.rejects(rt.listen({ apiKey: '' }), /apiKey must be a non-empty string/);
   } finally {
     l.close();
+    open.close();
+    await rt.shutdown();
+  }
+});
+
+test('authorize: a denied join gets none of that session\'s events, an allowed one does; failing callbacks deny', { timeout: 240_000 }, async () => {
+  const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
+  const mine = (await rt.sessionManager.createSession(CLAUDE)).sessionId;
+  const theirs = (await rt.sessionManager.createSession(CLAUDE)).sessionId;
+  const seen = [];
+  const srv = http.createServer((req, res) => res.end('mine'));
+  const ws = rt.createWebSocketServer(srv, {
+    authorizeTimeoutMs: 300,
+    authorize: async (handshake, sessionId) => {
+      seen.push({ handshake, sessionId });
+      switch (handshake.auth?.user) {
+        case 'alice':
+          return sessionId === mine;
+        case 'throws':
+          throw new Error('backend exploded');
+        case 'rejects':
+          return Promise.reject(new Error('db down'));
+        case 'hangs':
+          return new Promise(() => {});
+        case 'truthy':
+          return 'yes';
+        default:
+          return false;
+      }
+    },
+    authorizeList: (handshake) => handshake.auth?.role === 'admin',
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${srv.address().port}`;
+  try {
+    for (const transports of [['websocket'], ['polling']]) {
+      const alice = await connect(url, { transports, auth: { user: 'alice' }, query: { tenant: 't1' } });
+      const denied = await alice.emitWithAck('session:join', theirs);
+      assert.deepEqual(denied, { success: false, error: 'Not authorized to join this session' });
+      assert.deepEqual(await alice.emitWithAck('session:join', mine), { success: true });
+      const last = seen.at(-1);
+      assert.equal(last.sessionId, mine);
+      assert.deepEqual(last.handshake.auth, { user: 'alice' });
+      assert.equal(last.handshake.query.tenant, 't1');
+      assert.equal(last.handshake.address, '127.0.0.1');
+      assert.equal(last.handshake.headers.host, `127.0.0.1:${srv.address().port}`);
+      assert.deepEqual(await ws.rooms(), [`session:${mine}`]);
+
+      const leaked = [];
+      alice.on('session:options:update', (p) => p.sessionId === theirs && leaked.push(p));
+      const lists = [];
+      alice.on('sessions:list', (l) => lists.push(l));
+      const admin = await connect(url, { transports, auth: { user: 'bob', role: 'admin' } });
+      const adminList = once(admin, 'sessions:list');
+      await rt.sessionManager.getSession(theirs).updateSessionOptions({ model: 'secret' });
+      const got = once(alice, 'session:options:update');
+      await rt.sessionManager.getSession(mine).updateSessionOptions({ model: 'ok' });
+      assert.equal((await got).sessionId, mine);
+      // A list change: the admin gets the list; alice (no authorizeList) does not.
+      const third = (await rt.sessionManager.createSession(CLAUDE)).sessionId;
+      assert.ok((await adminList).some((x) => x.sessionId === third));
+      const after = once(alice, 'session:options:update');
+      await rt.sessionManager.getSession(mine).updateSessionOptions({ model: 'after-list' });
+      await after;
+      assert.deepEqual(leaked, [], "the denied session's events never reached alice");
+      assert.deepEqual(lists, [], 'sessions:list only to clients authorizeList allows');
+      alice.close();
+      admin.close();
+    }
+    // Throwing, rejecting, hanging or non-boolean callbacks deny; the process carries on.
+    for (const user of ['throws', 'rejects', 'hangs', 'truthy']) {
+      const c = await connect(url, { transports: ['websocket'], auth: { user } });
+      assert.deepEqual(await c.emitWithAck('session:join', mine), { success: false, error: 'Not authorized to join this session' });
+      c.close();
+    }
+    const bad = await connect(url, { transports: ['websocket'] });
+    assert.match((await bad.emitWithAck('session:join', '../etc/passwd')).error, /Invalid session id "\.\.\/etc\/passwd"/);
+    bad.close();
+    assert.throws(() => rt.createWebSocketServer(http.createServer(), { authorize: true }), /options.authorize must be a function/);
+  } finally {
+    ws.close();
+    await new Promise((r) => srv.close(r));
+    await rt.shutdown();
+  }
+});
+
+test('allowedOrigins: another origin is refused on both transports; CORS never echoes an unlisted origin with credentials', { timeout: 240_000 }, async () => {
+  const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
+  const id = (await rt.sessionManager.createSession(CLAUDE)).sessionId;
+  const srv = http.createServer((req, res) => res.end('mine'));
+  const ws = rt.createWebSocketServer(srv, { allowedOrigins: ['https://app.example'] });
+  const l = await rt.listen({ apiKey: API_KEY, socketApiKey: false, allowedOrigins: ['https://app.example'] });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  try {
+    for (const url of [`http://127.0.0.1:${srv.address().port}`, `http://127.0.0.1:${l.port}`]) {
+      for (const transports of [['websocket'], ['polling']]) {
+        await assert.rejects(connect(url, { transports, extraHeaders: { origin: 'https://evil.example' } }));
+        const c = await connect(url, { transports, extraHeaders: { origin: 'https://app.example' } });
+        assert.deepEqual(await c.emitWithAck('session:join', id), { success: true });
+        c.close();
+      }
+      // The refusals are 403s, before any Engine.IO handshake.
+      const poll = await fetch(`${url}/socket.io/?EIO=4&transport=polling`, { headers: { origin: 'https://evil.example' } });
+      assert.equal(poll.status, 403);
+      const upgrade = new WebSocket(`${url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket`, { origin: 'https://evil.example' });
+      const status = await new Promise((resolve) => {
+        upgrade.once('unexpected-response', (_req, res) => resolve(res.statusCode));
+        upgrade.once('open', () => resolve('open'));
+      });
+      assert.equal(status, 403);
+    }
+    const url = `http://127.0.0.1:${srv.address().port}`;
+    const ok = await fetch(`${url}/socket.io/?EIO=4&transport=polling`, { headers: { origin: 'https://app.example' } });
+    assert.equal(ok.headers.get('access-control-allow-origin'), 'https://app.example');
+    assert.equal(ok.headers.get('access-control-allow-credentials'), 'true');
+  } finally {
+    ws.close();
+    l.close();
+    await new Promise((r) => srv.close(r));
+  }
+  // cors.origin "*" answers "*", never the caller's origin with credentials.
+  const srv2 = http.createServer();
+  const ws2 = rt.createWebSocketServer(srv2, { cors: { origin: '*' } });
+  await new Promise((r) => srv2.listen(0, '127.0.0.1', r));
+  try {
+    const res = await fetch(`http://127.0.0.1:${srv2.address().port}/socket.io/?EIO=4&transport=polling`, { headers: { origin: 'https://evil.example' } });
+    assert.equal(res.headers.get('access-control-allow-origin'), '*');
+    assert.equal(res.headers.get('access-control-allow-credentials'), null);
+  } finally {
+    ws2.close();
+    await new Promise((r) => srv2.close(r));
     await rt.shutdown();
   }
 });

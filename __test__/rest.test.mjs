@@ -192,3 +192,26 @@ test('serves through @hono/node-server with app.fetch', { timeout: 240_000 }, as
     await new Promise((r) => server.close(r));
   }
 });
+
+test('session ids outside [A-Za-z0-9._:-]{1,256} are 400 INVALID_REQUEST naming the id; generated ids stay valid', { timeout: 240_000 }, async () => {
+  for (const [method, path] of [
+    ['GET', '/api/sessions/a%20b'],
+    ['DELETE', `/api/sessions/${'x'.repeat(257)}`],
+    ['POST', '/api/sessions/%2E%2E%2Fetc/sync'],
+    ['PATCH', '/api/sessions/%C3%A9/options'],
+    ['POST', '/sessions/a%22b/message'],
+  ]) {
+    const res = await http(method, path, method === 'GET' || method === 'DELETE' ? undefined : { content: 'x', sessionOptions: {} });
+    assert.equal(res.status, 400, `${method} ${path}`);
+    assert.equal(res.body.code, 'INVALID_REQUEST');
+    assert.match(res.body.error, /^Invalid session id "/);
+  }
+  const created = await http('POST', '/api/sessions', { agentProfileRef: 'default', architecture: 'opencode' });
+  assert.match(created.body.sessionId, /^ses_/);
+  assert.equal((await http('GET', `/api/sessions/${created.body.sessionId}`)).status, 200);
+});
+
+test('an empty API key is a configuration error (TypeError)', () => {
+  assert.throws(() => rt.createRestServer({ apiKey: '' }), { name: 'TypeError', message: /apiKey must be a non-empty string/ });
+});
+

@@ -7,6 +7,8 @@ import { createServer } from 'node:http';
 import { startFakeAnthropic } from '../fake-model/fake-anthropic.mjs';
 
 let PORT = Number(process.env.PORT ?? 3001);
+// Loopback only: the demo runs agents on this machine with a well-known key. HOST=0.0.0.0 to expose it.
+const HOST = process.env.HOST ?? '127.0.0.1';
 const API_KEY = process.env.DEMO_API_KEY ?? 'demo-key';
 const PROMPT = process.env.DEMO_PROMPT ?? 'Think it over, then write a haiku to haiku.txt';
 const dim = (s) => `\x1b[2m${s}\x1b[0m`;
@@ -66,9 +68,10 @@ const httpServer = createServer(async (req, res) => {
   res.end(Buffer.from(await response.arrayBuffer()));
 });
 const wsServer = runtime.createWebSocketServer(httpServer);
-await new Promise((r) => httpServer.listen(PORT, r));
+await new Promise((r) => httpServer.listen(PORT, HOST, r));
 PORT = httpServer.address().port;
-say(`server on http://localhost:${PORT} (API key "${API_KEY}")`);
+const BASE = `http://${HOST.includes(':') ? `[${HOST}]` : HOST}:${PORT}`;
+say(`server on ${BASE} (API key "${API_KEY}")${HOST === '127.0.0.1' ? ', this machine only (HOST=0.0.0.0 to expose it)' : ''}`);
 
 // Show what the runtime streams.
 const bus = runtime.eventBus;
@@ -99,7 +102,7 @@ bus.on('session:error', ({ error }) => (endLine(), say(`error: ${error.message}`
 
 // Drive it over REST, as a browser app would.
 const api = async (method, path, body) => {
-  const res = await fetch(`http://localhost:${PORT}${path}`, {
+  const res = await fetch(`${BASE}${path}`, {
     method,
     headers: { Authorization: `Bearer ${API_KEY}`, 'Content-Type': 'application/json' },
     body: body && JSON.stringify(body),
@@ -116,9 +119,9 @@ await api('POST', `/api/sessions/${created.sessionId}/messages`, { content: PROM
 await turnDone;
 const state = await api('GET', `/api/sessions/${created.sessionId}`);
 say(`GET /api/sessions/${created.sessionId}: ${state.blocks.length} blocks, files: ${state.workspaceFiles.map((f) => f.path).join(', ') || 'none'}`);
-say(`try: curl -H 'Authorization: Bearer ${API_KEY}' http://localhost:${PORT}/api/sessions/${created.sessionId}`);
-say(`send more: curl -X POST -H 'Authorization: Bearer ${API_KEY}' -H 'Content-Type: application/json' -d '{"content":"hello"}' http://localhost:${PORT}/api/sessions/${created.sessionId}/messages`);
-say(`Socket.IO: connect socket.io-client (or the reference React client) to http://localhost:${PORT} and emit session:join "${created.sessionId}" to watch the next turn live.`);
+say(`try: curl -H 'Authorization: Bearer ${API_KEY}' ${BASE}/api/sessions/${created.sessionId}`);
+say(`send more: curl -X POST -H 'Authorization: Bearer ${API_KEY}' -H 'Content-Type: application/json' -d '{"content":"hello"}' ${BASE}/api/sessions/${created.sessionId}/messages`);
+say(`Socket.IO: connect socket.io-client (or the reference React client) to ${BASE} and emit session:join "${created.sessionId}" to watch the next turn live.`);
 
 const stop = async () => {
   httpServer.close();

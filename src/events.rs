@@ -3,7 +3,8 @@
 //! Names and payloads are the reference's (spec §1.9). Subscribers are called synchronously in
 //! emit order, so every subscriber sees one session's events in the order they happened.
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -52,10 +53,41 @@ impl DomainEvent {
 
 type Subscriber = Arc<dyn Fn(&DomainEvent) + Send + Sync>;
 
-/// Fan-out of domain events to in-process subscribers (the JS bridge, later Socket.IO).
+/// Fan-out of domain events to in-process subscribers (the JS bridge, Socket.IO servers).
 #[derive(Clone, Default)]
 pub struct EventBus {
-    subscribers: Arc<RwLock<Vec<Subscriber>>>,
+    inner: Arc<Subscribers>,
+}
+
+#[derive(Default)]
+struct Subscribers {
+    list: RwLock<Vec<(u64, Subscriber)>>,
+    next_id: AtomicU64,
+}
+
+impl Subscribers {
+    /// A subscriber that panicked while the list was locked must not stop the bus for good.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<(u64, Subscriber)>> {
+        self.list.read().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<(u64, Subscriber)>> {
+        self.list.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A subscription that ends when dropped (a closed server stops receiving events).
+#[must_use = "dropping a Subscription unsubscribes at once"]
+pub struct Subscription {
+    bus: Weak<Subscribers>,
+    id: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.write().retain(|(id, _)| *id != self.id);
+        }
+    }
 }
 
 impl EventBus {
@@ -63,12 +95,25 @@ impl EventBus {
         Self::default()
     }
 
+    /// Subscribe for the bus's lifetime.
     pub fn subscribe(&self, f: impl Fn(&DomainEvent) + Send + Sync + 'static) {
-        self.subscribers.write().unwrap().push(Arc::new(f));
+        std::mem::forget(self.subscription(f));
+    }
+
+    /// Subscribe until the returned handle is dropped.
+    pub fn subscription(&self, f: impl Fn(&DomainEvent) + Send + Sync + 'static) -> Subscription {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.write().push((id, Arc::new(f)));
+        Subscription { bus: Arc::downgrade(&self.inner), id }
+    }
+
+    /// Current subscribers, for checking that closed servers let go of the bus.
+    pub fn subscriber_count(&self) -> usize {
+        self.inner.read().len()
     }
 
     pub fn emit(&self, event: DomainEvent) {
-        let subs = self.subscribers.read().unwrap().clone();
+        let subs: Vec<Subscriber> = self.inner.read().iter().map(|(_, s)| s.clone()).collect();
         for s in subs {
             s(&event);
         }
@@ -94,4 +139,27 @@ pub fn known_event(name: &str) -> Option<&'static str> {
         "session:error",
     ];
     NAMES.iter().copied().find(|n| *n == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn a_dropped_subscription_stops_receiving() {
+        let bus = EventBus::new();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s = seen.clone();
+        let sub = bus.subscription(move |_| {
+            s.fetch_add(1, Ordering::Relaxed);
+        });
+        bus.subscribe(|_| {});
+        assert_eq!(bus.subscriber_count(), 2);
+        bus.emit(DomainEvent::sessions_changed());
+        drop(sub);
+        assert_eq!(bus.subscriber_count(), 1);
+        bus.emit(DomainEvent::sessions_changed());
+        assert_eq!(seen.load(Ordering::Relaxed), 1);
+    }
 }

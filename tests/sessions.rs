@@ -190,7 +190,7 @@ async fn rest_reports_unstored_sessions_and_refuses_after_shutdown() {
     let (st, health) = call(&rt, "GET", "/health", "", None).await;
     assert_eq!(st, 200);
     assert_eq!(health["status"], "degraded");
-    assert_eq!(health["unstoredSessions"][0]["sessionId"], id.as_str());
+    assert_eq!(health["unstoredSessions"], 1);
     // Storage recovers; after shutdown every API route answers 503.
     adapter.fail_writes.store(0, std::sync::atomic::Ordering::SeqCst);
     assert!(rt.shutdown().await.is_empty());

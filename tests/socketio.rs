@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use agent_runtime::persistence::memory::MemoryAdapter;
 use agent_runtime::session::CreateSessionArgs;
-use agent_runtime::transport::socketio::{start, RealtimeOptions, RealtimeService};
+use agent_runtime::transport::access::{Authorizer, Handshake, Origins};
+use agent_runtime::transport::rest::PlainRequest;
+use agent_runtime::transport::socketio::{handle_polling, start, RealtimeOptions, RealtimeService};
 use agent_runtime::{AgentRuntime, RuntimeOptions};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
@@ -120,19 +122,36 @@ async fn malformed_packets_do_not_take_the_server_down() {
     Client::connect(&svc).await;
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_disconnected_and_others_keep_receiving() {
-    let rt = AgentRuntime::new(RuntimeOptions::default(), Arc::new(MemoryAdapter::with_profile("p")));
-    let a = rt
-        .sessions
+fn new_runtime() -> (Arc<AgentRuntime>, Arc<MemoryAdapter>) {
+    let adapter = Arc::new(MemoryAdapter::with_profile("p"));
+    (AgentRuntime::new(RuntimeOptions::default(), adapter.clone()), adapter)
+}
+
+async fn new_session(rt: &AgentRuntime) -> Arc<agent_runtime::session::AgentSession> {
+    rt.sessions
         .create_session(CreateSessionArgs {
             agent_profile_ref: "p".into(),
             architecture: Some(agent_runtime::agent::Architecture::ClaudeAgentSdk),
             ..Default::default()
         })
         .await
-        .unwrap();
-    let realtime = start(rt.clone(), &RealtimeOptions { max_buffered_packets: 8, ..Default::default() });
+        .unwrap()
+}
+
+/// A session option whose value is `bytes` long, so each event has a known size.
+fn big_options(tag: usize, bytes: usize) -> serde_json::Map<String, Value> {
+    serde_json::json!({ "model": format!("m{tag}-{}", "x".repeat(bytes)) }).as_object().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_after_its_byte_budget_and_others_keep_receiving() {
+    let (rt, _) = new_runtime();
+    let a = new_session(&rt).await;
+    const BUDGET: usize = 64 * 1024;
+    const EVENT: usize = 4 * 1024;
+    const WINDOW: usize = 4; // packets the engine holds beyond the outbox
+    let opts = RealtimeOptions { max_buffered_packets: WINDOW, max_buffered_bytes: BUDGET, ..Default::default() };
+    let realtime = start(rt.clone(), &opts);
     let svc = realtime.service.clone();
     let slow = Client::connect(&svc).await;
     let fast = Client::connect(&svc).await;
@@ -141,19 +160,160 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_receiving()
         c.poll_until(&format!("43{n}")).await;
     }
     assert_eq!(realtime.io.sockets().len(), 2);
-    for i in 0..20 {
-        let opts = serde_json::json!({ "model": format!("m{i}") }).as_object().unwrap().clone();
-        a.update_session_options(opts).await.unwrap();
-        fast.poll_until(&format!("\"m{i}\"")).await;
+    let in_room = || realtime.io.to(format!("session:{}", a.session_id)).sockets().len();
+    // Well under the budget (plus the engine's window): the slow client is kept.
+    let under = BUDGET / EVENT / 2;
+    for i in 0..under {
+        a.update_session_options(big_options(i, EVENT)).await.unwrap();
+        fast.poll_until(&format!("\"m{i}-")).await;
     }
-    // Its buffer held what it could; once it reads, it gets the disconnect.
-    let backlog = slow.poll().await;
-    let held = backlog.matches("session:options:update").count();
-    assert!(held <= 8, "bounded by the buffer: {held}");
+    assert_eq!(in_room(), 2, "a client within its byte budget stays");
+    // Past budget + window: it is dropped; the fast client gets every event.
+    let total = (BUDGET / EVENT) + WINDOW + 4;
+    for i in under..total {
+        a.update_session_options(big_options(i, EVENT)).await.unwrap();
+        fast.poll_until(&format!("\"m{i}-")).await;
+    }
+    assert_eq!(in_room(), 1, "the slow client left the room once over its byte budget");
     let gone = async {
         while realtime.io.sockets().len() != 1 {
             let _ = slow.poll().await; // long-poll: returns when the server sends or closes
         }
     };
     tokio::time::timeout(std::time::Duration::from_secs(10), gone).await.expect("slow client disconnected");
+}
+
+#[tokio::test]
+async fn a_closed_server_leaves_the_event_bus_and_stops_listing_sessions() {
+    let (rt, adapter) = new_runtime();
+    let before = rt.events.subscriber_count();
+    let realtime = start(rt.clone(), &RealtimeOptions::default());
+    assert_eq!(rt.events.subscriber_count(), before + 1);
+    let c = Client::connect(&realtime.service).await;
+    new_session(&rt).await;
+    c.poll_until("sessions:list").await;
+    realtime.close();
+    assert_eq!(rt.events.subscriber_count(), before, "close() removes the bridge from the bus");
+    let lists = || adapter.calls().iter().filter(|c| *c == "listAllSessions").count();
+    let seen = lists();
+    new_session(&rt).await;
+    rt.events.emit(agent_runtime::DomainEvent::sessions_changed());
+    // The list task ends on close; let any (wrongly) remaining one run before counting.
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(lists(), seen, "no listAllSessions from a closed server");
+    // Dropping an unclosed server lets go of the bus too.
+    let other = start(rt.clone(), &RealtimeOptions::default());
+    drop(other);
+    assert_eq!(rt.events.subscriber_count(), before);
+}
+
+/// An authorizer as a backend would write one: user `alice` may watch `allowed` only; the
+/// list goes to admins.
+struct Tenants {
+    allowed: String,
+}
+
+#[async_trait::async_trait]
+impl Authorizer for Tenants {
+    async fn join(&self, h: &Handshake, session_id: &str) -> Result<bool, String> {
+        match h.auth.get("user").and_then(Value::as_str) {
+            Some("alice") => Ok(session_id == self.allowed),
+            Some("hangs") => std::future::pending().await,
+            Some("throws") => Err("backend exploded".into()),
+            _ => Ok(false),
+        }
+    }
+    async fn list(&self, h: &Handshake) -> Result<bool, String> {
+        Ok(h.auth.get("role").and_then(Value::as_str) == Some("admin") && h.query.contains_key("EIO"))
+    }
+}
+
+impl Client {
+    async fn connect_with(svc: &RealtimeService, auth: &str) -> Client {
+        let (_, open) = request(svc, "GET", "/socket.io/?EIO=4&transport=polling", "").await;
+        let sid = serde_json::from_str::<Value>(&open[1..]).unwrap()["sid"].as_str().unwrap().to_string();
+        let c = Client { svc: svc.clone(), sid };
+        c.send(&format!("40{auth}")).await;
+        assert!(c.poll().await.starts_with("40"));
+        c
+    }
+}
+
+#[tokio::test]
+async fn authorize_decides_joins_and_who_gets_the_session_list() {
+    let (rt, _) = new_runtime();
+    let mine = new_session(&rt).await;
+    let theirs = new_session(&rt).await;
+    let opts = RealtimeOptions {
+        authorizer: Some(Arc::new(Tenants { allowed: mine.session_id.clone() })),
+        authorize_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let realtime = start(rt.clone(), &opts);
+    let svc = realtime.service.clone();
+    let alice = Client::connect_with(&svc, r#"{"user":"alice"}"#).await;
+    let admin = Client::connect_with(&svc, r#"{"user":"bob","role":"admin"}"#).await;
+    alice.send(&format!(r#"421["session:join","{}"]"#, theirs.session_id)).await;
+    let got = alice.poll_until("431").await;
+    assert!(got.contains(r#"431[{"error":"Not authorized to join this session","success":false}]"#), "{got}");
+    alice.send(&format!(r#"422["session:join","{}"]"#, mine.session_id)).await;
+    assert!(alice.poll_until("432").await.contains(r#"432[{"success":true}]"#));
+    // A hanging and a failing callback deny (after the timeout), and the server carries on.
+    for (n, who) in [(3, "hangs"), (4, "throws")] {
+        let c = Client::connect_with(&svc, &format!(r#"{{"user":"{who}"}}"#)).await;
+        c.send(&format!(r#"42{n}["session:join","{}"]"#, mine.session_id)).await;
+        assert!(c.poll_until(&format!("43{n}")).await.contains("Not authorized"));
+    }
+    // Events of the denied session never reach alice; those of hers do.
+    theirs.update_session_options(big_options(1, 8)).await.unwrap();
+    mine.update_session_options(big_options(2, 8)).await.unwrap();
+    let got = alice.poll_until("session:options:update").await;
+    assert!(got.contains(&mine.session_id) && !got.contains(&theirs.session_id), "{got}");
+    // sessions:list reaches the admin only.
+    new_session(&rt).await;
+    admin.poll_until("sessions:list").await;
+    mine.update_session_options(big_options(3, 8)).await.unwrap();
+    let got = alice.poll_until("\"m3-").await;
+    assert!(!got.contains("sessions:list"), "{got}");
+}
+
+#[tokio::test]
+async fn invalid_ids_disallowed_origins_and_host_paths() {
+    let (rt, _) = new_runtime();
+    let a = new_session(&rt).await;
+    let opts =
+        RealtimeOptions { allowed_origins: Origins::only(vec!["https://app.example".into()]), ..Default::default() };
+    let realtime = start(rt.clone(), &opts);
+    let c = Client::connect(&realtime.service).await;
+    let long = "x".repeat(300);
+    for (n, id) in [(1, "../../etc/passwd"), (2, long.as_str())] {
+        c.send(&format!(r#"42{n}["session:join","{id}"]"#)).await;
+        let got = c.poll_until(&format!("43{n}")).await;
+        assert!(got.contains("Invalid session id"), "{got}");
+    }
+    // Polling from a page of another origin is refused; the allowed one and non-browser pass.
+    let polling = |origin: Option<&str>| PlainRequest {
+        method: "GET".into(),
+        url: "/socket.io/?EIO=4&transport=polling".into(),
+        headers: origin.map(|o| vec!["Origin".to_string(), o.to_string()]).unwrap_or_default(),
+        body: Default::default(),
+        oversized: false,
+    };
+    assert_eq!(handle_polling(&realtime, polling(Some("https://evil.example")), None).await.status, 403);
+    assert_eq!(handle_polling(&realtime, polling(Some("https://app.example")), None).await.status, 200);
+    assert_eq!(handle_polling(&realtime, polling(None), None).await.status, 200);
+    // A session error naming host paths reaches clients without them.
+    c.send(&format!(r#"423["session:join","{}"]"#, a.session_id)).await;
+    c.poll_until("433").await;
+    let root = rt.options.sandbox_root.display().to_string();
+    let home = std::env::var("HOME").unwrap_or_default();
+    let msg = format!("Runner exited: cannot open {root}/{}/workspace/x (home {home}/.claude)", a.session_id);
+    rt.events.emit(agent_runtime::DomainEvent::error(&a.session_id, &msg, Some("RUNNER_FAILED")));
+    let got = c.poll_until("RUNNER_FAILED").await;
+    assert!(got.contains("<sandbox-root>/") && !got.contains(&root), "{got}");
+    if home.matches('/').count() >= 2 {
+        assert!(!got.contains(&format!("{home}/.claude")), "{got}");
+    }
 }

@@ -21,6 +21,11 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use serde_json::Value;
 
+/// Serializing our own plain data cannot fail; no panic across the boundary even so.
+fn json_text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
 fn to_napi(e: agent_runtime::Error) -> Error {
     Error::new(Status::GenericFailure, format!("[{}] {e}", e.code()))
 }
@@ -70,12 +75,12 @@ impl NativeRuntime {
     }
 
     /// Kill every sandbox process now; for `process.on('exit')`, where nothing async runs.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn kill_sandboxes(&self) {
         self.rt.kill_sandboxes();
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn is_healthy(&self) -> bool {
         self.rt.is_healthy()
     }
@@ -108,25 +113,25 @@ impl NativeRuntime {
         Ok(Value::Array(list).to_string())
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn is_loaded(&self, session_id: String) -> bool {
         self.rt.sessions.is_loaded(&session_id)
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn loaded_ids(&self) -> Vec<String> {
         self.rt.sessions.loaded_ids()
     }
 
     /// `getState()` minus blocks and subagents, plus `conversationVersion`; null when not loaded.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn session_state_meta(&self, session_id: String) -> Option<String> {
         self.rt.sessions.get(&session_id).map(|s| s.state_meta_json())
     }
 
     /// `{ version, blocks, subagents }` as JSON; null when not loaded. The JSON is ASCII, so
     /// the JS string is created as latin1: a copy, not a UTF-8 transcode.
-    #[napi(ts_return_type = "string | null")]
+    #[napi(ts_return_type = "string | null", catch_unwind)]
     pub fn session_conversation<'e>(&self, env: &'e Env, session_id: String) -> Result<Option<napi::JsString<'e>>> {
         match self.rt.sessions.get(&session_id) {
             None => Ok(None),
@@ -134,12 +139,12 @@ impl NativeRuntime {
         }
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn session_runtime_state(&self, session_id: String) -> Option<String> {
-        self.rt.sessions.get(&session_id).map(|s| serde_json::to_string(&s.runtime_state()).unwrap())
+        self.rt.sessions.get(&session_id).map(|s| json_text(&s.runtime_state()))
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn session_list_data(&self, session_id: String) -> Option<String> {
         self.rt.sessions.get(&session_id).map(|s| s.persisted_list_data().to_string())
     }
@@ -169,42 +174,59 @@ impl NativeRuntime {
         env.spawn_future(async move { turn.run.await.map_err(to_napi) })
     }
 
-    /// A Socket.IO server bridged to this runtime's events (`createWebSocketServer`).
+    /// A Socket.IO server bridged to this runtime's events (`createWebSocketServer`). `options`:
+    /// `{ path?, apiKey?, allowedOrigins?, authorizeTimeoutMs?, maxBufferedBytes?,
+    /// maxHttpBufferSize? }`; `authorize` is the glue's bridge to the user's callbacks.
     #[napi]
-    pub fn realtime_server(&self, path: Option<String>, api_key: Option<String>) -> realtime::RealtimeServer {
-        let mut opts = agent_runtime::transport::socketio::RealtimeOptions { api_key, ..Default::default() };
-        if let Some(p) = path {
-            opts.path = p;
-        }
+    pub fn realtime_server(
+        &self,
+        options: Value,
+        authorize: Option<AuthorizeJs<'_>>,
+    ) -> Result<realtime::RealtimeServer> {
+        let opts = realtime::parse_options(options)?.into_core(authorizer(authorize)?)?;
         let rt = self.rt.clone();
         let realtime = napi::bindgen_prelude::within_runtime_if_available(move || {
             agent_runtime::transport::socketio::start(rt, &opts)
         });
-        realtime::RealtimeServer { realtime }
+        Ok(realtime::RealtimeServer { realtime: Arc::new(realtime) })
     }
 
-    /// Serve REST and Socket.IO natively on `host:port` (`runtime.listen`).
-    #[napi]
-    pub async fn listen(
+    /// Serve REST and Socket.IO natively on `host:port` (`runtime.listen`). `options` as for
+    /// `realtime_server` (its `apiKey` protects Socket.IO).
+    #[napi(ts_return_type = "Promise<NativeListener>")]
+    pub fn listen<'e>(
         &self,
+        env: &'e Env,
         host: String,
         port: u32,
         api_key: String,
-        socket_api_key: Option<String>,
-    ) -> Result<realtime::NativeListener> {
-        let opts =
-            agent_runtime::transport::socketio::RealtimeOptions { api_key: socket_api_key, ..Default::default() };
+        options: Value,
+        authorize: Option<AuthorizeJs<'_>>,
+    ) -> Result<PromiseRaw<'e, realtime::NativeListener>> {
+        if api_key.is_empty() {
+            return Err(Error::new(Status::InvalidArg, "apiKey must be a non-empty string"));
+        }
+        let opts = realtime::parse_options(options)?.into_core(authorizer(authorize)?)?;
         let addr = format!("{host}:{port}");
-        let l = agent_runtime::transport::socketio::listen(self.rt.clone(), &addr, &api_key, &opts)
-            .await
-            .map_err(|e| Error::new(Status::GenericFailure, format!("cannot listen on {addr}: {e}")))?;
-        Ok(realtime::NativeListener { inner: l })
+        let rt = self.rt.clone();
+        env.spawn_future(async move {
+            let l = agent_runtime::transport::socketio::listen(rt, &addr, &api_key, &opts)
+                .await
+                .map_err(|e| Error::new(Status::GenericFailure, format!("cannot listen on {addr}: {e}")))?;
+            Ok(realtime::NativeListener { inner: l })
+        })
     }
 
     /// A REST handler bound to `api_key` (`createRestServer({ apiKey })`).
     #[napi]
-    pub fn rest_server(&self, api_key: String) -> RestServer {
-        RestServer { router: rest::router(self.rt.clone(), &api_key), max_body: self.rt.options.max_body_bytes as u32 }
+    pub fn rest_server(&self, api_key: String) -> Result<RestServer> {
+        if api_key.is_empty() {
+            return Err(Error::new(Status::InvalidArg, "apiKey must be a non-empty string"));
+        }
+        Ok(RestServer {
+            router: rest::router(self.rt.clone(), &api_key),
+            max_body: self.rt.options.max_body_bytes as u32,
+        })
     }
 }
 
@@ -212,6 +234,13 @@ impl NativeRuntime {
     fn session(&self, id: &str) -> Result<Arc<AgentSession>> {
         self.rt.sessions.get(id).ok_or_else(|| to_napi(agent_runtime::Error::SessionNotLoaded(id.to_string())))
     }
+}
+
+/// The glue's `(kind, handshakeJson, sessionId) => Promise<{ allow } | { error }>`.
+type AuthorizeJs<'a> = Function<'a, FnArgs<(String, String, Option<String>)>, Promise<Value>>;
+
+fn authorizer(f: Option<AuthorizeJs<'_>>) -> Result<Option<realtime::AuthorizeFn>> {
+    f.map(|f| f.build_threadsafe_function().callee_handled::<false>().weak::<true>().build()).transpose()
 }
 
 fn from_json_arg<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {

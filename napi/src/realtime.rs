@@ -3,6 +3,12 @@
 //! frames never pass through JS.
 
 use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use agent_runtime::transport::access::{Authorizer, Handshake};
+use async_trait::async_trait;
+use serde::Deserialize;
 
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,8 +22,113 @@ use crate::HttpResponse;
 
 #[napi]
 pub struct RealtimeServer {
-    pub(crate) realtime: Realtime,
+    pub(crate) realtime: Arc<Realtime>,
 }
+
+/// Options of `createWebSocketServer` / `listen` as the JS glue passes them (already checked
+/// there; checked again here because the napi surface can be called directly).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SocketOptions {
+    path: Option<String>,
+    api_key: Option<String>,
+    allowed_origins: Option<Vec<String>>,
+    authorize_timeout_ms: Option<f64>,
+    max_buffered_bytes: Option<f64>,
+    max_http_buffer_size: Option<f64>,
+}
+
+impl SocketOptions {
+    pub fn into_core(self, authorize: Option<AuthorizeFn>) -> Result<socketio::RealtimeOptions> {
+        let invalid = |m: &str| Error::new(Status::InvalidArg, m.to_string());
+        let mut o = socketio::RealtimeOptions::default();
+        if let Some(p) = self.path {
+            o.path = p;
+        }
+        if let Some(k) = self.api_key {
+            if k.is_empty() {
+                return Err(invalid("apiKey must be a non-empty string"));
+            }
+            o.api_key = Some(k);
+        }
+        if let Some(list) = self.allowed_origins {
+            o.allowed_origins = agent_runtime::transport::access::Origins::only(list);
+        }
+        if let Some(ms) = self.authorize_timeout_ms {
+            if !(ms.is_finite() && ms >= 1.0) {
+                return Err(invalid("authorizeTimeoutMs must be a positive number of milliseconds"));
+            }
+            o.authorize_timeout = std::time::Duration::from_millis(ms as u64);
+        }
+        if let Some(n) = self.max_buffered_bytes {
+            if !(n.is_finite() && n >= 1.0) {
+                return Err(invalid("maxBufferedBytes must be a positive number of bytes"));
+            }
+            o.max_buffered_bytes = n as usize;
+        }
+        if let Some(n) = self.max_http_buffer_size {
+            if !(n.is_finite() && n >= 1.0) {
+                return Err(invalid("maxHttpBufferSize must be a positive number of bytes"));
+            }
+            o.max_payload = n as u64;
+        }
+        if let Some(call) = authorize {
+            o.authorizer = Some(Arc::new(JsAuthorizer { call }));
+        }
+        Ok(o)
+    }
+}
+
+pub fn parse_options(options: serde_json::Value) -> Result<SocketOptions> {
+    serde_json::from_value(options).map_err(|e| Error::new(Status::InvalidArg, format!("invalid socket options: {e}")))
+}
+
+/// `(kind, handshakeJson, sessionId) => Promise<{ allow } | { error }>`; the JS glue calls the
+/// user's `authorize` / `authorizeList` and never rejects.
+pub type AuthorizeFn = ThreadsafeFunction<
+    FnArgs<(String, String, Option<String>)>,
+    Promise<serde_json::Value>,
+    FnArgs<(String, String, Option<String>)>,
+    Status,
+    false,
+    true,
+>;
+
+struct JsAuthorizer {
+    call: AuthorizeFn,
+}
+
+impl JsAuthorizer {
+    async fn ask(
+        &self,
+        kind: &str,
+        handshake: &Handshake,
+        session_id: Option<&str>,
+    ) -> std::result::Result<bool, String> {
+        let hs = serde_json::to_string(handshake).map_err(|e| e.to_string())?;
+        let args = (kind.to_string(), hs, session_id.map(str::to_string)).into();
+        let promise = self.call.call_async_catch(args).await.map_err(|e| e.reason.clone())?;
+        let answer = promise.await.map_err(|e| e.reason.clone())?;
+        match (answer.get("allow"), answer.get("error")) {
+            (Some(serde_json::Value::Bool(b)), _) => Ok(*b),
+            (_, Some(serde_json::Value::String(e))) => Err(e.clone()),
+            _ => Err(format!("unexpected authorization answer {answer}")),
+        }
+    }
+}
+
+#[async_trait]
+impl Authorizer for JsAuthorizer {
+    async fn join(&self, handshake: &Handshake, session_id: &str) -> std::result::Result<bool, String> {
+        self.ask("join", handshake, Some(session_id)).await
+    }
+    async fn list(&self, handshake: &Handshake) -> std::result::Result<bool, String> {
+        self.ask("list", handshake, None).await
+    }
+}
+
+/// Bytes received from a piped (TLS) client that the engine has not read yet.
+const MAX_PIPED_IN_BYTES: usize = 8 * 1024 * 1024;
 
 #[napi]
 impl RealtimeServer {
@@ -29,9 +140,10 @@ impl RealtimeServer {
         url: String,
         headers: Vec<String>,
         body: Option<Buffer>,
+        peer: Option<String>,
     ) -> Result<HttpResponse> {
         let req = crate::plain_request(method, url, headers, body, false);
-        Ok(socketio::handle_polling(&self.realtime.service, req).await.into())
+        Ok(socketio::handle_polling(&self.realtime, req, peer).await.into())
     }
 
     /// Take over the TCP connection `fd` of an upgrade request (Node then destroys its handle;
@@ -47,11 +159,12 @@ impl RealtimeServer {
         let std = unsafe { std::net::TcpStream::from_raw_fd(dup) };
         std.set_nonblocking(true).map_err(|e| Error::from_reason(e.to_string()))?;
         let _ = std.set_nodelay(true);
-        let service = self.realtime.service.clone();
+        let peer = std.peer_addr().ok().map(|a| a.ip().to_string());
+        let realtime = self.realtime.clone();
         napi::bindgen_prelude::spawn(async move {
             match tokio::net::TcpStream::from_std(std) {
                 Ok(stream) => {
-                    if let Err(e) = socketio::serve_websocket(service, stream, &url, &headers).await {
+                    if let Err(e) = socketio::serve_websocket(&realtime, stream, &url, &headers, peer).await {
                         tracing::debug!(error = %e, "websocket connection ended with an error");
                     }
                 }
@@ -67,16 +180,22 @@ impl RealtimeServer {
     /// pipe then waits for `Pipe.drained()` before sending more, so a slow client cannot make
     /// memory grow here.
     #[napi]
-    pub fn pipe(&self, url: String, headers: Vec<String>, on_data: Function<Option<Buffer>, bool>) -> Result<Pipe> {
+    pub fn pipe(
+        &self,
+        url: String,
+        headers: Vec<String>,
+        peer: Option<String>,
+        on_data: Function<Option<Buffer>, bool>,
+    ) -> Result<Pipe> {
         let send: ThreadsafeFunction<Option<Buffer>, bool, Option<Buffer>, Status, false, true> =
             on_data.build_threadsafe_function().callee_handled::<false>().weak::<true>().build()?;
         let (ours, theirs) = tokio::io::duplex(256 * 1024);
         let (mut read_half, mut write_half) = tokio::io::split(ours);
         let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Option<bytes::Bytes>>();
         let drained = std::sync::Arc::new(tokio::sync::Notify::new());
-        let service = self.realtime.service.clone();
+        let realtime = self.realtime.clone();
         napi::bindgen_prelude::spawn(async move {
-            if let Err(e) = socketio::serve_websocket(service, theirs, &url, &headers).await {
+            if let Err(e) = socketio::serve_websocket(&realtime, theirs, &url, &headers, peer).await {
                 tracing::debug!(error = %e, "piped websocket ended with an error");
             }
         });
@@ -98,15 +217,19 @@ impl RealtimeServer {
                 }
             }
         });
+        let in_bytes = Arc::new(AtomicUsize::new(0));
+        let written = in_bytes.clone();
         napi::bindgen_prelude::spawn(async move {
             while let Some(Some(chunk)) = in_rx.recv().await {
-                if write_half.write_all(&chunk).await.is_err() {
+                let ok = write_half.write_all(&chunk).await.is_ok();
+                written.fetch_sub(chunk.len(), Ordering::Relaxed);
+                if !ok {
                     return;
                 }
             }
             let _ = write_half.shutdown().await;
         });
-        Ok(Pipe { incoming: in_tx, drained })
+        Ok(Pipe { incoming: in_tx, drained, in_bytes })
     }
 
     /// An event emitted on the JS EventBus by user code: forwarded to clients like a runtime
@@ -119,16 +242,13 @@ impl RealtimeServer {
         self.realtime.publish(agent_runtime::DomainEvent { name, session_id, payload });
     }
 
-    /// Disconnect every client.
+    /// Disconnect every client and stop bridging the runtime's events to this server.
     #[napi]
-    pub async fn close(&self) -> Result<()> {
-        for s in self.realtime.io.sockets() {
-            let _ = s.disconnect();
-        }
-        Ok(())
+    pub fn close(&self) {
+        self.realtime.close();
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn clients_count(&self) -> u32 {
         self.realtime.io.sockets().len() as u32
     }
@@ -159,7 +279,7 @@ impl NativeListener {
         self.inner.addr.ip().to_string()
     }
 
-    /// Stop accepting and disconnect Socket.IO clients.
+    /// Stop accepting, disconnect Socket.IO clients, stop bridging events to them.
     #[napi]
     pub fn close(&self) {
         self.inner.close();
@@ -171,14 +291,26 @@ impl NativeListener {
 pub struct Pipe {
     incoming: mpsc::UnboundedSender<Option<bytes::Bytes>>,
     drained: std::sync::Arc<tokio::sync::Notify>,
+    in_bytes: Arc<AtomicUsize>,
 }
 
 #[napi]
 impl Pipe {
-    /// Bytes received from the client.
+    /// Bytes received from the client. False when the engine has fallen more than
+    /// `MAX_PIPED_IN_BYTES` behind: the glue then drops the client.
     #[napi]
-    pub fn write(&self, chunk: Buffer) {
+    pub fn write(&self, chunk: Buffer) -> bool {
+        if self.in_bytes.load(Ordering::Relaxed) + chunk.len() > MAX_PIPED_IN_BYTES {
+            tracing::warn!(
+                limit = MAX_PIPED_IN_BYTES,
+                "dropping a piped websocket client: its input is not being read"
+            );
+            let _ = self.incoming.send(None);
+            return false;
+        }
+        self.in_bytes.fetch_add(chunk.len(), Ordering::Relaxed);
         let _ = self.incoming.send(Some(bytes::Bytes::copy_from_slice(&chunk)));
+        true
     }
 
     /// The client's side ended.

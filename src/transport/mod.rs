@@ -1,6 +1,9 @@
 //! HTTP concerns shared by every transport: the API-key check, the `{ error, code }` envelope,
 //! CORS as the reference's Hono app answers it, and request bodies.
 
+pub mod access;
+pub mod outbox;
+pub mod redact;
 pub mod rest;
 pub mod socketio;
 
@@ -42,9 +45,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Compare a presented token with the key without leaking where they differ.
+/// Compare a presented token with the key without leaking where they differ or how long the key
+/// is: both are hashed to 32 bytes first, and those are compared in constant time. An empty key
+/// matches nothing (a server configured without a key refuses everyone, as the reference does).
 pub fn key_matches(presented: &str, key: &str) -> bool {
-    presented.len() == key.len() && bool::from(presented.as_bytes().ct_eq(key.as_bytes()))
+    use sha2::{Digest, Sha256};
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(key.as_bytes());
+    !key.is_empty() && bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
 /// `Authorization: Bearer <key>` (prefix case-sensitive, as the reference) or the bare key.
@@ -88,6 +96,8 @@ pub fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> 
 const ALLOW_METHODS: &str = "GET,HEAD,PUT,POST,DELETE,PATCH";
 
 /// CORS as Hono's `cors()` defaults: `*` origin on every response, preflights answered 204.
+/// Never with `Access-Control-Allow-Credentials`: the key travels in `Authorization`, which a
+/// page can only send deliberately, so `*` exposes nothing a cookie would.
 pub async fn cors(req: Request<Body>, next: Next) -> Response {
     if req.method() == Method::OPTIONS {
         let mut res = StatusCode::NO_CONTENT.into_response();
@@ -121,6 +131,17 @@ mod tests {
         assert_eq!(check_api_key(&h, "k").unwrap_err().code, "INVALID_API_KEY");
         h.insert(header::AUTHORIZATION, "Bearer kk".parse().unwrap());
         assert_eq!(check_api_key(&h, "k").unwrap_err().code, "INVALID_API_KEY");
+    }
+
+    #[test]
+    fn an_empty_key_matches_nothing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert_eq!(check_api_key(&h, "").unwrap_err().code, "INVALID_API_KEY");
+        h.insert(header::AUTHORIZATION, "".parse().unwrap());
+        assert_eq!(check_api_key(&h, "").unwrap_err().code, "INVALID_API_KEY");
+        assert!(!key_matches("", ""));
+        assert!(key_matches("a-long-key", "a-long-key") && !key_matches("a-long-kez", "a-long-key"));
     }
 
     #[derive(serde::Deserialize, Debug)]

@@ -98,15 +98,30 @@ async fn auth_and_limits(State(st): State<RestState>, req: Request<Body>, next: 
     res
 }
 
-/// `{ status: "ok" }` as in the reference; `"degraded"` with the sessions whose state cannot be
-/// stored (still loaded, retried), so a load balancer or an operator can see data at risk.
+/// `{ status: "ok" }` as in the reference; `"degraded"` with how many sessions' state cannot be
+/// stored (kept loaded, retried), so a load balancer or an operator sees data at risk. Only a
+/// count: this route needs no key (ids and errors are in the log).
 async fn health(State(st): State<RestState>) -> Json<Value> {
-    let unstored = st.runtime.sessions.unstored_sessions();
-    if unstored.is_empty() {
+    let unstored = st.runtime.sessions.unstored_sessions().len();
+    if unstored == 0 {
         return Json(json!({ "status": "ok" }));
     }
-    let sessions: Vec<Value> = unstored.into_iter().map(|(id, e)| json!({ "sessionId": id, "error": e })).collect();
-    Json(json!({ "status": "degraded", "unstoredSessions": sessions }))
+    Json(json!({ "status": "degraded", "unstoredSessions": unstored }))
+}
+
+/// The `{id}` of a session route, refused with 400 when it is not a plausible session id.
+struct SessionId(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SessionId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("Invalid session id in path: {e}")))?;
+        super::access::validate_session_id(&id).map_err(ApiError::bad_request)?;
+        Ok(SessionId(id))
+    }
 }
 
 #[derive(Deserialize)]
@@ -189,13 +204,13 @@ fn loaded(st: &RestState, id: &str) -> Result<Arc<AgentSession>, ApiError> {
     st.runtime.sessions.get(id).ok_or_else(not_found)
 }
 
-async fn get_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Response, ApiError> {
     let session = load(&st, &id).await?;
     // The state is serialized once in the core; send it as is.
     Ok(([("content-type", "application/json")], session.state_json()).into_response())
 }
 
-async fn delete_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn delete_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<Value>, ApiError> {
     loaded(&st, &id)?;
     st.runtime
         .sessions
@@ -205,7 +220,7 @@ async fn delete_session(State(st): State<RestState>, Path(id): Path<String>) -> 
     Ok(Json(json!({ "success": true, "sessionId": id })))
 }
 
-async fn sync_session(State(st): State<RestState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn sync_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<Value>, ApiError> {
     let session = loaded(&st, &id)?;
     session.sync_to_storage().await.map_err(|e| failed("Failed to sync session", "SESSION_SYNC_FAILED", e))?;
     Ok(Json(json!({ "success": true, "sessionId": id })))
@@ -219,7 +234,7 @@ struct OptionsBody {
 
 async fn update_options(
     State(st): State<RestState>,
-    Path(id): Path<String>,
+    SessionId(id): SessionId,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b: OptionsBody = parse_json_body(&body)?;
@@ -238,7 +253,7 @@ struct MessageBody {
 
 async fn send_message(
     State(st): State<RestState>,
-    Path(id): Path<String>,
+    SessionId(id): SessionId,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b: MessageBody = parse_json_body(&body)?;

@@ -4,95 +4,190 @@
 //! The engine is a tower service; how connections reach it (Node's server, or a native
 //! listener) is the caller's business.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use engineioxide::service::NotFoundService;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::service::SocketIoService;
 use socketioxide::SocketIo;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
-use crate::events::DomainEvent;
+use super::access::{self, Authorizer, Handshake, Origins};
+use super::outbox::{self, Item, Outbox};
+use super::redact::Redactor;
+use crate::events::{DomainEvent, Subscription};
 use crate::runtime::AgentRuntime;
 
 pub type RealtimeService = SocketIoService<NotFoundService>;
 
-/// Options of `createWebSocketServer`.
-#[derive(Debug, Clone)]
+/// Options of `createWebSocketServer` (and of the Socket.IO side of `runtime.listen`).
+#[derive(Clone)]
 pub struct RealtimeOptions {
     /// Request path, `/socket.io` by default.
     pub path: String,
-    /// Events a slow client may have queued before it is disconnected.
+    /// Packets the engine holds for one client beyond its byte-bounded outbox.
     pub max_buffered_packets: usize,
+    /// Bytes of events that may wait for one client before it is disconnected as too slow.
+    pub max_buffered_bytes: usize,
     /// Largest accepted HTTP long-polling body (Engine.IO `maxHttpBufferSize`).
     pub max_payload: u64,
     /// When set, clients must connect with `auth: { token: <this key> }`.
     pub api_key: Option<String>,
+    /// When set, decides every `session:join` and who receives `sessions:list`.
+    pub authorizer: Option<Arc<dyn Authorizer>>,
+    /// An authorization callback that has not answered by then denies.
+    pub authorize_timeout: Duration,
+    /// Browser origins allowed to connect (both transports); any when unset, as the reference.
+    pub allowed_origins: Origins,
 }
 
 impl Default for RealtimeOptions {
     fn default() -> Self {
-        Self { path: "/socket.io".into(), max_buffered_packets: 4096, max_payload: 1_000_000, api_key: None }
+        Self {
+            path: "/socket.io".into(),
+            max_buffered_packets: 64,
+            max_buffered_bytes: 16 * 1024 * 1024,
+            max_payload: 1_000_000,
+            api_key: None,
+            authorizer: None,
+            authorize_timeout: Duration::from_secs(10),
+            allowed_origins: Origins::any(),
+        }
+    }
+}
+
+/// What connections of one server share (the socketioxide state).
+struct Shared {
+    runtime: std::sync::Weak<AgentRuntime>,
+    api_key: Option<Arc<str>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
+    authorize_timeout: Duration,
+    max_buffered_bytes: usize,
+    origins: Origins,
+    redactor: Redactor,
+    /// A `sessions:list` is due (coalesced: one fetch covers every change before it).
+    list_due: Notify,
+    closed: AtomicBool,
+    tokio: tokio::runtime::Handle,
+}
+
+/// Per-connection state, kept in the socket's extensions.
+struct Client {
+    handshake: Handshake,
+    may_list: bool,
+    outbox: Outbox,
+}
+
+/// The server side shared by both ways of serving: its namespace, its bus subscription.
+pub struct Hub {
+    pub io: SocketIo,
+    shared: Arc<Shared>,
+    subscription: Mutex<Option<Subscription>>,
+}
+
+impl Hub {
+    /// Send an event to clients as if the runtime had emitted it (events the user emits on the
+    /// JS EventBus reach Socket.IO this way, as they do in the reference).
+    pub fn publish(&self, e: DomainEvent) {
+        dispatch(&self.shared, &self.io, &e);
+    }
+
+    /// Stop bridging events (the bus subscription goes) and disconnect every client.
+    pub fn close(&self) {
+        // Disconnect handlers are spawned: callable from a thread outside tokio (JS's).
+        let _tokio = self.shared.tokio.enter();
+        self.subscription.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.list_due.notify_one();
+        for s in self.io.sockets() {
+            let _ = s.disconnect();
+        }
+    }
+
+    /// The allowed-origins check of the upgrade and polling requests that reach us from Node.
+    pub fn origin_allowed(&self, headers: &http::HeaderMap) -> bool {
+        self.shared.origins.allows(headers)
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.list_due.notify_one();
     }
 }
 
 pub struct Realtime {
-    pub io: SocketIo,
+    pub hub: Hub,
     pub service: RealtimeService,
-    queue: mpsc::UnboundedSender<DomainEvent>,
 }
 
-impl Realtime {
-    /// Send an event to clients as if the runtime had emitted it (events the user emits on the
-    /// JS EventBus reach Socket.IO this way, as they do in the reference).
-    pub fn publish(&self, e: DomainEvent) {
-        let _ = self.queue.send(e);
+impl std::ops::Deref for Realtime {
+    type Target = Hub;
+    fn deref(&self) -> &Hub {
+        &self.hub
     }
 }
-
-#[derive(Clone)]
-struct RequiredToken(Option<Arc<str>>);
 
 fn room(session_id: &str) -> String {
     format!("session:{session_id}")
 }
 
-fn builder(runtime: &Arc<AgentRuntime>, opts: &RealtimeOptions) -> socketioxide::SocketIoBuilder {
+fn builder(shared: &Arc<Shared>, opts: &RealtimeOptions) -> socketioxide::SocketIoBuilder {
     SocketIo::builder()
         .req_path(opts.path.clone())
-        .max_buffer_size(opts.max_buffered_packets)
+        .max_buffer_size(opts.max_buffered_packets.max(1))
         .max_payload(opts.max_payload)
-        .with_state(runtime.clone())
-        .with_state(RequiredToken(opts.api_key.as_deref().map(Arc::from)))
+        .with_state(shared.clone())
 }
 
-fn serve_namespace(runtime: Arc<AgentRuntime>, io: &SocketIo) -> mpsc::UnboundedSender<DomainEvent> {
-    io.ns("/", on_connect.with(check_token));
-    bridge(runtime, io.clone())
+fn shared(runtime: &Arc<AgentRuntime>, opts: &RealtimeOptions) -> Arc<Shared> {
+    Arc::new(Shared {
+        runtime: Arc::downgrade(runtime),
+        api_key: opts.api_key.as_deref().map(Arc::from),
+        authorizer: opts.authorizer.clone(),
+        authorize_timeout: opts.authorize_timeout,
+        max_buffered_bytes: opts.max_buffered_bytes.max(1),
+        origins: opts.allowed_origins.clone(),
+        redactor: Redactor::for_runtime(&runtime.options),
+        list_due: Notify::new(),
+        closed: AtomicBool::new(false),
+        tokio: tokio::runtime::Handle::current(),
+    })
+}
+
+/// Register the namespace and bridge the runtime's events to it.
+fn hub(runtime: &Arc<AgentRuntime>, io: SocketIo, shared: Arc<Shared>) -> Hub {
+    io.ns("/", on_connect.with(admit));
+    let (bus_io, bus_shared) = (io.clone(), shared.clone());
+    let subscription = runtime.events.subscription(move |e| dispatch(&bus_shared, &bus_io, e));
+    tokio::spawn(send_lists(shared.clone(), io.clone()));
+    Hub { io, shared, subscription: Mutex::new(Some(subscription)) }
 }
 
 /// Build the server and start bridging the runtime's events to it. Must run inside tokio.
 pub fn start(runtime: Arc<AgentRuntime>, opts: &RealtimeOptions) -> Realtime {
-    let (service, io) = builder(&runtime, opts).build_svc();
-    let queue = serve_namespace(runtime, &io);
-    Realtime { io, service, queue }
+    let shared = shared(&runtime, opts);
+    let (service, io) = builder(&shared, opts).build_svc();
+    Realtime { hub: hub(&runtime, io, shared), service }
 }
 
 /// A running native listener (`runtime.listen`): REST and Socket.IO on one port, no JS in the
 /// data path.
 pub struct Listener {
     pub addr: std::net::SocketAddr,
-    pub io: SocketIo,
+    pub hub: Hub,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Listener {
     pub fn close(&self) {
-        for s in self.io.sockets() {
-            let _ = s.disconnect();
-        }
+        self.hub.close();
         self.task.abort();
     }
 }
@@ -104,29 +199,62 @@ pub async fn listen(
     rest_api_key: &str,
     opts: &RealtimeOptions,
 ) -> std::io::Result<Listener> {
-    let (layer, io) = builder(&runtime, opts).build_layer();
-    let _queue = serve_namespace(runtime.clone(), &io);
-    let app = super::rest::router(runtime, rest_api_key).layer(layer);
+    let shared = shared(&runtime, opts);
+    let (layer, io) = builder(&shared, opts).build_layer();
+    let hub = hub(&runtime, io, shared);
+    let origins = opts.allowed_origins.clone();
+    let path = opts.path.clone();
+    // Outermost, so a refused origin never reaches the engine.
+    let guard = axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+        let refused = req.uri().path().starts_with(&path) && !origins.allows(req.headers());
+        async move {
+            if refused {
+                use axum::response::IntoResponse;
+                return access::forbidden_origin().into_response();
+            }
+            next.run(req).await
+        }
+    });
+    let app = super::rest::router(runtime, rest_api_key).layer(layer).layer(guard);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "native listener stopped");
         }
     });
     tracing::info!(%addr, "native listener: REST and Socket.IO");
-    Ok(Listener { addr, io, task })
+    Ok(Listener { addr, hub, task })
 }
 
-/// Opt-in handshake auth: `auth: { token }` must equal the key (compared in constant time).
-async fn check_token(TryData(auth): TryData<Value>, State(required): State<RequiredToken>) -> Result<(), &'static str> {
-    let Some(key) = required.0 else { return Ok(()) };
-    let token = auth.ok().and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string));
-    match token {
-        Some(t) if super::key_matches(&t, &key) => Ok(()),
-        Some(_) => Err("Invalid API key"),
-        None => Err("Missing auth token"),
+/// Connect middleware: the opt-in handshake token (compared in constant time), then the
+/// client's state, with whether it may see the session list decided once.
+async fn admit(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(shared): State<Arc<Shared>>,
+) -> Result<(), &'static str> {
+    let auth = auth.unwrap_or(Value::Null);
+    if let Some(key) = &shared.api_key {
+        match auth.get("token").and_then(Value::as_str) {
+            Some(t) if super::key_matches(t, key) => {}
+            Some(_) => return Err("Invalid API key"),
+            None => return Err("Missing auth token"),
+        }
     }
+    let handshake = Handshake::new(socket.req_parts(), auth);
+    let may_list = match &shared.authorizer {
+        None => true,
+        Some(a) => access::ask("sessions:list", shared.authorize_timeout, a.list(&handshake)).await,
+    };
+    let outbox = Outbox::new(shared.max_buffered_bytes);
+    socket.extensions.insert(Arc::new(Client { handshake, may_list, outbox }));
+    Ok(())
+}
+
+fn client(s: &SocketRef) -> Option<Arc<Client>> {
+    s.extensions.get::<Arc<Client>>()
 }
 
 /// Handlers are registered synchronously, before the connect future is spawned, so an event a
@@ -134,27 +262,71 @@ async fn check_token(TryData(auth): TryData<Value>, State(required): State<Requi
 fn on_connect(socket: SocketRef) -> impl std::future::Future<Output = ()> {
     socket.on("session:join", join);
     socket.on("session:leave", leave);
+    if let Some(c) = client(&socket) {
+        socket.on_disconnect(|s: SocketRef| async move {
+            if let Some(c) = client(&s) {
+                c.outbox.close();
+            }
+        });
+        tokio::spawn(pump(socket.clone(), c));
+    }
     std::future::ready(())
 }
 
-async fn join(socket: SocketRef, TryData(id): TryData<String>, ack: AckSender, State(rt): State<Arc<AgentRuntime>>) {
-    let Ok(id) = id else {
-        let _ = ack.send(&json!({ "success": false, "error": "session:join expects a session id string" }));
-        return;
+/// Move a client's events from its outbox into the engine as the engine takes them.
+async fn pump(socket: SocketRef, client: Arc<Client>) {
+    while let Some(item) = client.outbox.next().await {
+        let mut attempt = 0;
+        loop {
+            match socket.emit(item.name, &*item.payload) {
+                Ok(()) => break,
+                Err(socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => {
+                    outbox::wait_for_room(attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::debug!(socket = %socket.id, error = %e, "event not sent; client gone");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn join(socket: SocketRef, TryData(id): TryData<String>, ack: AckSender, State(shared): State<Arc<Shared>>) {
+    let answer = match id {
+        Ok(id) => try_join(&socket, &shared, id).await.err(),
+        Err(_) => Some("session:join expects a session id string".to_string()),
     };
+    let _ = match answer {
+        None => ack.send(&json!({ "success": true })),
+        Some(error) => ack.send(&json!({ "success": false, "error": error })),
+    };
+}
+
+async fn try_join(socket: &SocketRef, shared: &Shared, id: String) -> Result<(), String> {
+    access::validate_session_id(&id)?;
+    if let Some(a) = &shared.authorizer {
+        let allowed = match client(socket) {
+            Some(c) => access::ask("session:join", shared.authorize_timeout, a.join(&c.handshake, &id)).await,
+            None => false,
+        };
+        if !allowed {
+            // A denied rejoin also ends an earlier membership: access can be revoked.
+            socket.leave(room(&id));
+            return Err("Not authorized to join this session".into());
+        }
+    }
+    let rt = shared.runtime.upgrade().ok_or("The runtime is shutting down")?;
     match rt.sessions.load_session(&id).await {
         Ok(session) => {
             socket.join(room(&id));
             let status = json!({ "sessionId": id, "runtime": session.runtime_state() });
-            let _ = socket.emit("session:status", &status);
-            let _ = ack.send(&json!({ "success": true }));
+            let _ = socket.emit("session:status", &redact_status(&shared.redactor, status));
+            Ok(())
         }
-        Err(e) if e.is_not_found() => {
-            let _ = ack.send(&json!({ "success": false, "error": "Session not found" }));
-        }
-        Err(e) => {
-            let _ = ack.send(&json!({ "success": false, "error": e.to_string() }));
-        }
+        Err(e) if e.is_not_found() => Err("Session not found".into()),
+        Err(e) => Err(shared.redactor.apply(&e.to_string())),
     }
 }
 
@@ -165,34 +337,66 @@ async fn leave(socket: SocketRef, TryData(id): TryData<String>, ack: AckSender) 
     let _ = ack.send(&json!({ "success": true }));
 }
 
-/// Rooms up to this size get one send per client, so a client whose buffer is full can be
-/// told apart and disconnected; larger rooms get one broadcast (one serialization) instead.
-const PER_CLIENT_ROOM: usize = 32;
-
-async fn emit_to_room(io: &SocketIo, session_id: &str, name: &'static str, payload: &Value) {
-    let sockets = io.to(room(session_id)).sockets();
-    if sockets.len() > PER_CLIENT_ROOM {
-        if let Err(err) = io.to(room(session_id)).emit(name, payload).await {
-            tracing::warn!(event = name, error = %err, "event dropped for clients whose buffers are full");
+/// A domain event to the clients that should get it. Runs on the emitter's thread, in emit
+/// order; it only queues (serialized once), so a slow client never holds the emitter up.
+fn dispatch(shared: &Arc<Shared>, io: &SocketIo, e: &DomainEvent) {
+    match (e.name, e.session_id.as_deref()) {
+        ("sessions:changed", _) => shared.list_due.notify_one(),
+        ("session:transcript:changed" | "session:subagent:changed", _) => {}
+        ("session:error", Some(id)) => {
+            let error = &e.payload["error"];
+            let message = error["message"].as_str().map(|m| Value::String(shared.redactor.apply(m)));
+            let body = json!({ "message": message.unwrap_or(Value::Null), "code": error.get("code").cloned().unwrap_or(Value::Null), "sessionId": id });
+            fan_out(shared, io.to(room(id)).sockets(), "error", &body);
         }
+        ("session:status", Some(id)) => {
+            let body = redact_status(&shared.redactor, e.payload.clone());
+            fan_out(shared, io.to(room(id)).sockets(), e.name, &body);
+        }
+        (name, Some(id)) => fan_out(shared, io.to(room(id)).sockets(), name, &e.payload),
+        _ => {}
+    }
+}
+
+/// A sandbox status message can carry a runner's error text.
+fn redact_status(r: &Redactor, mut status: Value) -> Value {
+    if let Some(Value::String(m)) = status.pointer_mut("/runtime/sandbox/statusMessage") {
+        *m = r.apply(m);
+    }
+    status
+}
+
+fn fan_out(shared: &Arc<Shared>, sockets: Vec<SocketRef>, name: &'static str, payload: &Value) {
+    if sockets.is_empty() {
         return;
     }
+    let Ok(raw) = RawValue::from_string(payload.to_string()) else { return };
+    let item = Item { name, payload: Arc::from(raw) };
     for s in sockets {
-        if let Err(socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)) =
-            s.emit(name, payload)
-        {
-            tracing::warn!(socket = %s.id, session_id, "disconnecting a client too slow to take its events (buffer full)");
-            disconnect_when_possible(s);
+        let Some(c) = client(&s) else { continue };
+        if let Err(over) = c.outbox.push(item.clone()) {
+            if !s.connected() {
+                continue;
+            }
+            tracing::warn!(
+                socket = %s.id,
+                queued_bytes = over.queued_bytes,
+                limit = shared.max_buffered_bytes,
+                "disconnecting a client too slow to take its events"
+            );
+            c.outbox.close();
+            disconnect_when_possible(&shared.tokio, s);
         }
     }
 }
 
 /// A full client cannot even be sent its disconnect packet: take it out of every room at once
-/// (so nothing more queues up for it), then disconnect it as soon as its buffer has room.
-fn disconnect_when_possible(s: SocketRef) {
+/// (so nothing more queues up for it), then disconnect it as soon as its buffer has room (the
+/// engine's heartbeat closes it anyway once a ping finds the buffer full).
+fn disconnect_when_possible(tokio: &tokio::runtime::Handle, s: SocketRef) {
     s.leave_all();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    tokio.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
             if !s.connected() {
@@ -206,57 +410,52 @@ fn disconnect_when_possible(s: SocketRef) {
     });
 }
 
-/// Domain events -> clients, in order: one task drains a queue fed synchronously by the bus.
-fn bridge(runtime: Arc<AgentRuntime>, io: SocketIo) -> mpsc::UnboundedSender<DomainEvent> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<DomainEvent>();
-    let from_bus = tx.clone();
-    runtime.events.subscribe(move |e| {
-        let _ = from_bus.send(e.clone());
-    });
-    let weak = Arc::downgrade(&runtime);
-    drop(runtime);
-    tokio::spawn(async move {
-        while let Some(e) = rx.recv().await {
-            match (e.name, e.session_id.as_deref()) {
-                ("sessions:changed", _) => {
-                    let Some(rt) = weak.upgrade() else { return };
-                    let list = match rt.sessions.all_sessions().await {
-                        Ok(l) => l,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "sessions:list not sent: the adapter failed");
-                            continue;
-                        }
-                    };
-                    if let Err(err) = io.emit("sessions:list", &list).await {
-                        tracing::debug!(error = %err, "sessions:list broadcast incomplete");
-                    }
-                }
-                ("session:transcript:changed" | "session:subagent:changed", _) => {}
-                ("session:error", Some(id)) => {
-                    let error = &e.payload["error"];
-                    let body = json!({ "message": error["message"], "code": error.get("code").cloned().unwrap_or(Value::Null), "sessionId": id });
-                    emit_to_room(&io, id, "error", &body).await;
-                }
-                (name, Some(id)) => emit_to_room(&io, id, name, &e.payload).await,
-                _ => {}
-            }
+/// `sessions:list` to every client allowed to see it, after each burst of list changes. Its
+/// own task, so a slow `listAllSessions` never delays room events.
+async fn send_lists(shared: Arc<Shared>, io: SocketIo) {
+    loop {
+        shared.list_due.notified().await;
+        if shared.closed.load(Ordering::Relaxed) {
+            return;
         }
-    });
-    tx
+        let Some(rt) = shared.runtime.upgrade() else { return };
+        let list = match rt.sessions.all_sessions().await {
+            Ok(l) => l,
+            Err(err) => {
+                tracing::warn!(error = %err, "sessions:list not sent: the adapter failed");
+                continue;
+            }
+        };
+        drop(rt);
+        let allowed = io.sockets().into_iter().filter(|s| client(s).is_some_and(|c| c.may_list)).collect();
+        fan_out(&shared, allowed, "sessions:list", &Value::Array(list));
+    }
 }
 
 /// Answer one non-upgrade request (HTTP long-polling) under the Socket.IO path.
-pub async fn handle_polling(service: &RealtimeService, req: super::rest::PlainRequest) -> super::rest::PlainResponse {
+/// `peer` is the remote address Node saw, for the authorization handshake.
+pub async fn handle_polling(
+    realtime: &Realtime,
+    req: super::rest::PlainRequest,
+    peer: Option<String>,
+) -> super::rest::PlainResponse {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let mut builder = http::Request::builder().method(req.method.as_str()).uri(path_and_query(&req.url));
     for pair in req.headers.chunks_exact(2) {
         builder = builder.header(pair[0].as_str(), pair[1].as_str());
     }
+    if let Some(p) = peer {
+        builder = builder.extension(access::PeerAddr(p));
+    }
     let Ok(request) = builder.body(http_body_util::Full::new(req.body)) else {
         return super::rest::PlainResponse { status: 400, headers: vec![], body: "Bad request".into() };
     };
-    let response = match service.clone().oneshot(request).await {
+    if !realtime.origin_allowed(request.headers()) {
+        let body = access::forbidden_origin().into_body();
+        return super::rest::PlainResponse { status: 403, headers: vec![], body: body.into() };
+    }
+    let response = match realtime.service.clone().oneshot(request).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
@@ -278,12 +477,14 @@ fn path_and_query(url: &str) -> String {
 }
 
 /// Serve a WebSocket on a stream whose HTTP upgrade request was already read (by Node): answer
-/// the handshake with 101 and hand the stream to the engine.
+/// the handshake with 101 (or 403 for an origin that is not allowed) and hand the stream to the
+/// engine.
 pub async fn serve_websocket<S>(
-    service: RealtimeService,
+    realtime: &Realtime,
     mut stream: S,
     url: &str,
     headers: &[String],
+    peer: Option<String>,
 ) -> Result<(), String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -295,15 +496,28 @@ where
         .find(|p| p[0].eq_ignore_ascii_case("sec-websocket-key"))
         .map(|p| p[1].clone())
         .ok_or("websocket upgrade without Sec-WebSocket-Key")?;
+    let mut builder = http::Request::builder().method("GET").uri(path_and_query(url));
+    for pair in headers.chunks_exact(2) {
+        builder = builder.header(pair[0].as_str(), pair[1].as_str());
+    }
+    if let Some(p) = peer {
+        builder = builder.extension(access::PeerAddr(p));
+    }
+    let request = builder.body(()).map_err(|e| e.to_string())?;
+    if !realtime.origin_allowed(request.headers()) {
+        let body = "Origin not allowed";
+        let head = format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return Err("websocket upgrade refused: origin not allowed".into());
+    }
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut builder = http::Request::builder().method("GET").uri(path_and_query(url));
-    for pair in headers.chunks_exact(2) {
-        builder = builder.header(pair[0].as_str(), pair[1].as_str());
-    }
-    let request = builder.body(()).map_err(|e| e.to_string())?;
-    service.oneshot((stream, request)).await.map(drop).map_err(|e| format!("{e:?}"))
+    realtime.service.clone().oneshot((stream, request)).await.map(drop).map_err(|e| format!("{e:?}"))
 }

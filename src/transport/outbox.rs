@@ -1,0 +1,131 @@
+//! One client's queue of events waiting to be sent, bounded in bytes.
+//!
+//! The Socket.IO engine buffers a fixed number of packets per client whatever their size, so
+//! events first wait here, where their size is known; one task per client moves them into the
+//! engine as it takes them. A client that lets more than the limit pile up is too slow: the
+//! caller disconnects it, and the others are not held back.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+
+/// An event serialized once for all its recipients.
+#[derive(Clone)]
+pub struct Item {
+    pub name: &'static str,
+    pub payload: Arc<RawValue>,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Item>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// The outbox is over its byte limit (or closed): the client must go.
+#[derive(Debug)]
+pub struct Overflow {
+    pub queued_bytes: usize,
+}
+
+impl Outbox {
+    pub fn new(limit: usize) -> Self {
+        Self { state: Mutex::default(), ready: Notify::new(), limit }
+    }
+
+    /// Queue an event. One event larger than the limit still goes through an empty outbox, so a
+    /// big file event does not disconnect every client.
+    pub fn push(&self, item: Item) -> Result<(), Overflow> {
+        let size = item.payload.get().len() + item.name.len();
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.closed {
+            return Err(Overflow { queued_bytes: st.bytes });
+        }
+        if !st.queue.is_empty() && st.bytes + size > self.limit {
+            return Err(Overflow { queued_bytes: st.bytes + size });
+        }
+        st.bytes += size;
+        st.queue.push_back(item);
+        drop(st);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Drop everything queued and end the pump.
+    pub fn close(&self) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.closed = true;
+        st.queue.clear();
+        st.bytes = 0;
+        drop(st);
+        self.ready.notify_one();
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).bytes
+    }
+
+    /// The next event, or `None` once closed.
+    pub async fn next(&self) -> Option<Item> {
+        loop {
+            {
+                let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if st.closed {
+                    return None;
+                }
+                if let Some(item) = st.queue.pop_front() {
+                    st.bytes -= item.payload.get().len() + item.name.len();
+                    return Some(item);
+                }
+            }
+            // A push between the check and here leaves a permit: no wake-up is lost.
+            self.ready.notified().await;
+        }
+    }
+}
+
+/// How long to wait before offering an event again to an engine whose buffer is full: first
+/// yield (its writer is usually just behind), then back off up to 50 ms.
+pub async fn wait_for_room(attempt: u32) {
+    if attempt < 32 {
+        tokio::task::yield_now().await;
+    } else {
+        let ms = 1u64 << (attempt - 32).min(6);
+        tokio::time::sleep(Duration::from_millis(ms.min(50))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(len: usize) -> Item {
+        let s = format!("\"{}\"", "x".repeat(len - 2));
+        Item { name: "e", payload: Arc::from(RawValue::from_string(s).unwrap()) }
+    }
+
+    #[tokio::test]
+    async fn bounded_in_bytes_with_one_oversized_event_allowed() {
+        let o = Outbox::new(100);
+        o.push(item(500)).expect("a single big event passes an empty outbox");
+        assert!(o.push(item(10)).is_err(), "nothing more while over the limit");
+        assert_eq!(o.next().await.unwrap().payload.get().len(), 500);
+        for _ in 0..9 {
+            o.push(item(10)).unwrap();
+        }
+        assert_eq!(o.queued_bytes(), 99);
+        assert!(o.push(item(10)).is_err());
+        o.close();
+        assert!(o.next().await.is_none());
+    }
+}
