@@ -23,6 +23,7 @@ pub mod persistence;
 pub mod runtime;
 pub mod sandbox;
 pub mod session;
+pub mod sync;
 pub mod time;
 pub mod transport;
 

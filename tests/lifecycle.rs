@@ -160,7 +160,7 @@ async fn shutdown_gives_up_after_its_bound_and_names_the_unstored_sessions() {
     s.send_message("true").unwrap().run.await.unwrap();
     h.adapter.fail_writes.store(u32::MAX, Ordering::SeqCst);
     let unstored = h.manager.shutdown(Duration::from_millis(300)).await;
-    assert_eq!(unstored, [s.session_id.clone()]);
+    assert_eq!(unstored, std::slice::from_ref(&s.session_id));
     assert_eq!(h.sandbox_dirs(), 0, "stopped anyway once the bound passed");
 }
 

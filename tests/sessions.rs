@@ -9,7 +9,9 @@ use agent_runtime::transport::rest::{handle_plain, router, PlainRequest};
 use agent_runtime::{AgentRuntime, RuntimeOptions};
 use serde_json::{json, Value};
 
-fn runtime(adapter: Arc<MemoryAdapter>) -> (Arc<AgentRuntime>, Arc<Mutex<Vec<(String, Value)>>>) {
+type Seen = Arc<Mutex<Vec<(String, Value)>>>;
+
+fn runtime(adapter: Arc<MemoryAdapter>) -> (Arc<AgentRuntime>, Seen) {
     let rt = AgentRuntime::new(RuntimeOptions::default(), adapter);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();

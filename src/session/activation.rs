@@ -1,6 +1,7 @@
 //! Sandbox activation and teardown: lazy creation with the reference's status messages, the
 //! tasks that serve a live sandbox, and what happens when it dies or the session unloads.
 
+use crate::sync::Locked as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -45,7 +46,7 @@ impl AgentSession {
     /// Set and announce the sandbox state (`None` = no sandbox).
     pub(super) fn set_sandbox_state(&self, state: Option<(SandboxStatus, Option<&str>, Option<&str>)>) {
         let runtime = {
-            let mut d = self.data.lock().unwrap();
+            let mut d = self.data.locked();
             d.sandbox = state.map(|(status, message, id)| SandboxState {
                 sandbox_id: id.map(str::to_string),
                 status,
@@ -116,7 +117,7 @@ impl AgentSession {
         self.update_ledger(|l| l.sandboxes.push(SandboxRef { provider: provider.name().into(), id: id.clone() }));
         self.starting("Setting up session files...", Some(&id));
         let (raw, files, options) = {
-            let d = self.data.lock().unwrap();
+            let d = self.data.locked();
             (d.raw_transcript.clone(), d.workspace_files.clone(), d.session_options.clone())
         };
         let setup = SessionSetup {
@@ -183,7 +184,7 @@ impl AgentSession {
             // The ledger without it; best effort (a stale entry only costs a no-op reap).
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.outbox.flush()).await;
         }
-        self.data.lock().unwrap().sandbox = None;
+        self.data.locked().sandbox = None;
         Ok(())
     }
 

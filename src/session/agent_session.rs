@@ -1,6 +1,7 @@
 //! One session: its conversation state, its persistence calls in the reference's order, and
 //! (with the sandbox layer) its agent runs.
 
+use crate::sync::Locked as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -47,7 +48,7 @@ pub struct SessionContext {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Closing {
     Open,
-    Closing,
+    Unloading,
     Closed,
 }
 
@@ -296,7 +297,7 @@ impl AgentSession {
     }
 
     pub(super) fn touch(&self) {
-        self.data.lock().unwrap().last_activity = now_ms();
+        self.data.locked().last_activity = now_ms();
     }
 
     pub(super) fn emit(&self, e: DomainEvent) {
@@ -320,7 +321,7 @@ impl AgentSession {
 
     /// Whether a sandbox is running for this session.
     pub fn has_sandbox(&self) -> bool {
-        self.data.lock().unwrap().sandbox.is_some()
+        self.data.locked().sandbox.is_some()
     }
 
     /// Being unloaded, or unloaded.
@@ -330,7 +331,7 @@ impl AgentSession {
 
     /// Mark the session as closing; false if it was not open (another unload is under way).
     pub(super) fn begin_closing(&self) -> bool {
-        self.closing.send_if_modified(|c| std::mem::replace(c, Closing::Closing) == Closing::Open)
+        self.closing.send_if_modified(|c| std::mem::replace(c, Closing::Unloading) == Closing::Open)
     }
 
     /// The unload ended: `closed` for good, or open again (its state could not be stored).
@@ -341,7 +342,7 @@ impl AgentSession {
     /// Wait until no unload is under way.
     pub(super) async fn closing_done(&self) {
         let mut rx = self.closing.subscribe();
-        let _ = rx.wait_for(|c| *c != Closing::Closing).await;
+        let _ = rx.wait_for(|c| *c != Closing::Unloading).await;
     }
 
     /// Nothing owed to storage.
@@ -359,7 +360,7 @@ impl AgentSession {
     }
 
     pub fn runtime_state(&self) -> RuntimeState {
-        RuntimeState { is_loaded: true, sandbox: self.data.lock().unwrap().sandbox.clone() }
+        RuntimeState { is_loaded: true, sandbox: self.data.locked().sandbox.clone() }
     }
 
     fn list_data<'a>(&'a self, d: &'a SessionData) -> ListData<'a> {
@@ -377,7 +378,7 @@ impl AgentSession {
 
     /// `getPersistedListData()` as a JSON value.
     pub fn persisted_list_data(&self) -> Value {
-        let d = self.data.lock().unwrap();
+        let d = self.data.locked();
         serde_json::to_value(self.list_data(&d)).expect("list data serializes")
     }
 
@@ -393,7 +394,7 @@ impl AgentSession {
             workspace_files: &'a [WorkspaceFile],
             conversation_version: u64,
         }
-        let d = self.data.lock().unwrap();
+        let d = self.data.locked();
         let meta = Meta {
             list: self.list_data(&d),
             runtime: RuntimeState { is_loaded: true, sandbox: d.sandbox.clone() },
@@ -405,7 +406,7 @@ impl AgentSession {
 
     /// `{ version, blocks, subagents }` as ASCII-only JSON (see [`crate::json`]).
     pub fn conversation_json(&self) -> String {
-        let mut d = self.data.lock().unwrap();
+        let mut d = self.data.locked();
         let (blocks, subagents) = d.conversation.json();
         let version = d.conversation.version;
         drop(d);
@@ -420,7 +421,7 @@ impl AgentSession {
 
     /// `getState()` serialized to a JSON string (`RuntimeSessionData`).
     pub fn state_json(&self) -> String {
-        let mut d = self.data.lock().unwrap();
+        let mut d = self.data.locked();
         let (blocks, subagents) = d.conversation.json();
         let runtime = RuntimeState { is_loaded: true, sandbox: d.sandbox.clone() };
         let view = StateView {
@@ -434,12 +435,12 @@ impl AgentSession {
     }
 
     pub fn session_options(&self) -> Map<String, Value> {
-        self.data.lock().unwrap().session_options.clone()
+        self.data.locked().session_options.clone()
     }
 
     /// Replace the options (no merge), persist them, then announce them (spec §1.8).
     pub async fn update_session_options(&self, options: Map<String, Value>) -> Result<()> {
-        self.data.lock().unwrap().session_options = options.clone();
+        self.data.locked().session_options = options.clone();
         let update = SessionRecordUpdate { session_options: Some(options.clone()), ..Default::default() };
         self.ctx.persistence.update_session_record(&self.session_id, &update).await?;
         self.ctx.events.emit(DomainEvent::options_update(&self.session_id, &options));
@@ -452,7 +453,7 @@ impl AgentSession {
     /// Queue the ledger's current state for storage (with the user's metadata beside it).
     pub(super) fn store_ledger(&self) {
         let metadata = {
-            let d = self.data.lock().unwrap();
+            let d = self.data.locked();
             d.ledger.merged_into(&d.metadata)
         };
         self.outbox.push([Write::Record(SessionRecordUpdate { metadata: Some(metadata), ..Default::default() })]);
@@ -460,13 +461,13 @@ impl AgentSession {
 
     /// Change the ledger and queue it for storage.
     pub(super) fn update_ledger(&self, f: impl FnOnce(&mut Ledger)) {
-        f(&mut self.data.lock().unwrap().ledger);
+        f(&mut self.data.locked().ledger);
         self.store_ledger();
     }
 
     pub(super) async fn persist_state(&self) -> Result<()> {
         let (raw, files, last_activity) = {
-            let d = self.data.lock().unwrap();
+            let d = self.data.locked();
             (d.raw_transcript.clone(), d.workspace_files.clone(), d.last_activity)
         };
         let record = SessionRecordUpdate { last_activity: Some(last_activity), ..Default::default() };

@@ -13,6 +13,7 @@ pub use agent_session::{AgentSession, CreateSessionArgs, SessionContext};
 pub use state::{RuntimeState, SandboxState, SandboxStatus};
 pub use turn::Turn;
 
+use crate::sync::{Locked as _, RwLocked as _};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -49,23 +50,23 @@ impl SessionManager {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<AgentSession>> {
-        self.sessions.read().unwrap().get(id).cloned()
+        self.sessions.read_locked().get(id).cloned()
     }
 
     pub fn is_loaded(&self, id: &str) -> bool {
-        self.sessions.read().unwrap().contains_key(id)
+        self.sessions.read_locked().contains_key(id)
     }
 
     pub fn loaded_ids(&self) -> Vec<String> {
-        self.sessions.read().unwrap().keys().cloned().collect()
+        self.sessions.read_locked().keys().cloned().collect()
     }
 
     pub fn loaded(&self) -> Vec<Arc<AgentSession>> {
-        self.sessions.read().unwrap().values().cloned().collect()
+        self.sessions.read_locked().values().cloned().collect()
     }
 
     pub fn loaded_count(&self) -> usize {
-        self.sessions.read().unwrap().len()
+        self.sessions.read_locked().len()
     }
 
     fn insert(self: &Arc<Self>, session: Arc<AgentSession>) {
@@ -74,7 +75,7 @@ impl SessionManager {
         self.sweep.get_or_init(|| {
             tokio::spawn(monitor::idle_sweep(Arc::downgrade(self), self.ctx.options.idle_timeout));
         });
-        self.sessions.write().unwrap().insert(session.session_id.clone(), session);
+        self.sessions.write_locked().insert(session.session_id.clone(), session);
         self.ctx.events.emit(DomainEvent::sessions_changed());
     }
 
@@ -84,7 +85,7 @@ impl SessionManager {
         while self.loaded_count() >= max {
             let mut idle: Vec<_> =
                 self.loaded().into_iter().filter(|s| s.is_idle() && !s.is_closing() && s.is_stored()).collect();
-            idle.sort_by_key(|s| s.data.lock().unwrap().last_activity);
+            idle.sort_by_key(|s| s.data.locked().last_activity);
             let Some(victim) = idle.first() else {
                 return Err(Error::Capacity(format!(
                     "maxLoadedSessions ({max}) reached and every loaded session is in use"
@@ -118,7 +119,7 @@ impl SessionManager {
             }
         }
         let fut = {
-            let mut loading = self.loading.lock().unwrap();
+            let mut loading = self.loading.locked();
             loading
                 .entry(id.to_string())
                 .or_insert_with(|| {
@@ -126,7 +127,7 @@ impl SessionManager {
                     let id = id.to_string();
                     async move {
                         if let Err(e) = this.make_room().await {
-                            this.loading.lock().unwrap().remove(&id);
+                            this.loading.locked().remove(&id);
                             return Err(e);
                         }
                         // A panic in a load must not poison the shared future for later callers.
@@ -137,14 +138,14 @@ impl SessionManager {
                         if let Ok(s) = &result {
                             // A create or load may have won the race while we waited on the adapter.
                             if let Some(existing) = this.get(&id) {
-                                this.loading.lock().unwrap().remove(&id);
+                                this.loading.locked().remove(&id);
                                 return Ok(existing);
                             }
                             this.insert(s.clone());
                             tracing::info!(session_id = %id, "session loaded");
                             s.resume();
                         }
-                        this.loading.lock().unwrap().remove(&id);
+                        this.loading.locked().remove(&id);
                         result
                     }
                     .boxed()
@@ -181,7 +182,7 @@ impl SessionManager {
             tracing::error!(session_id = %id, error = %e, "session kept loaded: its state is not stored yet");
             return Err(e);
         }
-        self.sessions.write().unwrap().remove(id);
+        self.sessions.write_locked().remove(id);
         session.end_closing(true);
         self.ctx.events.emit(DomainEvent::status(id, &RuntimeState::UNLOADED));
         self.ctx.events.emit(DomainEvent::sessions_changed());
@@ -191,7 +192,7 @@ impl SessionManager {
 
     /// Loaded sessions with writes owed to storage that are failing, and the last error.
     pub fn unstored_sessions(&self) -> Vec<(String, String)> {
-        let sessions: Vec<_> = self.sessions.read().unwrap().values().cloned().collect();
+        let sessions: Vec<_> = self.sessions.read_locked().values().cloned().collect();
         sessions.iter().filter_map(|s| s.storage_error().map(|e| (s.session_id.clone(), e.to_string()))).collect()
     }
 

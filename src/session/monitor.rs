@@ -1,5 +1,6 @@
 //! The monitor of one live sandbox: health checks, periodic syncs, the idle timeout.
 
+use crate::sync::Locked as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -30,7 +31,7 @@ pub(super) async fn monitor(session: Weak<AgentSession>, sandbox: Arc<dyn Sandbo
                 match sandbox.poll().await {
                     Some(code) => return s.on_sandbox_dead(&sandbox, code).await,
                     None => {
-                        if let Some(st) = s.data.lock().unwrap().sandbox.as_mut() {
+                        if let Some(st) = s.data.locked().sandbox.as_mut() {
                             st.last_health_check = now_ms();
                         }
                     }
@@ -56,7 +57,7 @@ pub(super) async fn idle_sweep(manager: Weak<SessionManager>, idle_timeout: Dura
         tick.tick().await;
         let Some(m) = manager.upgrade() else { return };
         for s in m.loaded() {
-            let quiet = now_ms() - s.data.lock().unwrap().last_activity;
+            let quiet = now_ms() - s.data.locked().last_activity;
             let due = s.unload_wanted.load(Ordering::SeqCst) || quiet >= idle_timeout.as_millis() as i64;
             if !due || !s.is_idle() || s.is_closing() {
                 continue;

@@ -9,6 +9,7 @@
 //! everything is stored is observable ([`Outbox::is_clean`], [`Outbox::flush`]): unload and
 //! shutdown wait on it instead of dropping what could not be saved.
 
+use crate::sync::Locked as _;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -127,7 +128,7 @@ impl Outbox {
     /// Queue writes; they are sent in the background.
     pub fn push(self: &Arc<Self>, writes: impl IntoIterator<Item = Write>) {
         let start = {
-            let mut q = self.queue.lock().unwrap();
+            let mut q = self.queue.locked();
             for w in writes {
                 let t = w.target();
                 match q.pending.iter().position(|p| p.target() == t) {
@@ -183,7 +184,7 @@ impl Outbox {
 
     /// The next writes to send: oldest first, at most one per target, none to a target in flight.
     fn take_batch(&self) -> Vec<Write> {
-        let mut q = self.queue.lock().unwrap();
+        let mut q = self.queue.locked();
         let mut batch = Vec::new();
         let mut i = 0;
         while i < q.pending.len() && q.in_flight.len() < PARALLEL {
@@ -200,7 +201,7 @@ impl Outbox {
 
     /// With nothing owed, mark the writer stopped (the next push starts one).
     fn stop_if_idle(&self) -> bool {
-        let mut q = self.queue.lock().unwrap();
+        let mut q = self.queue.locked();
         let idle = q.pending.is_empty() && q.in_flight.is_empty();
         if idle {
             q.writer_running = false;
@@ -210,7 +211,7 @@ impl Outbox {
 
     /// A write finished; a failed one goes back in line unless a newer write replaced it.
     fn settle(&self, write: Write, result: PResult<()>) -> Option<PersistenceError> {
-        let mut q = self.queue.lock().unwrap();
+        let mut q = self.queue.locked();
         let t = write.target();
         q.in_flight.remove(&t);
         let failed = result.err();
@@ -291,7 +292,7 @@ mod tests {
 
     fn setup() -> (Arc<MemoryAdapter>, Arc<Outbox>) {
         let a = Arc::new(MemoryAdapter::default());
-        a.sessions.lock().unwrap().insert(
+        a.sessions.locked().insert(
             "s".into(),
             StoredSession {
                 record: SessionRecord {
@@ -317,7 +318,7 @@ mod tests {
     }
 
     fn stored_files(a: &MemoryAdapter) -> Vec<(String, Option<String>)> {
-        let s = a.sessions.lock().unwrap();
+        let s = a.sessions.locked();
         let mut v: Vec<_> = s["s"].workspace_files.iter().map(|f| (f.path.clone(), f.content.clone())).collect();
         v.sort();
         v
@@ -338,19 +339,19 @@ mod tests {
         let mut events = Vec::new();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
-        ob.events.subscribe(move |e| s2.lock().unwrap().push((e.name, e.payload["error"]["code"].clone())));
+        ob.events.subscribe(move |e| s2.locked().push((e.name, e.payload["error"]["code"].clone())));
         a.fail_writes.store(10, Ordering::SeqCst);
         ob.push([Write::DeleteFile("gone.txt".into()), Write::Transcript("t".into())]);
         // The first round fails: flush says so, the writes stay owed.
         let e = ob.flush().await.unwrap_err();
         assert_eq!(e.code(), "PERSISTENCE_FAILED");
         assert!(!ob.is_clean());
-        events.extend(seen.lock().unwrap().drain(..));
+        events.extend(seen.locked().drain(..));
         assert_eq!(events, [("session:error", serde_json::json!("PERSISTENCE_FAILED"))]);
         // Later rounds succeed once the adapter recovers; nothing was dropped.
         let mut rx = ob.status.subscribe();
         rx.wait_for(|s| s.owed == 0).await.unwrap();
-        assert_eq!(a.sessions.lock().unwrap()["s"].raw_transcript.as_deref(), Some("t"));
+        assert_eq!(a.sessions.locked()["s"].raw_transcript.as_deref(), Some("t"));
         assert!(a.calls().iter().filter(|c| *c == "deleteSessionFile").count() > 4, "{:?}", a.calls());
         assert_eq!(ob.status().last_error, None);
     }
@@ -363,7 +364,7 @@ mod tests {
         tokio::task::yield_now().await;
         ob.push([Write::Transcript("new".into())]);
         ob.flush().await.unwrap();
-        assert_eq!(a.sessions.lock().unwrap()["s"].raw_transcript.as_deref(), Some("new"));
+        assert_eq!(a.sessions.locked()["s"].raw_transcript.as_deref(), Some("new"));
         assert_eq!(a.calls().iter().filter(|c| *c == "saveTranscript").count(), 2);
     }
 
@@ -376,7 +377,7 @@ mod tests {
         let meta: serde_json::Map<_, _> = [("k".to_string(), serde_json::json!(1))].into_iter().collect();
         ob.push([Write::Record(SessionRecordUpdate { metadata: Some(meta.clone()), ..Default::default() })]);
         ob.flush().await.unwrap();
-        let s = a.sessions.lock().unwrap();
+        let s = a.sessions.locked();
         assert_eq!(s["s"].record.last_activity, Some(6));
         assert_eq!(s["s"].record.metadata, Some(meta));
     }

@@ -1,6 +1,7 @@
 //! Turns: one at a time in sending order, each running the architecture's runner in the
 //! sandbox and turning its output into domain events; the transcript is read back after.
 
+use crate::sync::Locked as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -129,7 +130,7 @@ impl AgentSession {
                 return Err(Error::SessionClosing(this.session_id.clone()));
             }
             let message = {
-                let mut d = this.data.lock().unwrap();
+                let mut d = this.data.locked();
                 let Some(entry) = d.ledger.pending.iter_mut().find(|p| p.id == id) else {
                     return Ok(()); // withdrawn: it could not be stored, the sender was told
                 };
@@ -153,7 +154,7 @@ impl AgentSession {
     /// short by a restart, and run the ones that never started, in their order.
     pub(super) fn resume(self: &Arc<Self>) {
         let (sandboxes, interrupted, waiting) = {
-            let d = self.data.lock().unwrap();
+            let d = self.data.locked();
             let l = &d.ledger;
             let (started, waiting): (Vec<_>, Vec<_>) = l.pending.iter().cloned().partition(|p| p.started);
             (l.sandboxes.clone(), started, waiting)
@@ -185,7 +186,7 @@ impl AgentSession {
     /// The session is being unloaded (not shut down): messages not yet answered will not be,
     /// and each sender is told.
     pub(super) fn cancel_pending(&self) {
-        let cancelled = std::mem::take(&mut self.data.lock().unwrap().ledger.pending);
+        let cancelled = std::mem::take(&mut self.data.locked().ledger.pending);
         for m in cancelled.iter().filter(|m| !m.started) {
             let text = format!("Message {} was not run: the session was unloaded", m.id);
             self.emit(DomainEvent::error(&self.session_id, &text, Some("MESSAGE_CANCELLED")));
@@ -231,7 +232,7 @@ impl AgentSession {
                         return;
                     };
                     tracing::debug!(line = %l, "runner stderr");
-                    let mut t = tail.lock().unwrap();
+                    let mut t = tail.locked();
                     if t.len() == 10 {
                         t.pop_front();
                     }
@@ -284,7 +285,6 @@ impl AgentSession {
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        drop(handle);
         drop(stdout);
         let code = match code {
             Some(c) => Some(c),
@@ -298,7 +298,7 @@ impl AgentSession {
         if stderr_overflow.load(Ordering::SeqCst) {
             failure.get_or_insert_with(too_long);
         }
-        let tail = tail.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n");
+        let tail = tail.locked().iter().cloned().collect::<Vec<_>>().join("\n");
         let detail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
         match code {
             None => {
@@ -370,7 +370,7 @@ impl AgentSession {
     pub(super) async fn refresh_transcript(&self, sandbox: &dyn Sandbox) -> Result<()> {
         let arch = self.ctx.architecture(self.architecture)?;
         let Some(raw) = arch.read_transcript(sandbox, &self.session_id).await? else { return Ok(()) };
-        if self.data.lock().unwrap().raw_transcript.as_deref() == Some(raw.as_str()) {
+        if self.data.locked().raw_transcript.as_deref() == Some(raw.as_str()) {
             return Ok(());
         }
         let architecture = self.architecture;
@@ -381,7 +381,7 @@ impl AgentSession {
         .await
         .expect("transcript parser panicked");
         {
-            let mut d = self.data.lock().unwrap();
+            let mut d = self.data.locked();
             d.raw_transcript = Some(raw.clone());
             d.set_conversation(parsed.blocks, parsed.subagents);
         }

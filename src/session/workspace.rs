@@ -1,5 +1,6 @@
 //! The workspace: watcher events read, announced and persisted; full pulls for syncs.
 
+use crate::sync::Locked as _;
 use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -61,7 +62,7 @@ impl AgentSession {
         // well as its target).
         if read == FileRead::Missing {
             let existed = {
-                let mut d = self.data.lock().unwrap();
+                let mut d = self.data.locked();
                 let before = d.workspace_files.len();
                 d.workspace_files.retain(|f| f.path != path);
                 before != d.workspace_files.len()
@@ -81,7 +82,7 @@ impl AgentSession {
         };
         let file = WorkspaceFile { path: path.clone(), content: Some(content) };
         let name = {
-            let mut d = self.data.lock().unwrap();
+            let mut d = self.data.locked();
             match d.workspace_files.iter_mut().find(|f| f.path == path) {
                 Some(existing) if existing.content == file.content => return,
                 Some(existing) => {
@@ -118,7 +119,7 @@ impl AgentSession {
         let ws = sb.paths().workspace.clone();
         let Ok(paths) = sb.list_files(&ws).await else { return };
         let limit = self.ctx.options.max_workspace_file_bytes as u64;
-        let known = self.data.lock().unwrap().workspace_files.clone();
+        let known = self.data.locked().workspace_files.clone();
         let mut files = Vec::new();
         for path in paths.into_iter().filter(|p| !self.ignored(p)) {
             let read = sb.read_regular(&ws.join(&path), limit).await;
@@ -140,7 +141,7 @@ impl AgentSession {
             .filter(|k| !self.ignored(&k.path) && !files.iter().any(|f| f.path == k.path))
             .map(|k| k.path.clone())
             .collect();
-        self.data.lock().unwrap().workspace_files = files;
+        self.data.locked().workspace_files = files;
         for path in gone {
             self.emit(self.session_event("session:file:deleted", json!({ "path": path })));
             self.outbox.push([Write::DeleteFile(path)]);

@@ -142,7 +142,7 @@ mod tests {
         let long = format!("/{}", "a".repeat(250));
         let e = encode_project_dir(&long);
         assert!(e.starts_with(&format!("-{}", "a".repeat(199))));
-        assert_eq!(e.len() > 201, true);
+        assert!(e.len() > 201);
     }
 
     #[test]
