@@ -184,8 +184,10 @@ async fn rest_reports_unstored_sessions_and_refuses_after_shutdown() {
     let (_, created) =
         call(&rt, "POST", "/api/sessions", r#"{"agentProfileRef":"p","architecture":"opencode"}"#, k).await;
     let id = created["sessionId"].as_str().unwrap().to_string();
-    // Storage fails: the unload is refused, the session stays, /health says so.
+    // Storage fails: a sync cannot store the session, so its unload is refused, the session
+    // stays, and /health says so.
     adapter.fail_writes.store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(call(&rt, "POST", &format!("/api/sessions/{id}/sync"), "", k).await.0, 500);
     let (st, b) = call(&rt, "DELETE", &format!("/api/sessions/{id}"), "", k).await;
     assert_eq!((st, b["code"].as_str()), (500, Some("SESSION_DESTROY_FAILED")), "{b}");
     assert!(rt.sessions.is_loaded(&id));

@@ -165,7 +165,11 @@ impl AgentSession {
             l.stop_watching();
             self.pull_from(&*l.sandbox).await;
         }
-        if let Err(e) = self.persist_state().await {
+        // Without a sandbox nothing changed that the outbox does not already hold (the
+        // reference makes no adapter calls then either).
+        let stored =
+            if live.is_some() { self.persist_state().await } else { self.outbox.flush().await.map_err(Into::into) };
+        if let Err(e) = stored {
             if let Some(l) = live.as_mut() {
                 let ws = l.sandbox.paths().workspace.clone();
                 match l.sandbox.watch(&ws).await {
