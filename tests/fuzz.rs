@@ -598,25 +598,25 @@ fn valid_body(route: &str) -> Value {
     }
 }
 
+/// A runtime on an in-memory adapter, with one Claude session created.
+async fn runtime_with_a_session() -> (Arc<AgentRuntime>, String) {
+    let rt = AgentRuntime::new(RuntimeOptions::default(), Arc::new(MemoryAdapter::with_profile("p")));
+    let args = CreateSessionArgs {
+        agent_profile_ref: "p".into(),
+        architecture: Some(Architecture::ClaudeAgentSdk),
+        ..Default::default()
+    };
+    let id = rt.sessions.create_session(args).await.unwrap().session_id.clone();
+    (rt, id)
+}
+
 /// The field names a route's body has, one of which a 400 should name when a field is wrong.
 const FIELDS: &[&str] =
     &["agentProfileRef", "architecture", "sessionOptions", "defaultWorkspaceFiles", "content", "path"];
 
 #[tokio::test]
 async fn rest_routes_answer_mutated_bodies_with_clear_errors() {
-    let adapter = Arc::new(MemoryAdapter::with_profile("p"));
-    let rt = AgentRuntime::new(RuntimeOptions::default(), adapter);
-    let existing = rt
-        .sessions
-        .create_session(CreateSessionArgs {
-            agent_profile_ref: "p".into(),
-            architecture: Some(Architecture::ClaudeAgentSdk),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .session_id
-        .clone();
+    let (rt, existing) = runtime_with_a_session().await;
     let r = router(rt.clone(), "secret");
     for seed in cases(400) {
         let existing = existing.clone();
@@ -771,18 +771,7 @@ fn socketio_packet(rng: &mut StdRng, session: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn socketio_polling_survives_mutated_packets() {
-    let rt = AgentRuntime::new(RuntimeOptions::default(), Arc::new(MemoryAdapter::with_profile("p")));
-    let session = rt
-        .sessions
-        .create_session(CreateSessionArgs {
-            agent_profile_ref: "p".into(),
-            architecture: Some(Architecture::ClaudeAgentSdk),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .session_id
-        .clone();
+    let (rt, session) = runtime_with_a_session().await;
     let realtime = start(rt.clone(), &RealtimeOptions::default());
     let svc = realtime.service.clone();
     for seed in cases(300) {

@@ -88,6 +88,31 @@ struct Queue {
     writer_running: bool,
 }
 
+impl Queue {
+    /// Queue `w`, merged with a pending write to the same target: `w` is either newer than it
+    /// (a push: it goes to the back of the line) or older (a failed write coming back: it goes
+    /// to the front, and what was pushed meanwhile supersedes it).
+    fn enqueue(&mut self, w: Write, newer: bool) {
+        let t = w.target();
+        let merged = match self.pending.iter().position(|p| p.target() == t) {
+            Some(i) => {
+                let pending = self.pending.remove(i).expect("index in range");
+                if newer {
+                    pending.superseded_by(w)
+                } else {
+                    w.superseded_by(pending)
+                }
+            }
+            None => w,
+        };
+        if newer {
+            self.pending.push_back(merged);
+        } else {
+            self.pending.push_front(merged);
+        }
+    }
+}
+
 /// Writes sent at once (to different targets).
 const PARALLEL: usize = 8;
 /// Pause after a failed round grows from this to [`MAX_PAUSE`].
@@ -130,14 +155,7 @@ impl Outbox {
         let start = {
             let mut q = self.queue.locked();
             for w in writes {
-                let t = w.target();
-                match q.pending.iter().position(|p| p.target() == t) {
-                    Some(i) => {
-                        let old = q.pending.remove(i).expect("index in range");
-                        q.pending.push_back(old.superseded_by(w));
-                    }
-                    None => q.pending.push_back(w),
-                }
+                q.enqueue(w, true);
             }
             self.publish(&q);
             !std::mem::replace(&mut q.writer_running, true)
@@ -216,13 +234,7 @@ impl Outbox {
         q.in_flight.remove(&t);
         let failed = result.err();
         if failed.is_some() {
-            match q.pending.iter().position(|p| p.target() == t) {
-                Some(i) => {
-                    let newer = q.pending.remove(i).expect("index in range");
-                    q.pending.push_front(write.superseded_by(newer));
-                }
-                None => q.pending.push_front(write),
-            }
+            q.enqueue(write, false);
         }
         self.publish(&q);
         failed
