@@ -135,8 +135,20 @@ export interface RuntimeConfig {
   persistence: PersistenceAdapter;
   /** Modal credentials; sessions run on Modal when both tokens are non-empty strings. */
   modal?: { tokenId?: string; tokenSecret?: string; appName?: string };
-  /** Sandbox provider; default "modal" with Modal tokens, else "local". */
-  sandbox?: { provider?: 'local' | 'modal' };
+  /** Sandbox provider and local-sandbox settings. */
+  sandbox?: {
+    /** Default "modal" with Modal tokens, else "local" (with NODE_ENV=production and no tokens,
+     *  createAgentRuntime rejects unless this is "local"). */
+    provider?: 'local' | 'modal';
+    /** Local sandboxes' directory (default `$TMPDIR/agent-runtime-native`, created 0700). */
+    root?: string;
+    /** Extra environment for every sandbox process; reserved names (PATH, HOME, LD_*, ...) are ignored. */
+    env?: Record<string, string>;
+    /** Local provider: "none" = loopback only (cuts off the model API too). Default "host". */
+    network?: 'host' | 'none';
+    /** Local provider: allow agents without bubblewrap when NODE_ENV=production. */
+    allowUnisolated?: boolean;
+  };
   /** Idle time before a session's sandbox is stopped (default 15 min). */
   idleTimeoutMs?: number;
   /** Interval of background syncs to persistence (default 60 s, the reference's effective value). */
@@ -148,6 +160,20 @@ export interface RuntimeConfig {
   persistenceTimeoutMs?: number;
   /** Largest accepted REST request body in bytes (default 10 MiB). */
   maxBodyBytes?: number;
+  /** How often a sandbox is checked for life (default 30 s). */
+  healthCheckIntervalMs?: number;
+  /** Larger (or binary) workspace files are not sent to persistence (default 10 MiB). */
+  maxWorkspaceFileBytes?: number;
+  /** A turn running longer is stopped with an error (default 30 min). */
+  turnTimeoutMs?: number;
+  /** How long shutdown() keeps trying to store sessions before stopping them (default 30 s). */
+  shutdownTimeoutMs?: number;
+  /** Sessions in memory at once; the longest-idle one is unloaded to make room (default 10000). */
+  maxLoadedSessions?: number;
+  /** Sandboxes running at once (default 100); beyond it messages get 503. */
+  maxActiveSandboxes?: number;
+  /** Messages waiting per session (default 100); beyond it messages get 429. */
+  maxQueuedMessages?: number;
   /** Absolute host folders that a profile's `bundledMCPs[].localProjectPath` may name (default
    *  none: a bundled MCP with a localProjectPath fails the session's start with an error that
    *  names this option). Links are never followed while copying. */
