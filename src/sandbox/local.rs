@@ -158,7 +158,12 @@ impl SandboxProvider for LocalProvider {
             launched: reap::Launched::default(),
             terminated: AtomicBool::new(false),
         });
-        self.live.lock().unwrap().insert(id.clone(), Arc::downgrade(&sb));
+        {
+            // Pruned as we go: one entry per sandbox ever created would grow without bound.
+            let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            live.retain(|_, w| w.strong_count() > 0);
+            live.insert(id.clone(), Arc::downgrade(&sb));
+        }
         tracing::info!(sandbox_id = %id, "local sandbox created");
         Ok(sb)
     }
@@ -397,6 +402,19 @@ mod tests {
         assert_eq!(err.recv().await.unwrap(), "err");
         assert_eq!(proc.exit.await, 3);
         sb.terminate().await;
+    }
+
+    #[tokio::test]
+    async fn the_provider_forgets_sandboxes_once_they_are_gone() {
+        let (p, root) = provider();
+        for _ in 0..3 {
+            let sb = p.create(SandboxSpec::default()).await.unwrap();
+            sb.terminate().await;
+        }
+        let kept = p.create(SandboxSpec::default()).await.unwrap();
+        assert_eq!(p.live.lock().unwrap().len(), 1, "only the live sandbox is tracked");
+        kept.terminate().await;
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[tokio::test]

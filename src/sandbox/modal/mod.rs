@@ -159,7 +159,12 @@ impl ModalProvider {
         };
         let exec = self.exec_for(&id, &task_id).await;
         let sb = Arc::new(ModalSandbox::new(id.clone(), task_id, self.control.clone(), exec, self.files.clone()));
-        self.live.lock().unwrap().insert(id.clone(), Arc::downgrade(&sb));
+        {
+            // Pruned as we go: one entry per sandbox ever created would grow without bound.
+            let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            live.retain(|_, w| w.strong_count() > 0);
+            live.insert(id.clone(), Arc::downgrade(&sb));
+        }
         tracing::info!(sandbox_id = %id, "Modal sandbox created");
         Ok(sb)
     }
