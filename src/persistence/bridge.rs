@@ -48,7 +48,7 @@ impl<R: RawAdapter> JsonAdapter<R> {
     /// write to the same target that timed out is given up to one more timeout to settle
     /// first, so it cannot land after this newer one.
     async fn write(&self, target: String, method: &'static str, args: Vec<Value>) -> PResult<()> {
-        let earlier = self.unsettled.lock().unwrap().remove(&target);
+        let earlier = self.unsettled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&target);
         if let Some(h) = earlier {
             if tokio::time::timeout(self.timeout, h).await.is_err() {
                 tracing::warn!(method, "an earlier timed-out write to the same target has still not settled");
@@ -58,7 +58,10 @@ impl<R: RawAdapter> JsonAdapter<R> {
         let mut task = tokio::spawn(async move { raw.call(method, args).await });
         match tokio::time::timeout(self.timeout, &mut task).await {
             Err(_) => {
-                self.unsettled.lock().unwrap().insert(target, task);
+                let mut unsettled = self.unsettled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Settled ones are of no interest any more (their target may never be written again).
+                unsettled.retain(|_, h| !h.is_finished());
+                unsettled.insert(target, task);
                 Err(PersistenceError::Timeout { method, ms: self.timeout.as_millis() as u64 })
             }
             Ok(joined) => {
