@@ -149,7 +149,7 @@ async fn a_client_that_stops_reading_is_disconnected_after_its_byte_budget_and_o
     let a = new_session(&rt).await;
     const BUDGET: usize = 64 * 1024;
     const EVENT: usize = 4 * 1024;
-    const WINDOW: usize = 4; // packets the engine holds beyond the outbox
+    const WINDOW: usize = 16; // packets the engine holds beyond the outbox
     let opts = RealtimeOptions { max_buffered_packets: WINDOW, max_buffered_bytes: BUDGET, ..Default::default() };
     let realtime = start(rt.clone(), &opts);
     let svc = realtime.service.clone();
