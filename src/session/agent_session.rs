@@ -447,9 +447,6 @@ impl AgentSession {
         Ok(())
     }
 
-    /// Persist the in-memory state (spec §4.5): transcript, every workspace file, lastActivity.
-    /// Writes are retried. The transcript written is the one held in memory (created, loaded or
-    /// read back from the sandbox), never an empty stand-in for one we could not read.
     /// Queue the ledger's current state for storage (with the user's metadata beside it).
     pub(super) fn store_ledger(&self) {
         let metadata = {
@@ -465,19 +462,29 @@ impl AgentSession {
         self.store_ledger();
     }
 
+    /// Persist the in-memory state (spec §4.5): transcript, every workspace file, lastActivity.
+    /// Writes are retried. The transcript written is the one held in memory (created, loaded or
+    /// read back from the sandbox), never an empty stand-in for one we could not read.
     pub(super) async fn persist_state(&self) -> Result<()> {
         let (raw, files, last_activity) = {
             let d = self.data.locked();
             (d.raw_transcript.clone(), d.workspace_files.clone(), d.last_activity)
         };
-        let record = SessionRecordUpdate { last_activity: Some(last_activity), ..Default::default() };
-        self.store_ledger();
-        self.outbox.push(
-            raw.map(Write::Transcript)
-                .into_iter()
-                .chain(files.into_iter().map(Write::SaveFile))
-                .chain([Write::Record(record)]),
-        );
-        Ok(self.outbox.flush().await?)
+        // The reference's order: the transcript, then the files, then the record's lastActivity
+        // once the content is stored. Whatever fails stays owed (the outbox keeps retrying it).
+        // (Ledger changes are queued when they happen.)
+        let mut stored = Ok(());
+        if let Some(raw) = raw {
+            self.outbox.push([Write::Transcript(raw)]);
+            stored = self.outbox.flush().await;
+        }
+        self.outbox.push(files.into_iter().map(Write::SaveFile));
+        stored = stored.and(self.outbox.flush().await);
+        if stored.is_ok() {
+            let record = SessionRecordUpdate { last_activity: Some(last_activity), ..Default::default() };
+            self.outbox.push([Write::Record(record)]);
+            stored = self.outbox.flush().await;
+        }
+        Ok(stored?)
     }
 }
