@@ -14,6 +14,10 @@ import type {
   SessionListItem,
   SessionRuntimeState,
   AgentArchitectureSessionOptions,
+  MessageMode,
+  QueuedMessage,
+  PendingRequest,
+  PermissionAnswer,
 } from './types';
 
 export * from './types';
@@ -24,8 +28,22 @@ export declare class EventBus extends EventEmitter {}
 /** One session (the reference's AgentSession). */
 export declare class AgentSession {
   readonly sessionId: string;
-  /** Runs one agent turn; resolves when the run's output has ended. */
-  sendMessage(message: string): Promise<void>;
+  /** Runs one agent turn; resolves when the run's output has ended. `mode` says what happens
+   *  while a turn runs: `"queue"` (default) after it, `"steer"` into it, `"interrupt"` instead. */
+  sendMessage(message: string, options?: { mode?: MessageMode }): Promise<void>;
+  /** Stop the running turn (its end block says `stopReason: "interrupted"`); resolves to
+   *  whether one was running. `clearQueue` also drops the waiting messages. */
+  interrupt(options?: { clearQueue?: boolean }): Promise<boolean>;
+  /** Messages waiting for their turn, in order. */
+  getQueue(): QueuedMessage[];
+  /** Remove a waiting message (rejects with code `NOT_FOUND` if it started or is unknown). */
+  removeQueuedMessage(messageId: string): Promise<void>;
+  /** Tool calls and questions waiting for a person. */
+  getPendingRequests(): PendingRequest[];
+  /** Answer a tool call. The first answer wins; a later one rejects with `ALREADY_RESOLVED`. */
+  respondToPermission(requestId: string, answer: PermissionAnswer): Promise<void>;
+  /** Answer a question: each question's text → the chosen label(s) or free text. */
+  answerQuestion(requestId: string, answers: Record<string, string | string[]>): Promise<void>;
   getState(): RuntimeSessionData;
   getRuntimeState(): SessionRuntimeState;
   getPersistedListData(): PersistedSessionListData;

@@ -183,9 +183,41 @@ class AgentSession {
   async destroy() {
     return call(this.#n.destroySession(this.sessionId));
   }
-  async sendMessage(message) {
+  async sendMessage(message, options) {
     if (typeof message !== 'string') throw new TypeError('sendMessage: message must be a string');
-    return call(this.#n.sendMessage(this.sessionId, message));
+    const mode = options?.mode;
+    if (mode !== undefined && typeof mode !== 'string') throw new TypeError('sendMessage: options.mode must be a string');
+    return call(this.#n.sendMessage(this.sessionId, message, mode));
+  }
+  /** Stop the running turn; resolves to whether one was running. */
+  async interrupt(options) {
+    return sync(() => this.#n.interrupt(this.sessionId, options?.clearQueue === true));
+  }
+  /** Messages waiting for their turn. */
+  getQueue() {
+    return this.getRuntimeState().queue ?? [];
+  }
+  /** Tool calls and questions waiting for a person. */
+  getPendingRequests() {
+    return this.getRuntimeState().pendingRequests ?? [];
+  }
+  async removeQueuedMessage(messageId) {
+    return sync(() => this.#n.removeQueuedMessage(this.sessionId, String(messageId)));
+  }
+  async respondToPermission(requestId, answer) {
+    return sync(() => this.#n.respondPermission(this.sessionId, String(requestId), plain(answer)));
+  }
+  async answerQuestion(requestId, answers) {
+    return sync(() => this.#n.answerQuestion(this.sessionId, String(requestId), plain(answers)));
+  }
+}
+
+/** A synchronous native call, its error given back its `code`. */
+function sync(f) {
+  try {
+    return f();
+  } catch (err) {
+    throw fromNative(err);
   }
 }
 

@@ -9,10 +9,20 @@ export interface WorkspaceFile {
   content: string | undefined;
 }
 
-export interface ClaudeSDKSessionOptions {
+/** Who decides about tool calls (extra session options of this package). */
+export interface PermissionSessionOptions {
+  /** `"bypass"` (default: nothing asks), `"ask"` (every call the rules do not settle waits for
+   *  a person), `"acceptEdits"` (file edits run, the rest asks). */
+  permissionMode?: 'bypass' | 'ask' | 'acceptEdits';
+  /** Tool-name patterns: `"Read"`, `"Bash(git *)"`, `"mcp__github__*"`; deny wins. */
+  permissions?: { allow?: string[]; deny?: string[] };
+  /** An unanswered request is denied after this long (default 600000). */
+  permissionTimeoutMs?: number;
+}
+export interface ClaudeSDKSessionOptions extends PermissionSessionOptions {
   model?: string;
 }
-export interface OpenCodeSessionOptions {
+export interface OpenCodeSessionOptions extends PermissionSessionOptions {
   model?: string;
 }
 export type AgentArchitectureSessionOptions = ClaudeSDKSessionOptions | OpenCodeSessionOptions;
@@ -48,6 +58,10 @@ export interface SessionRuntimeState {
     restartCount: number;
     lastHealthCheck: number;
   };
+  /** In a session's state: messages waiting for their turn. */
+  queue?: QueuedMessage[];
+  /** In a session's state: tool calls and questions waiting for a person. */
+  pendingRequests?: PendingRequest[];
 }
 
 export interface SessionListItem extends PersistedSessionListData {
@@ -166,6 +180,11 @@ export interface RuntimeConfig {
   maxWorkspaceFileBytes?: number;
   /** A turn running longer is stopped with an error (default 30 min). */
   turnTimeoutMs?: number;
+  /** After an interrupt, how long the agent has to stop before its runner is killed (default 5000). */
+  interruptGraceMs?: number;
+  /** A session's agent process exits after this long without a turn (default 300000); the next
+   *  message starts it again. */
+  runnerIdleMs?: number;
   /** How long shutdown() keeps trying to store sessions before stopping them (default 30 s). */
   shutdownTimeoutMs?: number;
   /** Sessions in memory at once; the longest-idle one is unloaded to make room (default 10000). */
@@ -325,4 +344,88 @@ export interface InterServerEvents {}
 export interface SocketData {
   sessionId?: string;
   joinedAt: number;
+}
+
+/** How a message meets a running turn. */
+export type MessageMode = 'queue' | 'steer' | 'interrupt';
+
+/** A message waiting for its turn (`runtime.queue`, `session:queue:changed`). */
+export interface QueuedMessage {
+  messageId: string;
+  mode: MessageMode;
+  /** The first 100 characters. */
+  preview: string;
+  enqueuedAt: string;
+}
+
+/** A tool call or question waiting for a person (`runtime.pendingRequests`). */
+export interface PendingRequest {
+  type: 'permission' | 'question';
+  requestId: string;
+  conversationId: string;
+  toolName: string;
+  toolUseId: string;
+  input: Record<string, unknown>;
+  /** Questions only: the tool's own `questions` array. */
+  questions?: AskedQuestion[];
+  requestedAt: string;
+  expiresAt: string;
+}
+
+/** One question of Claude's AskUserQuestion tool. */
+export interface AskedQuestion {
+  question: string;
+  header?: string;
+  options: { label: string; description?: string }[];
+  multiSelect?: boolean;
+}
+
+/** The answer to a tool call (REST body of `POST /api/sessions/:id/permissions/:requestId`). */
+export interface PermissionAnswer {
+  behavior: 'allow' | 'deny';
+  /** Allow with this input instead. */
+  updatedInput?: Record<string, unknown>;
+  /** Told to the agent (a deny's reason). */
+  message?: string;
+  /** Add an allow/deny rule for this tool for the rest of the session. */
+  remember?: boolean;
+}
+
+/** `session:permission:requested` */
+export interface PermissionRequestedEvent extends Omit<PendingRequest, 'type' | 'questions'> {
+  sessionId: string;
+}
+/** `session:question:requested` */
+export interface QuestionRequestedEvent extends Omit<PendingRequest, 'type'> {
+  sessionId: string;
+  questions: AskedQuestion[];
+}
+/** `session:permission:resolved` / `session:question:resolved` */
+export interface RequestResolvedEvent {
+  sessionId: string;
+  requestId: string;
+  behavior: 'allow' | 'deny';
+  resolvedBy: 'user' | 'timeout' | 'interrupt' | 'rule';
+}
+/** `session:queue:changed` */
+export interface QueueChangedEvent {
+  sessionId: string;
+  queue: QueuedMessage[];
+}
+/** Response of `POST /api/sessions/:id/messages` (the reference's fields plus these). */
+export interface SendMessageResponse {
+  success: true;
+  sessionId: string;
+  messageId: string;
+  /** It waits behind a running turn (or other messages). */
+  queued: boolean;
+  /** Turns ahead of it, the running one included; 0 when it started at once or was steered. */
+  position: number;
+  /** `mode: "steer"` only: handed to the running turn (false: no turn ran, or the agent cannot be steered, so it was queued). */
+  steered?: boolean;
+}
+/** Response of `POST /api/sessions/:id/interrupt` and the `session:interrupt` ack. */
+export interface InterruptResponse {
+  success: true;
+  interrupted: boolean;
 }

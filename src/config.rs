@@ -159,6 +159,8 @@ struct RawOptions {
     log_level: Option<String>,
     shutdown_timeout_ms: Option<f64>,
     turn_timeout_ms: Option<f64>,
+    interrupt_grace_ms: Option<f64>,
+    runner_idle_ms: Option<f64>,
     max_loaded_sessions: Option<f64>,
     max_active_sandboxes: Option<f64>,
     max_queued_messages: Option<f64>,
@@ -196,6 +198,10 @@ pub struct RuntimeOptions {
     pub shutdown_timeout: Duration,
     /// A turn running longer than this is stopped with an error.
     pub turn_timeout: Duration,
+    /// After an interrupt, how long the agent has to stop before its runner is killed.
+    pub interrupt_grace: Duration,
+    /// An idle runner (no turn for this long) exits; the next turn starts one again.
+    pub runner_idle: Duration,
     /// Sessions held in memory at once; idle ones are unloaded to make room, else 503.
     pub max_loaded_sessions: usize,
     /// Sandboxes running at once; a turn that needs one more is refused (503).
@@ -226,6 +232,8 @@ impl Default for RuntimeOptions {
             log_level: None,
             shutdown_timeout: Duration::from_millis(30_000),
             turn_timeout: Duration::from_millis(30 * 60_000),
+            interrupt_grace: Duration::from_millis(5_000),
+            runner_idle: Duration::from_millis(300_000),
             max_loaded_sessions: 10_000,
             max_active_sandboxes: 100,
             max_queued_messages: 100,
@@ -317,6 +325,8 @@ impl RuntimeOptions {
             log_level: raw.log_level,
             shutdown_timeout: positive_ms("shutdownTimeoutMs", raw.shutdown_timeout_ms, d.shutdown_timeout)?,
             turn_timeout: positive_ms("turnTimeoutMs", raw.turn_timeout_ms, d.turn_timeout)?,
+            interrupt_grace: positive_ms("interruptGraceMs", raw.interrupt_grace_ms, d.interrupt_grace)?,
+            runner_idle: positive_ms("runnerIdleMs", raw.runner_idle_ms, d.runner_idle)?,
             max_loaded_sessions: count("maxLoadedSessions", raw.max_loaded_sessions, d.max_loaded_sessions)?,
             max_active_sandboxes: count("maxActiveSandboxes", raw.max_active_sandboxes, d.max_active_sandboxes)?,
             max_queued_messages: count("maxQueuedMessages", raw.max_queued_messages, d.max_queued_messages)?,
@@ -377,7 +387,14 @@ mod tests {
         let e = RuntimeOptions::from_json(json!({"logLevel": "loud"})).unwrap_err();
         assert!(e.contains("logLevel"), "{e}");
         // Below one millisecond an interval would be zero (tokio panics on that).
-        for field in ["healthCheckIntervalMs", "syncIntervalMs", "turnTimeoutMs", "shutdownTimeoutMs"] {
+        for field in [
+            "healthCheckIntervalMs",
+            "syncIntervalMs",
+            "turnTimeoutMs",
+            "shutdownTimeoutMs",
+            "interruptGraceMs",
+            "runnerIdleMs",
+        ] {
             let e = RuntimeOptions::from_json(json!({ field: 0.5 })).unwrap_err();
             assert!(e.contains(field), "{e}");
         }

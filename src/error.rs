@@ -31,6 +31,12 @@ pub enum Error {
     Capacity(String),
     #[error("{0}")]
     QueueFull(String),
+    /// Something named in the request (a queued message, a pending request) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A request was answered already: the first answer won.
+    #[error("{0}")]
+    AlreadyResolved(String),
 }
 
 impl Error {
@@ -47,12 +53,14 @@ impl Error {
             Error::SessionClosing(_) => "SESSION_UNLOADING",
             Error::Capacity(_) => "CAPACITY_EXCEEDED",
             Error::QueueFull(_) => "QUEUE_FULL",
+            Error::NotFound(_) => "NOT_FOUND",
+            Error::AlreadyResolved(_) => "ALREADY_RESOLVED",
         }
     }
 
     /// True for "the thing asked for does not exist" (404 over REST).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::SessionNotFound(_) | Error::SessionNotLoaded(_))
+        matches!(self, Error::SessionNotFound(_) | Error::SessionNotLoaded(_) | Error::NotFound(_))
     }
 }
 

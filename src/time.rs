@@ -12,6 +12,11 @@ pub fn now_iso() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// `ms` since the epoch as [`now_iso`] writes it.
+pub fn iso_of_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
 /// Serde helper: accept any JSON number for a millisecond timestamp (JS numbers may be floats).
 pub mod millis {
     use serde::{Deserialize, Deserializer};

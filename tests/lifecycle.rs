@@ -15,13 +15,24 @@ use agent_runtime::persistence::retry::RetryPolicy;
 use agent_runtime::persistence::{PersistenceAdapter, WorkspaceFile};
 use agent_runtime::sandbox::local::LocalProvider;
 use agent_runtime::sandbox::{ExecOptions, Process, SResult, Sandbox};
-use agent_runtime::session::{AgentSession, CreateSessionArgs, SessionContext, SessionManager};
+use agent_runtime::session::{AgentSession, CreateSessionArgs, MessageMode, SessionContext, SessionManager};
 use agent_runtime::RuntimeOptions;
 use async_trait::async_trait;
 
 /// An agent whose turn is `sh -c <script>` with the prompt in `$PROMPT`; its transcript is the
 /// file `transcript` in the sandbox's home, appended to by the script.
 struct ScriptAgent;
+
+const SCRIPT_RUNNER: &str = r#"while IFS= read -r line; do
+  case "$line" in
+  *'"type":"turn"'*)
+    id=$(printf '%s\n' "$line" | sed 's/.*"turnId":"\([^"]*\)".*/\1/')
+    prompt=$(printf '%s\n' "$line" | sed 's/.*"prompt":"\(.*\)"}$/\1/; s/\\"/"/g')
+    echo "$T: $prompt" >> "$T"
+    eval "$prompt" </dev/null
+    printf '{"type":"runner","event":"turn_end","turnId":"%s","status":"completed"}\n' "$id" ;;
+  esac
+done"#;
 
 struct NoEvents;
 impl StreamConverter for NoEvents {
@@ -39,12 +50,16 @@ impl AgentArchitecture for ScriptAgent {
     fn ignored_paths(&self) -> &'static [&'static str] {
         &[".claude/"]
     }
-    async fn start_turn(&self, sb: &dyn Sandbox, _setup: &SessionSetup<'_>, prompt: &str) -> SResult<Process> {
+    /// A long-lived runner in sh: each turn's prompt is a shell command, run to its end (so an
+    /// interrupt is ignored: the kill path); `exit N` ends the runner mid-turn.
+    async fn start_runner(&self, sb: &dyn Sandbox, _setup: &SessionSetup<'_>) -> SResult<Process> {
         let home = sb.paths().home.display().to_string();
         let mut opts = ExecOptions::default();
         opts.env.insert("T".into(), format!("{home}/transcript"));
-        let script = format!("echo \"$T: {prompt}\" >> \"$T\"; {prompt}");
-        sb.exec(&["sh".into(), "-c".into(), script], opts).await
+        sb.exec(&["sh".into(), "-c".into(), SCRIPT_RUNNER.into()], opts).await
+    }
+    fn runner_start(&self, _sb: &dyn Sandbox, _setup: &SessionSetup<'_>) -> serde_json::Value {
+        serde_json::json!({ "type": "start" })
     }
     fn stream(&self, _session_id: &str) -> Box<dyn StreamConverter> {
         Box::new(NoEvents)
@@ -130,7 +145,7 @@ impl Harness {
 async fn unload_keeps_the_session_and_its_sandbox_until_its_state_is_stored() {
     let h = harness(serde_json::json!({ "idleTimeoutMs": 100 }));
     let s = h.session().await;
-    s.send_message("true").unwrap().run.await.unwrap();
+    s.send_message("true", MessageMode::Queue).unwrap().run.await.unwrap();
     assert_eq!(h.sandbox_dirs(), 1);
     // Storage goes down; the agent's last turn exists only in the sandbox and in memory.
     h.adapter.fail_writes.store(u32::MAX, Ordering::SeqCst);
@@ -157,7 +172,7 @@ async fn unload_keeps_the_session_and_its_sandbox_until_its_state_is_stored() {
 async fn shutdown_gives_up_after_its_bound_and_names_the_unstored_sessions() {
     let h = harness(serde_json::json!({ "shutdownTimeoutMs": 300 }));
     let s = h.session().await;
-    s.send_message("true").unwrap().run.await.unwrap();
+    s.send_message("true", MessageMode::Queue).unwrap().run.await.unwrap();
     h.adapter.fail_writes.store(u32::MAX, Ordering::SeqCst);
     let unstored = h.manager.shutdown(Duration::from_millis(300)).await;
     assert_eq!(unstored, std::slice::from_ref(&s.session_id));
@@ -169,8 +184,8 @@ async fn a_turn_queued_behind_an_unload_creates_no_sandbox() {
     let h = harness(serde_json::json!({}));
     let s = h.session().await;
     // A running turn, and one waiting behind it.
-    let first = tokio::spawn(s.send_message("sleep 30").unwrap().run);
-    let second = tokio::spawn(s.send_message("true").unwrap().run);
+    let first = tokio::spawn(s.send_message("sleep 30", MessageMode::Queue).unwrap().run);
+    let second = tokio::spawn(s.send_message("true", MessageMode::Queue).unwrap().run);
     h.wait_for("the first turn's sandbox", || s.has_sandbox()).await;
     h.manager.unload_session(&s.session_id).await.unwrap();
     assert!(first.await.unwrap().is_err(), "the running turn ended with its sandbox");
@@ -186,12 +201,13 @@ async fn a_turn_queued_behind_an_unload_creates_no_sandbox() {
 async fn a_runaway_turn_is_stopped_after_turn_timeout_and_the_session_goes_on() {
     let h = harness(serde_json::json!({ "turnTimeoutMs": 500 }));
     let s = h.session().await;
-    let turn = tokio::time::timeout(Duration::from_secs(20), s.send_message("sleep 600").unwrap().run);
+    let turn =
+        tokio::time::timeout(Duration::from_secs(20), s.send_message("sleep 600", MessageMode::Queue).unwrap().run);
     let e = turn.await.expect("the turn was stopped").unwrap_err();
     assert!(e.to_string().contains("turnTimeoutMs"), "{e}");
     assert!(!s.has_sandbox(), "the runaway's sandbox was stopped");
     assert!(h.stored_transcript(&s.session_id).await.unwrap().contains("sleep 600"), "what it wrote was kept");
-    s.send_message("true").unwrap().run.await.unwrap();
+    s.send_message("true", MessageMode::Queue).unwrap().run.await.unwrap();
 }
 
 #[tokio::test]
@@ -199,7 +215,10 @@ async fn a_turn_ends_when_the_runner_exits_even_if_a_grandchild_keeps_stdout_ope
     let h = harness(serde_json::json!({ "turnTimeoutMs": 60000 }));
     let s = h.session().await;
     // Before: the turn waited for end of file, which the backgrounded sleep holds off.
-    let turn = tokio::time::timeout(Duration::from_secs(20), s.send_message("sleep 600 & echo started").unwrap().run);
+    let turn = tokio::time::timeout(
+        Duration::from_secs(20),
+        s.send_message("sleep 600 & echo started", MessageMode::Queue).unwrap().run,
+    );
     turn.await.expect("the turn ended with its runner").unwrap();
 }
 
@@ -226,14 +245,14 @@ async fn limits_refuse_with_clear_errors() {
     assert_eq!(left.len(), 1, "one idle session was unloaded");
     let b = left[0].clone();
     // One sandbox at a time: b takes it, c is refused.
-    let running = tokio::spawn(b.send_message("sleep 30").unwrap().run);
+    let running = tokio::spawn(b.send_message("sleep 30", MessageMode::Queue).unwrap().run);
     h.wait_for("b's sandbox", || b.has_sandbox()).await;
-    let e = c.send_message("true").err().unwrap();
+    let e = c.send_message("true", MessageMode::Queue).err().unwrap();
     assert_eq!(e.code(), "CAPACITY_EXCEEDED");
     assert!(e.to_string().contains("maxActiveSandboxes"), "{e}");
     // One message may wait behind the running one; the next is refused.
-    let queued = tokio::spawn(b.send_message("true").unwrap().run);
-    let e = b.send_message("true").err().unwrap();
+    let queued = tokio::spawn(b.send_message("true", MessageMode::Queue).unwrap().run);
+    let e = b.send_message("true", MessageMode::Queue).err().unwrap();
     assert_eq!(e.code(), "QUEUE_FULL");
     h.manager.unload_session(&b.session_id).await.unwrap();
     let _ = running.await;
@@ -244,7 +263,7 @@ async fn limits_refuse_with_clear_errors() {
 async fn a_file_deleted_while_the_watcher_is_not_looking_is_deleted_in_storage() {
     let h = harness(serde_json::json!({}));
     let s = h.session().await;
-    s.send_message("rm keep.txt; echo new > new.txt").unwrap().run.await.unwrap();
+    s.send_message("rm keep.txt; echo new > new.txt", MessageMode::Queue).unwrap().run.await.unwrap();
     h.manager.unload_session(&s.session_id).await.unwrap();
     let stored = h.adapter.load_session(&s.session_id).await.unwrap().unwrap();
     let paths: Vec<_> = stored.workspace_files.iter().map(|f| f.path.as_str()).collect();
@@ -264,7 +283,7 @@ async fn workspace_files_cannot_replace_the_profiles_files() {
         ..Default::default()
     };
     let s = h.manager.create_session(args).await.unwrap();
-    s.send_message("cat .claude/settings.json >> \"$T\"").unwrap().run.await.unwrap();
+    s.send_message("cat .claude/settings.json >> \"$T\"", MessageMode::Queue).unwrap().run.await.unwrap();
     let transcript = h.stored_transcript(&s.session_id).await.unwrap();
     assert!(transcript.ends_with("profile"), "{transcript}");
 }
@@ -273,7 +292,7 @@ async fn workspace_files_cannot_replace_the_profiles_files() {
 async fn an_accepted_message_is_stored_before_it_is_confirmed_and_hidden_from_views() {
     let h = harness(serde_json::json!({}));
     let s = h.session().await;
-    let turn = s.send_message("echo hello").unwrap();
+    let turn = s.send_message("echo hello", MessageMode::Queue).unwrap();
     s.confirm_stored(&turn.message_id).await.unwrap();
     let record = h.adapter.load_session(&s.session_id).await.unwrap().unwrap().record;
     let ledger = &record.metadata.as_ref().unwrap()["_agentRuntime"];
@@ -294,12 +313,12 @@ async fn a_message_that_cannot_be_stored_is_refused_and_never_runs() {
     let h = harness(serde_json::json!({}));
     let s = h.session().await;
     h.adapter.fail_writes.store(2, Ordering::SeqCst); // one round of the retry policy
-    let turn = s.send_message("echo should-not-run").unwrap();
+    let turn = s.send_message("echo should-not-run", MessageMode::Queue).unwrap();
     let e = s.confirm_stored(&turn.message_id).await.unwrap_err();
     assert_eq!(e.code(), "PERSISTENCE_FAILED");
     turn.run.await.unwrap();
     assert!(!s.has_sandbox(), "withdrawn: no turn ran");
-    s.send_message("true").unwrap().run.await.unwrap();
+    s.send_message("true", MessageMode::Queue).unwrap().run.await.unwrap();
     assert!(!h.stored_transcript(&s.session_id).await.unwrap_or_default().contains("should-not-run"));
 }
 
@@ -311,9 +330,9 @@ async fn after_a_crash_accepted_messages_run_interrupted_ones_are_reported_and_s
     let id = s.session_id.clone();
     // A first message runs and leaves its sandbox; a second is cut short (its turn began);
     // a third was accepted and never started. Then the process dies.
-    s.send_message("echo one").unwrap().run.await.unwrap();
-    let second = tokio::spawn(s.send_message("sleep 30").unwrap().run);
-    let third = s.send_message("echo three").unwrap();
+    s.send_message("echo one", MessageMode::Queue).unwrap().run.await.unwrap();
+    let second = tokio::spawn(s.send_message("sleep 30", MessageMode::Queue).unwrap().run);
+    let third = s.send_message("echo three", MessageMode::Queue).unwrap();
     s.confirm_stored(&third.message_id).await.unwrap();
     h.wait_for("the second turn to start", || s.is_busy()).await;
     s.confirm_stored(&third.message_id).await.unwrap();
@@ -342,4 +361,74 @@ async fn after_a_crash_accepted_messages_run_interrupted_ones_are_reported_and_s
     // The earlier run's sandbox is gone; only the new one is there.
     h.wait_for("the earlier sandbox to be reaped", || !old[0].exists()).await;
     assert_eq!(h.sandbox_dirs(), 1);
+}
+
+/// No process on this machine runs `sleep <secs>` (the runner's tools are gone).
+fn sleeping(secs: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == format!("sleep\0{secs}\0").as_bytes()))
+}
+
+fn end_blocks(h: &Harness) -> Vec<serde_json::Value> {
+    h.events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(n, p)| n == "session:block:complete" && p["block"]["metadata"]["stopReason"].is_string())
+        .map(|(_, p)| p["block"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_interrupt_the_agent_ignores_kills_its_runner_after_the_grace() {
+    let h = harness(serde_json::json!({ "interruptGraceMs": 300 }));
+    let s = h.session().await;
+    assert!(!s.interrupt(false), "nothing running: nothing interrupted");
+    let turn = tokio::spawn(s.send_message("sleep 611", MessageMode::Queue).unwrap().run);
+    h.wait_for("the turn to run its tool", || sleeping("611")).await;
+    let asked = std::time::Instant::now();
+    assert!(s.interrupt(false));
+    assert!(s.interrupt(false), "twice is harmless");
+    tokio::time::timeout(Duration::from_millis(2300), turn).await.expect("ended within grace + 2 s").unwrap().unwrap();
+    assert!(asked.elapsed() >= Duration::from_millis(300), "the agent had its grace");
+    let ends = end_blocks(&h);
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0]["metadata"]["stopReason"], "interrupted");
+    assert!(!h.events.lock().unwrap().iter().any(|(n, _)| n == "session:error"), "an interrupt is not an error");
+    h.wait_for("no process of the turn left", || !sleeping("611")).await;
+    // The next message starts a new runner in the same sandbox.
+    s.send_message("echo after", MessageMode::Queue).unwrap().run.await.unwrap();
+    assert!(h.stored_transcript(&s.session_id).await.unwrap().contains(": echo after"));
+    assert_eq!(end_blocks(&h)[1]["metadata"]["stopReason"], "completed");
+}
+
+#[tokio::test]
+async fn the_queue_is_ordered_visible_and_editable() {
+    let h = harness(serde_json::json!({}));
+    let s = h.session().await;
+    let first = tokio::spawn(s.send_message("sleep 612", MessageMode::Queue).unwrap().run);
+    h.wait_for("the first turn", || sleeping("612")).await;
+    let a = s.send_message("echo a", MessageMode::Queue).unwrap();
+    let b = s.send_message("echo b", MessageMode::Queue).unwrap();
+    let c = s.send_message("echo c", MessageMode::Queue).unwrap();
+    assert_eq!((a.position, b.position, c.position), (1, 2, 3));
+    let queue: Vec<_> = s.queue_view().into_iter().map(|q| q.preview).collect();
+    assert_eq!(queue, ["echo a", "echo b", "echo c"]);
+    s.remove_queued(&b.message_id).unwrap();
+    assert_eq!(s.remove_queued(&b.message_id).unwrap_err().code(), "NOT_FOUND");
+    // `interrupt` mode stops the running turn and goes first.
+    let now = s.send_message("echo now", MessageMode::Interrupt).unwrap();
+    assert_eq!(now.position, 1);
+    let (a, b, c, now) = (tokio::spawn(a.run), tokio::spawn(b.run), tokio::spawn(c.run), tokio::spawn(now.run));
+    for t in [first, now, a, b, c] {
+        tokio::time::timeout(Duration::from_secs(20), t).await.unwrap().unwrap().unwrap();
+    }
+    let t = h.stored_transcript(&s.session_id).await.unwrap();
+    let order: Vec<_> = t.lines().filter_map(|l| l.split(": ").nth(1)).collect();
+    assert_eq!(order, ["sleep 612", "echo now", "echo a", "echo c"], "{t}");
+    let changes = h.events.lock().unwrap().iter().filter(|(n, _)| n == "session:queue:changed").count();
+    assert!(changes >= 6, "every change is announced ({changes})");
+    assert!(s.queue_view().is_empty());
 }

@@ -37,7 +37,11 @@ async fn an_over_long_runner_line_fails_the_turn() {
         ..Default::default()
     };
     let s = rt.sessions.create_session(args).await.unwrap();
-    let turn = tokio::time::timeout(std::time::Duration::from_secs(60), s.send_message("hi").unwrap().run).await;
+    let turn = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        s.send_message("hi", agent_runtime::session::MessageMode::Queue).unwrap().run,
+    )
+    .await;
     let err = turn.expect("the turn ended").expect_err("the turn failed");
     assert_eq!(err.code(), "AGENT_RUN_FAILED");
     assert!(err.to_string().contains("runner output line exceeds 16 MiB"), "{err}");

@@ -40,7 +40,7 @@ async fn create_calls_adapter_in_reference_order() {
     );
     let state: Value = serde_json::from_str(&s.state_json()).unwrap();
     assert_eq!(state["workspaceFiles"], json!([{"path": "README.md", "content": "hi"}]));
-    assert_eq!(state["runtime"], json!({"isLoaded": true, "sandbox": null}));
+    assert_eq!(state["runtime"], json!({"isLoaded": true, "sandbox": null, "queue": [], "pendingRequests": []}));
     assert_eq!(events.lock().unwrap().iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["sessions:changed"]);
 }
 

@@ -86,7 +86,7 @@ async fn join_ack_status_and_room_scoped_events() {
 
     bob.send(r#"422["session:join","no-such-session"]"#).await;
     let got = bob.poll_until("432").await;
-    assert!(got.contains(r#"432[{"error":"Session not found","success":false}]"#), "{got}");
+    assert!(got.contains(r#"432[{"success":false,"error":"Session not found"}]"#), "{got}");
 
     // An event of session A reaches A's room only.
     let opts = serde_json::json!({"model": "m"}).as_object().unwrap().clone();
@@ -257,7 +257,7 @@ async fn authorize_decides_joins_and_who_gets_the_session_list() {
     let admin = Client::connect_with(&svc, r#"{"user":"bob","role":"admin"}"#).await;
     alice.send(&format!(r#"421["session:join","{}"]"#, theirs.session_id)).await;
     let got = alice.poll_until("431").await;
-    assert!(got.contains(r#"431[{"error":"Not authorized to join this session","success":false}]"#), "{got}");
+    assert!(got.contains(r#"431[{"success":false,"error":"Not authorized to join this session"}]"#), "{got}");
     alice.send(&format!(r#"422["session:join","{}"]"#, mine.session_id)).await;
     assert!(alice.poll_until("432").await.contains(r#"432[{"success":true}]"#));
     // A hanging and a failing callback deny (after the timeout), and the server carries on.

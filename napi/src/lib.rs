@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use agent_runtime::persistence::bridge::JsonAdapter;
-use agent_runtime::session::{AgentSession, CreateSessionArgs};
+use agent_runtime::session::{AgentSession, CreateSessionArgs, MessageMode};
 use agent_runtime::transport::rest::{self, PlainRequest};
 use agent_runtime::{AgentRuntime, RuntimeOptions};
 use napi::bindgen_prelude::*;
@@ -168,10 +168,57 @@ impl NativeRuntime {
     }
 
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn send_message<'e>(&self, env: &'e Env, session_id: String, message: String) -> Result<PromiseRaw<'e, ()>> {
+    pub fn send_message<'e>(
+        &self,
+        env: &'e Env,
+        session_id: String,
+        message: String,
+        mode: Option<String>,
+    ) -> Result<PromiseRaw<'e, ()>> {
+        let mode = match mode.as_deref() {
+            None => MessageMode::Queue,
+            Some(m) => MessageMode::parse(m).ok_or_else(|| {
+                Error::new(Status::InvalidArg, format!("mode must be \"queue\", \"steer\" or \"interrupt\", got {m:?}"))
+            })?,
+        };
         // Queued synchronously, so messages run in the order JS sent them.
-        let turn = self.session(&session_id)?.send_message(&message).map_err(to_napi)?;
+        let turn = self.session(&session_id)?.send_message(&message, mode).map_err(to_napi)?;
         env.spawn_future(async move { turn.run.await.map_err(to_napi) })
+    }
+
+    /// Stop the running turn; true if one was running.
+    #[napi(catch_unwind)]
+    pub fn interrupt(&self, session_id: String, clear_queue: Option<bool>) -> Result<bool> {
+        Ok(self.session(&session_id)?.interrupt(clear_queue.unwrap_or(false)))
+    }
+
+    /// Remove a message that waits in the queue.
+    #[napi(catch_unwind)]
+    pub fn remove_queued_message(&self, session_id: String, message_id: String) -> Result<()> {
+        self.session(&session_id)?.remove_queued(&message_id).map_err(to_napi)
+    }
+
+    /// Answer a tool call that waits for a person (`{ behavior, updatedInput?, message?, remember? }`).
+    #[napi(catch_unwind)]
+    pub fn respond_permission(&self, session_id: String, request_id: String, answer: Value) -> Result<()> {
+        let Value::Object(answer) = answer else {
+            return Err(Error::new(Status::InvalidArg, "the answer must be an object { behavior, ... }"));
+        };
+        let answer = agent_runtime::transport::control::permission_answer_of(&answer)
+            .map_err(|m| Error::new(Status::InvalidArg, m))?;
+        self.session(&session_id)?.respond_permission(&request_id, answer).map_err(to_napi)
+    }
+
+    /// Answer a question (`answers`: question text → label(s) or text).
+    #[napi(catch_unwind)]
+    pub fn answer_question(&self, session_id: String, request_id: String, answers: Value) -> Result<()> {
+        let Value::Object(answers) = answers else {
+            return Err(Error::new(
+                Status::InvalidArg,
+                "answers must be an object mapping each question to its answer",
+            ));
+        };
+        self.session(&session_id)?.answer_question(&request_id, &answers).map_err(to_napi)
     }
 
     /// A Socket.IO server bridged to this runtime's events (`createWebSocketServer`). `options`:

@@ -44,8 +44,16 @@ pub trait StreamConverter: Send {
 pub trait AgentArchitecture: Send + Sync + 'static {
     /// Write the profile's files (and the restored transcript) into the sandbox.
     async fn initialize(&self, sandbox: &dyn Sandbox, setup: &SessionSetup<'_>) -> SResult<()>;
-    /// Start one turn of the agent with `prompt`.
-    async fn start_turn(&self, sandbox: &dyn Sandbox, setup: &SessionSetup<'_>, prompt: &str) -> SResult<Process>;
+    /// Start the session's long-lived runner (docs/RUNNER.md); the host sends it
+    /// [`Self::runner_start`] first.
+    async fn start_runner(&self, sandbox: &dyn Sandbox, setup: &SessionSetup<'_>) -> SResult<Process>;
+    /// The runner's `start` line for this session and its current options (without `ask`, which
+    /// the host adds). A runner started with a different one is replaced before the next turn.
+    fn runner_start(&self, sandbox: &dyn Sandbox, setup: &SessionSetup<'_>) -> Value;
+    /// Whether the runner can deliver a message into a running turn (`steer`).
+    fn steers(&self) -> bool {
+        false
+    }
     /// A converter for one turn's output of session `session_id`.
     fn stream(&self, session_id: &str) -> Box<dyn StreamConverter>;
     /// The session's transcript as stored (`rawTranscript`), read back from the sandbox.
@@ -120,19 +128,6 @@ impl RunnerAssets {
     }
 }
 
-/// Hand a runner its request: one JSON document on stdin, then end of file.
-pub async fn send_request(proc: &mut Process, request: &Value) -> SResult<()> {
-    use tokio::io::AsyncWriteExt;
-    let Some(mut stdin) = proc.stdin.take() else { return Ok(()) };
-    let bytes = serde_json::to_vec(request).expect("json");
-    stdin
-        .write_all(&bytes)
-        .await
-        .map_err(|e| crate::sandbox::SandboxError::Io { path: "runner stdin".into(), message: e.to_string() })?;
-    let _ = stdin.shutdown().await;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +166,8 @@ mod tests {
     }
 
     async fn turn(arch: &dyn AgentArchitecture, sb: &dyn Sandbox, setup: &SessionSetup<'_>) -> String {
-        let mut p = arch.start_turn(sb, setup, "hi").await.unwrap();
+        let mut p = arch.start_runner(sb, setup).await.unwrap();
+        drop(p.stdin.take());
         let mut out = String::new();
         p.stdout.read_to_string(&mut out).await.unwrap();
         p.exit.await;

@@ -10,7 +10,9 @@ pub mod claude;
 pub mod ident;
 pub mod opencode;
 pub mod profile;
+pub mod runner;
 pub mod stream;
+pub mod turn_end;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};

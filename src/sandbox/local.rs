@@ -289,15 +289,30 @@ impl Sandbox for LocalSandbox {
         let stdout = Box::pin(child.stdout.take().expect("piped"));
         let stderr = Box::pin(child.stderr.take().expect("piped"));
         let stdin = child.stdin.take().map(|s| Box::pin(s) as Pin<Box<dyn AsyncWrite + Send>>);
+        // setsid made the child a process group leader: killing the group reaches what it
+        // started (bubblewrap's namespace goes with it). Not after it was reaped: the id may be
+        // another process's by then.
+        let exited = Arc::new(AtomicBool::new(false));
+        let kill = child.id().map(|pid| {
+            let exited = exited.clone();
+            Arc::new(move || {
+                if !exited.load(Ordering::SeqCst) {
+                    // SAFETY: plain syscall on a process group we created.
+                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                }
+            }) as Arc<dyn Fn() + Send + Sync>
+        });
         let exit = async move {
             use std::os::unix::process::ExitStatusExt;
-            match child.wait().await {
+            let code = match child.wait().await {
                 Ok(st) => st.code().unwrap_or_else(|| -st.signal().unwrap_or(9)),
                 Err(_) => -1,
-            }
+            };
+            exited.store(true, Ordering::SeqCst);
+            code
         }
         .boxed();
-        Ok(Process { stdout, stderr, stdin, exit })
+        Ok(Process { stdout, stderr, stdin, exit, kill })
     }
 
     async fn read_regular(&self, path: &Path, limit: u64) -> SResult<FileRead> {

@@ -66,6 +66,9 @@ pub struct Process {
     pub stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
     /// Resolves to the exit code (negative signal number when killed by a signal).
     pub exit: BoxFuture<'static, i32>,
+    /// Kill the process and everything it started, where the provider can do that directly
+    /// (local: its process group); `None` on Modal, which has no per-exec kill.
+    pub kill: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// What a sandbox is created with.

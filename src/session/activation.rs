@@ -54,7 +54,7 @@ impl AgentSession {
                 restart_count: self.restarts.load(Ordering::SeqCst),
                 last_health_check: now_ms(),
             });
-            RuntimeState { is_loaded: true, sandbox: d.sandbox.clone() }
+            RuntimeState::of_sandbox(d.sandbox.clone())
         };
         self.emit(DomainEvent::status(&self.session_id, &runtime));
     }

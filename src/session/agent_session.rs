@@ -148,6 +148,14 @@ pub struct AgentSession {
     /// An unload was asked for but could not store everything yet; the sweep retries it.
     pub(super) unload_wanted: std::sync::atomic::AtomicBool,
     pub(super) restarts: std::sync::atomic::AtomicU32,
+    /// The session's long-lived agent process (held by the running turn).
+    pub(super) runner: tokio::sync::Mutex<Option<crate::agent::runner::Runner>>,
+    /// Counts turns, so an idle runner's exit timer knows whether a turn came since.
+    pub(super) runner_generation: AtomicU64,
+    /// Interrupt, queue and requests waiting for a person (see `control`).
+    pub(super) control: Mutex<super::control::ControlState>,
+    /// Set by an interrupt, cleared when a turn starts; the running turn watches it.
+    pub(super) interrupt_tx: tokio::sync::watch::Sender<bool>,
 }
 
 /// `CreateSessionArgs`.
@@ -213,6 +221,10 @@ impl AgentSession {
             closing: tokio::sync::watch::Sender::new(Closing::Open),
             unload_wanted: Default::default(),
             restarts: Default::default(),
+            runner: Default::default(),
+            runner_generation: Default::default(),
+            control: Default::default(),
+            interrupt_tx: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -229,6 +241,7 @@ impl AgentSession {
         let mut files = profile.default_workspace_files.clone().unwrap_or_default();
         files.extend(args.default_workspace_files.unwrap_or_default());
         let session_options = args.session_options.unwrap_or_default();
+        super::permissions::validate_options(&session_options).map_err(Error::InvalidInput)?;
         let record = SessionRecord {
             session_id: session_id.clone(),
             architecture,
@@ -316,7 +329,7 @@ impl AgentSession {
 
     /// No turn running or waiting.
     pub fn is_idle(&self) -> bool {
-        !self.busy.load(Ordering::SeqCst) && self.turns.len() == 0
+        !self.busy.load(Ordering::SeqCst) && self.queued_count() == 0
     }
 
     /// Whether a sandbox is running for this session.
@@ -359,8 +372,15 @@ impl AgentSession {
         &self.profile
     }
 
+    /// The runtime part of the state: sandbox, queue and waiting requests.
     pub fn runtime_state(&self) -> RuntimeState {
-        RuntimeState { is_loaded: true, sandbox: self.data.locked().sandbox.clone() }
+        let sandbox = self.data.locked().sandbox.clone();
+        RuntimeState {
+            is_loaded: true,
+            sandbox,
+            queue: Some(self.queue_view()),
+            pending_requests: Some(self.pending_requests()),
+        }
     }
 
     fn list_data<'a>(&'a self, d: &'a SessionData) -> ListData<'a> {
@@ -394,10 +414,11 @@ impl AgentSession {
             workspace_files: &'a [WorkspaceFile],
             conversation_version: u64,
         }
+        let runtime = self.runtime_state();
         let d = self.data.locked();
         let meta = Meta {
             list: self.list_data(&d),
-            runtime: RuntimeState { is_loaded: true, sandbox: d.sandbox.clone() },
+            runtime,
             workspace_files: &d.workspace_files,
             conversation_version: d.conversation.version,
         };
@@ -421,9 +442,9 @@ impl AgentSession {
 
     /// `getState()` serialized to a JSON string (`RuntimeSessionData`).
     pub fn state_json(&self) -> String {
+        let runtime = self.runtime_state();
         let mut d = self.data.locked();
         let (blocks, subagents) = d.conversation.json();
-        let runtime = RuntimeState { is_loaded: true, sandbox: d.sandbox.clone() };
         let view = StateView {
             list: self.list_data(&d),
             runtime,
@@ -438,9 +459,12 @@ impl AgentSession {
         self.data.locked().session_options.clone()
     }
 
-    /// Replace the options (no merge), persist them, then announce them (spec §1.8).
+    /// Replace the options (no merge), persist them, then announce them (spec §1.8). Permission
+    /// settings apply from the next tool call.
     pub async fn update_session_options(&self, options: Map<String, Value>) -> Result<()> {
+        super::permissions::validate_options(&options).map_err(Error::InvalidInput)?;
         self.data.locked().session_options = options.clone();
+        self.policy_changed();
         let update = SessionRecordUpdate { session_options: Some(options.clone()), ..Default::default() };
         self.ctx.persistence.update_session_record(&self.session_id, &update).await?;
         self.ctx.events.emit(DomainEvent::options_update(&self.session_id, &options));

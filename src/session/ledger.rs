@@ -27,6 +27,45 @@ pub struct PendingMessage {
     /// Its turn began: after a crash it is reported, not run again (it may have had effects).
     #[serde(default)]
     pub started: bool,
+    /// How it was sent (`queue`, `steer`, `interrupt`).
+    #[serde(default, skip_serializing_if = "MessageMode::is_queue")]
+    pub mode: MessageMode,
+}
+
+/// How a message meets a running turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageMode {
+    /// After the turns before it, in sending order.
+    #[default]
+    Queue,
+    /// Into the running turn, read before the agent's next step (queued where it cannot be).
+    Steer,
+    /// Stop the running turn, then run first.
+    Interrupt,
+}
+
+impl MessageMode {
+    fn is_queue(&self) -> bool {
+        *self == MessageMode::Queue
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageMode::Queue => "queue",
+            MessageMode::Steer => "steer",
+            MessageMode::Interrupt => "interrupt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "queue" => Some(MessageMode::Queue),
+            "steer" => Some(MessageMode::Steer),
+            "interrupt" => Some(MessageMode::Interrupt),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,7 +111,13 @@ mod tests {
     #[test]
     fn round_trips_beside_the_users_metadata() {
         let ledger = Ledger {
-            pending: vec![PendingMessage { id: "m1".into(), content: "hi".into(), accepted_at: 5, started: false }],
+            pending: vec![PendingMessage {
+                id: "m1".into(),
+                content: "hi".into(),
+                accepted_at: 5,
+                started: false,
+                mode: MessageMode::Queue,
+            }],
             sandboxes: vec![SandboxRef { provider: "local".into(), id: "local-1".into() }],
         };
         let user = json!({ "title": "mine" }).as_object().cloned();

@@ -2,15 +2,19 @@
 
 mod activation;
 mod agent_session;
+mod control;
 pub mod ledger;
 mod monitor;
 pub mod outbox;
+pub mod permissions;
 mod state;
 mod turn;
 mod workspace;
 
 pub use agent_session::{AgentSession, CreateSessionArgs, SessionContext};
-pub use state::{RuntimeState, SandboxState, SandboxStatus};
+pub use control::PermissionAnswer;
+pub use ledger::MessageMode;
+pub use state::{QueuedMessage, RequestView, RuntimeState, SandboxState, SandboxStatus};
 pub use turn::Turn;
 
 use crate::sync::{Locked as _, RwLocked as _};

@@ -23,14 +23,56 @@ pub struct SandboxState {
     pub last_health_check: i64,
 }
 
-/// `{ isLoaded, sandbox }`.
+/// `{ isLoaded, sandbox }`, and in a session's state also its queue and the requests waiting
+/// for a person (extra fields: a reference client ignores them).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeState {
     pub is_loaded: bool,
     pub sandbox: Option<SandboxState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<Vec<QueuedMessage>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_requests: Option<Vec<RequestView>>,
 }
 
 impl RuntimeState {
-    pub const UNLOADED: RuntimeState = RuntimeState { is_loaded: false, sandbox: None };
+    pub const UNLOADED: RuntimeState =
+        RuntimeState { is_loaded: false, sandbox: None, queue: None, pending_requests: None };
+
+    /// Just `{ isLoaded, sandbox }` (status events).
+    pub fn of_sandbox(sandbox: Option<SandboxState>) -> Self {
+        RuntimeState { is_loaded: true, sandbox, queue: None, pending_requests: None }
+    }
+}
+
+/// A message waiting for its turn (`runtime.queue[]`, `session:queue:changed`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedMessage {
+    pub message_id: String,
+    pub mode: &'static str,
+    /// The start of its text.
+    pub preview: String,
+    pub enqueued_at: String,
+}
+
+/// A tool call or question waiting for a person (`runtime.pendingRequests[]`, and the payload
+/// of `session:permission:requested` / `session:question:requested`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestView {
+    /// `"permission"` or `"question"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub request_id: String,
+    pub conversation_id: String,
+    pub tool_name: String,
+    pub tool_use_id: String,
+    pub input: serde_json::Value,
+    /// A question's questions (the tool's own shape).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub questions: Option<serde_json::Value>,
+    pub requested_at: String,
+    pub expires_at: String,
 }

@@ -8,85 +8,82 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::agent_session::AgentSession;
-use super::ledger::PendingMessage;
+use super::ledger::{MessageMode, PendingMessage};
 use super::outbox::Write;
-use crate::agent::architecture::SessionSetup;
+use crate::agent::architecture::{AgentArchitecture, SessionSetup};
 use crate::agent::blocks::Block;
+use crate::agent::runner::{Runner, RunnerEvent, RunnerLine};
 use crate::agent::stream::{AgentEvent, MAIN};
+use crate::agent::turn_end::{StopReason, TurnTracker};
 use crate::error::{Error, Result};
 use crate::events::DomainEvent;
-use crate::sandbox::{output_lines, OutputLine, Sandbox, MAX_LINE_BYTES};
+use crate::sandbox::{OutputLine, Sandbox, MAX_LINE_BYTES};
 use crate::time::{now_iso, now_ms};
 
-/// First come, first served: a ticket is taken when the message is sent (synchronously), and
-/// the turn waits until every earlier ticket has finished. A lock would not keep that order:
-/// callers' tasks may reach it in any order.
+/// Turns run one at a time: the first message of the ledger that has not started runs when no
+/// turn runs. The order is the ledger's, so a message can be moved ahead (`mode: "interrupt"`)
+/// or taken out (DELETE, a steer that reached the running turn) while it waits.
 #[derive(Default)]
 pub struct TurnQueue {
-    next: std::sync::atomic::AtomicU64,
-    serving: std::sync::atomic::AtomicU64,
-    done: tokio::sync::Notify,
+    changed: tokio::sync::Notify,
 }
 
 impl TurnQueue {
-    /// Turns taken and not finished (the running one included).
-    pub(super) fn len(&self) -> u64 {
-        self.next.load(Ordering::SeqCst) - self.serving.load(Ordering::SeqCst)
-    }
-
-    fn ticket(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::SeqCst)
-    }
-
-    async fn wait(&self, ticket: u64) -> TurnGuard<'_> {
-        loop {
-            // Registered before the check, so a turn finishing in between still wakes us.
-            let notified = self.done.notified();
-            if self.serving.load(Ordering::SeqCst) == ticket {
-                return TurnGuard(self);
-            }
-            notified.await;
-        }
+    /// Something a waiting turn depends on changed: the ledger, the busy flag, closing.
+    pub(super) fn wake(&self) {
+        self.changed.notify_waiters();
     }
 }
 
-/// Ends a turn (however it ends) and lets the next ticket in.
-struct TurnGuard<'a>(&'a TurnQueue);
-impl Drop for TurnGuard<'_> {
-    fn drop(&mut self) {
-        self.0.serving.fetch_add(1, Ordering::SeqCst);
-        self.0.done.notify_waiters();
-    }
-}
-
-/// Clears the busy flag however a turn ends.
+/// Clears the busy flag however a turn ends, and lets the next one in.
 struct Busy<'a>(&'a AgentSession);
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.busy.store(false, Ordering::SeqCst);
         self.0.touch();
+        self.0.turns.wake();
     }
 }
 
-/// An accepted message: its id in the ledger, and its turn (drive it to completion).
+/// An accepted message: its id in the ledger, where it stands, and its turn (drive it to
+/// completion; it resolves when the message has been answered, or was withdrawn).
 pub struct Turn {
     pub message_id: String,
+    /// Turns ahead of it (the running one included); 0 when it starts now.
+    pub position: usize,
+    /// Handed to the running turn (`mode: "steer"`), not queued behind it.
+    pub steered: bool,
     pub run: futures::future::BoxFuture<'static, Result<()>>,
 }
 
 /// After the runner exits, how long its output may pause before the rest is given up.
 const EXIT_DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a runner that closed its output or was killed has to exit.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How one turn ended, as far as the runner told.
+struct Ending {
+    reason: StopReason,
+    error: Option<String>,
+    /// The runner is gone (exited, killed) or must go (timed out).
+    runner_done: bool,
+    timed_out: bool,
+}
 
 impl AgentSession {
+    /// Messages accepted and not started.
+    pub(super) fn queued_count(&self) -> usize {
+        self.data.locked().ledger.pending.iter().filter(|p| !p.started).count()
+    }
+
     /// Accept a message: it is recorded in the session's ledger (stored through the adapter,
     /// see [`Turn::message_id`] and [`AgentSession::confirm_stored`]) and takes its place in
-    /// line now; the returned turn runs after every message sent before it and must be driven
-    /// to completion. Refused at once (nothing queued) when `maxQueuedMessages` are already
-    /// waiting, or when it would need a sandbox and `maxActiveSandboxes` are running.
-    pub fn send_message(self: &Arc<Self>, message: &str) -> Result<Turn> {
+    /// line now (`mode` says where: see [`MessageMode`]). Refused at once (nothing queued) when
+    /// `maxQueuedMessages` are already waiting, or when it would need a sandbox and
+    /// `maxActiveSandboxes` are running.
+    pub fn send_message(self: &Arc<Self>, message: &str, mode: MessageMode) -> Result<Turn> {
         let o = &self.ctx.options;
-        let waiting = self.turns.len().saturating_sub(u64::from(self.busy.load(Ordering::SeqCst)));
-        if waiting >= o.max_queued_messages as u64 {
+        if self.queued_count() >= o.max_queued_messages {
             return Err(Error::QueueFull(format!(
                 "maxQueuedMessages ({}) reached for session {}: wait for the running turns",
                 o.max_queued_messages, self.session_id
@@ -103,10 +100,46 @@ impl AgentSession {
             content: message.to_string(),
             accepted_at: now_ms(),
             started: false,
+            mode,
         };
         let message_id = entry.id.clone();
-        self.update_ledger(|l| l.pending.push(entry));
-        Ok(Turn { message_id: message_id.clone(), run: self.enqueue(message_id) })
+        let busy = self.is_busy();
+        let position = {
+            let mut d = self.data.locked();
+            let pending = &mut d.ledger.pending;
+            if mode == MessageMode::Interrupt {
+                // Ahead of every message still waiting.
+                let at = pending.iter().position(|p| !p.started).unwrap_or(pending.len());
+                pending.insert(at, entry);
+            } else {
+                pending.push(entry);
+            }
+            let ahead = pending.iter().filter(|p| !p.started).position(|p| p.id == message_id).unwrap_or(0);
+            ahead + usize::from(busy)
+        };
+        self.store_ledger();
+        self.turns.wake();
+        let mut steered = false;
+        match mode {
+            MessageMode::Interrupt if busy => {
+                self.interrupt(false);
+            }
+            MessageMode::Steer if busy && self.ctx.architecture(self.architecture)?.steers() => {
+                // Into the running turn; if the turn ends first, the runner says so and the
+                // message keeps its place in the queue.
+                if let Some(w) = &self.control.locked().writer {
+                    steered = w.send(&json!({ "type": "steer", "messageId": message_id, "prompt": message }));
+                }
+            }
+            _ => {}
+        }
+        self.queue_changed();
+        Ok(Turn {
+            message_id: message_id.clone(),
+            position: if steered { 0 } else { position },
+            steered,
+            run: self.enqueue(message_id),
+        })
     }
 
     /// Wait until the accepted message `id` is stored; if it cannot be, withdraw it (its turn
@@ -114,33 +147,46 @@ impl AgentSession {
     pub async fn confirm_stored(&self, id: &str) -> Result<()> {
         if let Err(e) = self.outbox.flush().await {
             self.update_ledger(|l| l.pending.retain(|p| p.id != id));
+            self.turns.wake();
+            self.queue_changed();
             return Err(e.into());
         }
         Ok(())
     }
 
-    /// The turn of ledger entry `id`, in line from now.
+    /// The turn of ledger entry `id`: it runs when it is the first waiting message and no turn
+    /// runs; it ends without running if the entry leaves the ledger first.
     pub(super) fn enqueue(self: &Arc<Self>, id: String) -> futures::future::BoxFuture<'static, Result<()>> {
-        let ticket = self.turns.ticket();
         let this = self.clone();
         Box::pin(async move {
-            let _turn = this.turns.wait(ticket).await;
-            if this.is_closing() {
-                // Reported when the unload cancelled it, or kept for after a restart.
-                return Err(Error::SessionClosing(this.session_id.clone()));
-            }
-            let message = {
-                let mut d = this.data.locked();
-                let Some(entry) = d.ledger.pending.iter_mut().find(|p| p.id == id) else {
-                    return Ok(()); // withdrawn: it could not be stored, the sender was told
-                };
-                entry.started = true;
-                entry.content.clone()
+            let message = loop {
+                // Registered before the check, so a change in between still wakes us.
+                let changed = this.turns.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if this.is_closing() {
+                    // Reported when the unload cancelled it, or kept for after a restart.
+                    return Err(Error::SessionClosing(this.session_id.clone()));
+                }
+                {
+                    let mut d = this.data.locked();
+                    let pending = &mut d.ledger.pending;
+                    if !pending.iter().any(|p| p.id == id) {
+                        return Ok(()); // withdrawn, removed, or delivered into a running turn
+                    }
+                    let head = pending.iter_mut().find(|p| !p.started).expect("the entry is waiting");
+                    if head.id == id && !this.busy.load(Ordering::SeqCst) {
+                        head.started = true;
+                        this.busy.store(true, Ordering::SeqCst);
+                        break head.content.clone();
+                    }
+                }
+                changed.await;
             };
             this.store_ledger();
-            this.busy.store(true, Ordering::SeqCst);
+            this.queue_changed();
             let _busy = Busy(&this);
-            let result = this.run_turn(&message).await;
+            let result = this.run_turn(&id, &message).await;
             this.update_ledger(|l| l.pending.retain(|p| p.id != id));
             if let Err(e) = &result {
                 tracing::warn!(session_id = %this.session_id, error = %e, "turn failed");
@@ -196,15 +242,87 @@ impl AgentSession {
         }
     }
 
-    async fn run_turn(self: &Arc<Self>, message: &str) -> Result<()> {
-        let arch = self.ctx.architecture(self.architecture)?;
-        let sandbox = self.ensure_sandbox().await?;
-        self.touch();
+    fn emit_user_message(&self, text: &str) {
         let user =
-            Block::UserMessage { id: uuid::Uuid::new_v4().to_string(), timestamp: now_iso(), content: json!(message) };
+            Block::UserMessage { id: uuid::Uuid::new_v4().to_string(), timestamp: now_iso(), content: json!(text) };
         self.emit_agent_event(AgentEvent::BlockStart { conversation_id: MAIN.into(), block: user.clone() });
         self.emit_agent_event(AgentEvent::BlockComplete { conversation_id: MAIN.into(), block: user });
+    }
 
+    /// A steered message reached the running turn: it is answered there, not queued.
+    fn steer_delivered(&self, message_id: &str) {
+        let content = {
+            let mut d = self.data.locked();
+            let Some(i) = d.ledger.pending.iter().position(|p| p.id == message_id && !p.started) else { return };
+            d.ledger.pending.remove(i).content
+        };
+        self.store_ledger();
+        self.turns.wake();
+        self.emit_user_message(&content);
+        self.queue_changed();
+    }
+
+    async fn run_turn(self: &Arc<Self>, message_id: &str, message: &str) -> Result<()> {
+        let arch = self.ctx.architecture(self.architecture)?;
+        self.interrupt_tx.send_replace(false);
+        let mut interrupted = self.interrupt_tx.subscribe();
+        self.runner_generation.fetch_add(1, Ordering::SeqCst);
+        // Starting a sandbox can take long. An interrupt ends the turn at once; the start-up
+        // goes on by itself (never left half-done) and the sandbox serves the next message.
+        let starting = tokio::spawn({
+            let this = self.clone();
+            async move { this.ensure_sandbox().await }
+        });
+        let sandbox = tokio::select! {
+            r = starting => r.map_err(|e| Error::AgentRun(format!("sandbox start-up failed: {e}")))??,
+            _ = async { let _ = interrupted.wait_for(|i| *i).await; } => {
+                self.emit_user_message(message);
+                let mut tracker = TurnTracker::default();
+                for ev in tracker.finish(StopReason::Interrupted, &self.session_id, None) {
+                    self.emit_agent_event(ev);
+                }
+                return Ok(());
+            }
+        };
+        self.touch();
+        let mut slot = self.runner.lock().await;
+        let runner = self.ready_runner(&mut slot, &*arch, &sandbox).await?;
+        self.emit_user_message(message);
+        runner.send(&json!({ "type": "turn", "turnId": message_id, "prompt": message }));
+        let ending = self.drive_turn(runner, &*arch, &mut interrupted).await;
+        if ending.runner_done {
+            *slot = None;
+            self.control.locked().writer = None;
+        }
+        drop(slot);
+        self.end_turn_requests();
+        let mut tracker_end = ending.error.clone();
+        if ending.reason == StopReason::Error && tracker_end.is_none() {
+            tracker_end = Some("the agent failed".into());
+        }
+        // The transcript is the source of truth: refresh it after every turn, failed ones too.
+        if let Err(e) = self.refresh_transcript(&*sandbox).await {
+            tracing::warn!(session_id = %self.session_id, error = %e, "could not read the transcript after the turn");
+        }
+        if ending.timed_out {
+            // Stopping the runner means stopping its sandbox (what it holds is pulled first);
+            // the next message starts a new one and resumes from the stored transcript.
+            self.discard_sandbox(&sandbox).await;
+        }
+        self.schedule_runner_exit();
+        match ending.reason {
+            StopReason::Error => Err(Error::AgentRun(tracker_end.unwrap_or_default())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The session's runner for `sandbox`: the live one if it still fits, else a new one.
+    async fn ready_runner<'a>(
+        &self,
+        slot: &'a mut Option<Runner>,
+        arch: &dyn AgentArchitecture,
+        sandbox: &Arc<dyn Sandbox>,
+    ) -> Result<&'a mut Runner> {
         let options = self.session_options();
         let setup = SessionSetup {
             session_id: &self.session_id,
@@ -212,123 +330,196 @@ impl AgentSession {
             session_options: &options,
             raw_transcript: None,
         };
-        let mut proc = arch.start_turn(&*sandbox, &setup, message).await?;
-        let mut stdout =
-            output_lines(std::mem::replace(&mut proc.stdout, Box::pin(tokio::io::empty())), MAX_LINE_BYTES);
-        let mut stderr =
-            output_lines(std::mem::replace(&mut proc.stderr, Box::pin(tokio::io::empty())), MAX_LINE_BYTES);
-        // A runner's line is held whole in memory: one past the limit fails the turn.
-        let too_long = || format!("runner output line exceeds {} MiB", MAX_LINE_BYTES >> 20);
-        // The last lines of stderr, for the error message (a few, each cut short). Kept outside
-        // the reading task so a grandchild holding stderr open cannot keep the turn waiting.
-        let tail = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
-        let stderr_overflow = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut stderr_task = tokio::spawn({
-            let (tail, overflow) = (tail.clone(), stderr_overflow.clone());
-            async move {
-                while let Some(item) = stderr.recv().await {
-                    let OutputLine::Line(l) = item else {
-                        overflow.store(true, Ordering::SeqCst);
-                        return;
-                    };
-                    tracing::debug!(line = %l, "runner stderr");
-                    let mut t = tail.locked();
-                    if t.len() == 10 {
-                        t.pop_front();
+        let start = arch.runner_start(&**sandbox, &setup);
+        let fits =
+            slot.as_ref().is_some_and(|r| r.exited().is_none() && r.sandbox_id == sandbox.id() && r.start == start);
+        if !fits {
+            if let Some(old) = slot.take() {
+                // Settings changed (model, tools): the old one ends its input and exits; if it
+                // does not, it is killed.
+                tokio::spawn(async move {
+                    if tokio::time::timeout(std::time::Duration::from_secs(10), old.exit()).await.is_err() {
+                        old.send(&json!({ "type": "kill" }));
+                        old.kill();
                     }
-                    t.push_back(l.chars().take(2000).collect::<String>());
-                }
-            }
-        });
-        let mut converter = arch.stream(&self.session_id);
-        let mut failure: Option<String> = None;
-        // Handles one item of stdout; false when reading must stop.
-        let mut handle = |item: OutputLine| -> bool {
-            let OutputLine::Line(line) = item else {
-                failure.get_or_insert_with(too_long);
-                return false;
-            };
-            for ev in converter.push_line(&line) {
-                match ev {
-                    AgentEvent::Error { message } => {
-                        failure.get_or_insert(message);
-                    }
-                    other => self.emit_agent_event(other),
-                }
-            }
-            self.touch();
-            true
-        };
-        let timeout = self.ctx.options.turn_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut exit = proc.exit;
-        let mut code = None;
-        loop {
-            tokio::select! {
-                item = stdout.recv() => {
-                    if !item.is_some_and(&mut handle) {
-                        break;
-                    }
-                }
-                c = &mut exit => {
-                    code = Some(c);
-                    // What the runner wrote before it exited is already in the pipe; read it
-                    // while it keeps coming, but a grandchild that inherited stdout and lives on
-                    // must not keep the turn open.
-                    while let Ok(Some(i)) = tokio::time::timeout(EXIT_DRAIN_QUIET, stdout.recv()).await {
-                        if !handle(i) {
-                            break;
-                        }
-                    }
-                    break;
-                }
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
-        }
-        drop(stdout);
-        let code = match code {
-            Some(c) => Some(c),
-            None => tokio::time::timeout_at(deadline, exit).await.ok(),
-        };
-        let timed_out = code.is_none();
-        // Let the stderr reader reach the end (it normally does with the runner), then stop it.
-        if tokio::time::timeout(EXIT_DRAIN_QUIET, &mut stderr_task).await.is_err() {
-            stderr_task.abort();
-        }
-        if stderr_overflow.load(Ordering::SeqCst) {
-            failure.get_or_insert_with(too_long);
-        }
-        let tail = tail.locked().iter().cloned().collect::<Vec<_>>().join("\n");
-        let detail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
-        match code {
-            None => {
-                failure = Some(format!(
-                    "the turn ran longer than turnTimeoutMs ({} ms) and was stopped",
-                    timeout.as_millis()
-                ));
-            }
-            Some(code) if failure.is_none() && code != 0 => {
-                failure = Some(if code < 0 {
-                    format!("the agent runner was killed (signal {}){detail}", -code)
-                } else {
-                    format!("the agent runner exited with code {code}{detail}")
                 });
             }
-            Some(_) => {}
+            let proc = arch.start_runner(&**sandbox, &setup).await?;
+            let mut line = start.clone();
+            line["ask"] = json!(self.policy().runner_asks());
+            let mut runner = Runner::new(proc, line, sandbox.id().to_string());
+            // The comparison is with the settings, not the policy (that changes by message).
+            runner.start = start;
+            self.control.locked().writer = Some(runner.writer());
+            *slot = Some(runner);
         }
-        // The transcript is the source of truth: refresh it after every turn, failed ones too.
-        if let Err(e) = self.refresh_transcript(&*sandbox).await {
-            tracing::warn!(session_id = %self.session_id, error = %e, "could not read the transcript after the turn");
+        Ok(slot.as_mut().expect("set above"))
+    }
+
+    /// Read the runner's output until the turn ends, however it ends.
+    async fn drive_turn(
+        self: &Arc<Self>,
+        runner: &mut Runner,
+        arch: &dyn AgentArchitecture,
+        interrupted: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Ending {
+        let writer = runner.writer();
+        let mut converter = arch.stream(&self.session_id);
+        let mut tracker = TurnTracker::default();
+        // The agent's own error report (converted from its output), for the message.
+        let mut reported: Option<String> = None;
+        let too_long = || format!("runner output line exceeds {} MiB", MAX_LINE_BYTES >> 20);
+        let timeout = self.ctx.options.turn_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut kill_at: Option<tokio::time::Instant> = None;
+        let exit = runner.exit();
+        tokio::pin!(exit);
+        let mut ending = loop {
+            tokio::select! {
+                item = runner.lines.recv() => {
+                    let line = match item {
+                        Some(OutputLine::Line(l)) => l,
+                        Some(_) => {
+                            runner.send(&json!({ "type": "kill" }));
+                            runner.kill();
+                            break Ending { reason: StopReason::Error, error: Some(too_long()), runner_done: true, timed_out: false };
+                        }
+                        // Its stdout closed: it is exiting. The exit branch says how.
+                        None => match tokio::time::timeout(EXIT_WAIT, &mut exit).await {
+                            Ok(code) => break self.runner_exited(runner, code, reported.take()),
+                            Err(_) => break Ending { reason: StopReason::Error, error: Some("the agent runner closed its output".into()), runner_done: true, timed_out: false },
+                        },
+                    };
+                    match RunnerLine::parse(line) {
+                        RunnerLine::Control(RunnerEvent::TurnEnd { status, error, .. }) => {
+                            let reason = match status.as_str() {
+                                "completed" => StopReason::Completed,
+                                "interrupted" => StopReason::Interrupted,
+                                _ if *self.interrupt_tx.borrow() => StopReason::Interrupted,
+                                _ => StopReason::Error,
+                            };
+                            let error = (reason == StopReason::Error).then(|| reported.take().or(error.map(|e| e.message)).unwrap_or_else(|| "the agent failed".into()));
+                            break Ending { reason, error, runner_done: false, timed_out: false };
+                        }
+                        RunnerLine::Control(RunnerEvent::Permission { request_id, kind, tool_name, tool_use_id, input }) => {
+                            self.on_permission_request(&writer, kind, request_id, tool_name, tool_use_id, input);
+                        }
+                        RunnerLine::Control(RunnerEvent::Steered { message_id, delivered }) => {
+                            if delivered {
+                                self.steer_delivered(&message_id);
+                            }
+                        }
+                        RunnerLine::Control(RunnerEvent::Ready) => {}
+                        RunnerLine::Agent(line) => {
+                            for ev in converter.push_line(&line) {
+                                match ev {
+                                    AgentEvent::Error { message } => {
+                                        reported.get_or_insert(message);
+                                    }
+                                    other => {
+                                        if let Some(ev) = tracker.observe(other) {
+                                            self.emit_agent_event(ev);
+                                        }
+                                    }
+                                }
+                            }
+                            self.touch();
+                        }
+                    }
+                }
+                code = &mut exit => {
+                    // What it wrote before exiting is in the pipe: read it while it keeps
+                    // coming (a grandchild holding stdout must not keep the turn open).
+                    while let Ok(Some(OutputLine::Line(l))) = tokio::time::timeout(EXIT_DRAIN_QUIET, runner.lines.recv()).await {
+                        if let RunnerLine::Agent(line) = RunnerLine::parse(l) {
+                            for ev in converter.push_line(&line) {
+                                match ev {
+                                    AgentEvent::Error { message } => {
+                                        reported.get_or_insert(message);
+                                    }
+                                    other => {
+                                        if let Some(ev) = tracker.observe(other) {
+                                            self.emit_agent_event(ev);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    break self.runner_exited(runner, code, reported.take());
+                }
+                _ = async { let _ = interrupted.wait_for(|i| *i).await; }, if kill_at.is_none() => {
+                    kill_at = Some(tokio::time::Instant::now() + self.ctx.options.interrupt_grace);
+                }
+                _ = tokio::time::sleep_until(kill_at.unwrap_or(deadline)), if kill_at.is_some() => {
+                    tracing::warn!(session_id = %self.session_id, "the agent did not stop within interruptGraceMs; killing its runner");
+                    runner.send(&json!({ "type": "kill" }));
+                    let killed = runner.kill();
+                    let gone = tokio::time::timeout(EXIT_WAIT, &mut exit).await.is_ok();
+                    break Ending { reason: StopReason::Interrupted, error: None, runner_done: true, timed_out: !gone && !killed };
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    runner.send(&json!({ "type": "kill" }));
+                    runner.kill();
+                    break Ending {
+                        reason: StopReason::Error,
+                        error: Some(format!("the turn ran longer than turnTimeoutMs ({} ms) and was stopped", timeout.as_millis())),
+                        runner_done: true,
+                        timed_out: true,
+                    };
+                }
+            }
+        };
+        if ending.reason == StopReason::Error && *self.interrupt_tx.borrow() {
+            ending.reason = StopReason::Interrupted;
+            ending.error = None;
         }
-        if timed_out {
-            // Stopping the runner means stopping its sandbox (what it holds is pulled first);
-            // the next message starts a new one and resumes from the stored transcript.
-            self.discard_sandbox(&sandbox).await;
+        for ev in tracker.finish(ending.reason, &self.session_id, ending.error.as_deref()) {
+            self.emit_agent_event(ev);
         }
-        match failure {
-            Some(m) => Err(Error::AgentRun(m)),
-            None => Ok(()),
-        }
+        ending
+    }
+
+    /// The runner exited during a turn.
+    fn runner_exited(&self, runner: &Runner, code: i32, reported: Option<String>) -> Ending {
+        let tail = runner.stderr_tail();
+        let detail = if tail.is_empty() { String::new() } else { format!(": {tail}") };
+        let error = if runner.stderr_overflowed() {
+            format!("runner output line exceeds {} MiB", MAX_LINE_BYTES >> 20)
+        } else if let Some(r) = reported {
+            r
+        } else if code < 0 {
+            format!("the agent runner was killed (signal {}){detail}", -code)
+        } else {
+            format!("the agent runner exited with code {code}{detail}")
+        };
+        Ending { reason: StopReason::Error, error: Some(error), runner_done: true, timed_out: false }
+    }
+
+    /// After `runnerIdleMs` without a turn, the runner's input ends and it exits (the sandbox
+    /// stays until the session's idle timeout).
+    fn schedule_runner_exit(self: &Arc<Self>) {
+        let generation = self.runner_generation.load(Ordering::SeqCst);
+        let weak = Arc::downgrade(self);
+        let idle = self.ctx.options.runner_idle;
+        tokio::spawn(async move {
+            tokio::time::sleep(idle).await;
+            let Some(this) = weak.upgrade() else { return };
+            if this.runner_generation.load(Ordering::SeqCst) != generation || this.is_busy() {
+                return;
+            }
+            // A turn holds the lock while it runs: then it is not idle.
+            let Ok(mut slot) = this.runner.try_lock() else { return };
+            let Some(mut runner) = slot.take() else { return };
+            this.control.locked().writer = None;
+            drop(slot);
+            tracing::debug!(session_id = %this.session_id, "runner idle; stopping it");
+            // End of input: it exits on its own, or is killed.
+            runner.close_input();
+            if tokio::time::timeout(std::time::Duration::from_secs(10), runner.exit()).await.is_err() {
+                runner.kill();
+            }
+        });
     }
 
     fn emit_agent_event(&self, ev: AgentEvent) {

@@ -2,6 +2,7 @@
 //! CORS as the reference's Hono app answers it, and request bodies.
 
 pub mod access;
+pub mod control;
 pub mod outbox;
 pub mod redact;
 pub mod rest;

@@ -4,7 +4,9 @@
 //! Routes: `GET /health` (no auth); under auth: `/api/sessions` (POST, GET),
 //! `/api/sessions/{id}` (GET, DELETE), `/api/sessions/{id}/sync` (POST),
 //! `/api/sessions/{id}/options` (PATCH), `/api/sessions/{id}/messages` (POST),
-//! `/api/agent-profiles` (GET), and the seed's documented aliases `/sessions/create`,
+//! `/api/sessions/{id}/messages/{messageId}` (DELETE a queued message),
+//! `/api/sessions/{id}/interrupt`, `/api/sessions/{id}/permissions/{requestId}`,
+//! `/api/sessions/{id}/questions/{requestId}` (POST), `/api/agent-profiles` (GET), and the seed's documented aliases `/sessions/create`,
 //! `/sessions`, `/sessions/{id}`, `/sessions/{id}/message`, `/agent-profiles`.
 
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use super::{check_api_key, cors, parse_json_body, ApiError};
 use crate::agent::Architecture;
 use crate::error::Error;
 use crate::runtime::AgentRuntime;
-use crate::session::{AgentSession, CreateSessionArgs};
+use crate::session::{AgentSession, CreateSessionArgs, MessageMode};
 
 #[derive(Clone)]
 pub struct RestState {
@@ -45,6 +47,10 @@ pub fn router(runtime: Arc<AgentRuntime>, api_key: &str) -> Router {
         .route("/api/sessions/{id}/sync", post(sync_session))
         .route("/api/sessions/{id}/options", patch(update_options))
         .route("/api/sessions/{id}/messages", post(send_message))
+        .route("/api/sessions/{id}/messages/{message_id}", axum::routing::delete(remove_queued))
+        .route("/api/sessions/{id}/interrupt", post(interrupt))
+        .route("/api/sessions/{id}/permissions/{request_id}", post(respond_permission))
+        .route("/api/sessions/{id}/questions/{request_id}", post(answer_question))
         .route("/api/agent-profiles", get(list_profiles))
         .route("/sessions/create", post(create_session))
         .route("/sessions", get(list_sessions))
@@ -172,6 +178,7 @@ async fn list_sessions(State(st): State<RestState>) -> Result<Json<Value>, ApiEr
 fn failed(what: &str, code: &'static str, e: Error) -> ApiError {
     match e {
         e @ (Error::Capacity(_) | Error::QueueFull(_) | Error::SessionClosing(_) | Error::ShutDown) => refused(e),
+        e @ (Error::InvalidInput(_) | Error::NotFound(_) | Error::AlreadyResolved(_)) => rejected(e),
         e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, format!("{what}: {e}")),
     }
 }
@@ -183,6 +190,17 @@ fn refused(e: Error) -> ApiError {
         Error::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
         Error::Capacity(_) | Error::SessionClosing(_) | Error::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+/// What the caller named or sent is wrong: 400, 404 (no such message or request), 409 (the
+/// request was answered already).
+fn rejected(e: Error) -> ApiError {
+    let status = match e {
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::AlreadyResolved(_) => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, e.code(), e.to_string())
 }
@@ -249,6 +267,8 @@ async fn update_options(
 #[derive(Deserialize)]
 struct MessageBody {
     content: String,
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 async fn send_message(
@@ -257,6 +277,14 @@ async fn send_message(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b: MessageBody = parse_json_body(&body)?;
+    let mode = match b.mode.as_deref() {
+        None => MessageMode::Queue,
+        Some(m) => MessageMode::parse(m).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Invalid request body: mode must be \"queue\", \"steer\" or \"interrupt\", got {m:?}"
+            ))
+        })?,
+    };
     let session = load(&st, &id).await?;
     // What cannot run at all is refused here; everything else is reported over events, as the
     // reference does: the answer comes before the run.
@@ -268,7 +296,8 @@ async fn send_message(
         return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "SANDBOX_UNAVAILABLE", m.clone()));
     }
     // The message takes its place in the session's queue now, in request order.
-    let turn = session.send_message(&b.content).map_err(refused)?;
+    let turn = session.send_message(&b.content, mode).map_err(refused)?;
+    let (message_id, position, steered) = (turn.message_id.clone(), turn.position, turn.steered);
     // Answered only once the message is stored: a 200 means it will run (or, after a crash,
     // be run or reported by the restarted runtime). The turn is driven either way, to keep the
     // queue moving; a withdrawn message does not run.
@@ -284,7 +313,93 @@ async fn send_message(
             format!("The message could not be stored, so it was not accepted: {e}"),
         ));
     }
-    Ok(Json(json!({ "success": true, "sessionId": id })))
+    let mut res = json!({
+        "success": true,
+        "sessionId": id,
+        "messageId": message_id,
+        "queued": position > 0,
+        "position": position,
+    });
+    if mode == MessageMode::Steer {
+        res["steered"] = json!(steered);
+    }
+    Ok(Json(res))
+}
+
+/// A path with a session id and a second id (a message or a request).
+struct SessionItem(String, String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SessionItem {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((id, item)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("Invalid path: {e}")))?;
+        super::access::validate_session_id(&id).map_err(ApiError::bad_request)?;
+        if item.is_empty() || item.len() > 200 {
+            return Err(ApiError::bad_request("Invalid id in path: expected 1 to 200 characters"));
+        }
+        Ok(SessionItem(id, item))
+    }
+}
+
+async fn remove_queued(
+    State(st): State<RestState>,
+    SessionItem(id, message_id): SessionItem,
+) -> Result<Json<Value>, ApiError> {
+    let session = loaded(&st, &id)?;
+    session.remove_queued(&message_id).map_err(rejected)?;
+    Ok(Json(json!({ "success": true, "sessionId": id, "messageId": message_id })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct InterruptBody {
+    #[serde(default)]
+    clear_queue: bool,
+}
+
+async fn interrupt(
+    State(st): State<RestState>,
+    SessionId(id): SessionId,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: InterruptBody = parse_json_body(&body)?;
+    let session = load(&st, &id).await?;
+    let interrupted = session.interrupt(b.clear_queue);
+    Ok(Json(json!({ "success": true, "sessionId": id, "interrupted": interrupted })))
+}
+
+async fn respond_permission(
+    State(st): State<RestState>,
+    SessionItem(id, request_id): SessionItem,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let answer = super::control::permission_answer(&body)?;
+    let session = loaded(&st, &id).map_err(|_| no_request(&id, &request_id))?;
+    session.respond_permission(&request_id, answer).map_err(rejected)?;
+    Ok(Json(json!({ "success": true, "sessionId": id, "requestId": request_id })))
+}
+
+async fn answer_question(
+    State(st): State<RestState>,
+    SessionItem(id, request_id): SessionItem,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let answers = super::control::question_answers(&body)?;
+    let session = loaded(&st, &id).map_err(|_| no_request(&id, &request_id))?;
+    session.answer_question(&request_id, &answers).map_err(rejected)?;
+    Ok(Json(json!({ "success": true, "sessionId": id, "requestId": request_id })))
+}
+
+/// Requests live in loaded sessions only.
+fn no_request(id: &str, request_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no request {request_id} in session {id} (it is not loaded)"),
+    )
 }
 
 async fn list_profiles(State(st): State<RestState>) -> Result<Json<Value>, ApiError> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use engineioxide::service::NotFoundService;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::service::SocketIoService;
@@ -22,6 +22,7 @@ use super::outbox::{self, Item, Outbox};
 use super::redact::Redactor;
 use crate::events::{DomainEvent, Subscription};
 use crate::runtime::AgentRuntime;
+use crate::session::AgentSession;
 
 pub type RealtimeService = SocketIoService<NotFoundService>;
 
@@ -262,6 +263,9 @@ fn client(s: &SocketRef) -> Option<Arc<Client>> {
 fn on_connect(socket: SocketRef) -> impl std::future::Future<Output = ()> {
     socket.on("session:join", join);
     socket.on("session:leave", leave);
+    socket.on("session:interrupt", interrupt);
+    socket.on("session:permission:respond", respond_permission);
+    socket.on("session:question:respond", respond_question);
     if let Some(c) = client(&socket) {
         socket.on_disconnect(|s: SocketRef| async move {
             if let Some(c) = client(&s) {
@@ -323,11 +327,106 @@ async fn try_join(socket: &SocketRef, shared: &Shared, id: String) -> Result<(),
             socket.join(room(&id));
             let status = json!({ "sessionId": id, "runtime": session.runtime_state() });
             let _ = socket.emit("session:status", &redact_status(&shared.redactor, status));
+            // A tab that joins late (or again after a refresh) can answer what is waiting.
+            for r in session.pending_requests() {
+                let name =
+                    if r.kind == "question" { "session:question:requested" } else { "session:permission:requested" };
+                let mut payload = serde_json::to_value(&r).unwrap_or_default();
+                if let Some(o) = payload.as_object_mut() {
+                    o.remove("type");
+                    o.insert("sessionId".into(), json!(id));
+                }
+                let _ = socket.emit(name, &payload);
+            }
             Ok(())
         }
         Err(e) if e.is_not_found() => Err("Session not found".into()),
         Err(e) => Err(shared.redactor.apply(&e.to_string())),
     }
+}
+
+/// The loaded session `id`, if this socket joined it (joining is where access is decided).
+fn joined_session(socket: &SocketRef, shared: &Shared, id: &str) -> Result<Arc<AgentSession>, String> {
+    access::validate_session_id(id)?;
+    if !socket.rooms().iter().any(|r| *r == room(id)) {
+        return Err(format!("Join session {id} first (session:join)"));
+    }
+    let rt = shared.runtime.upgrade().ok_or("The runtime is shutting down")?;
+    rt.sessions.get(id).ok_or_else(|| "Session not found".to_string())
+}
+
+fn answer(ack: AckSender, result: Result<Value, (String, Option<&'static str>)>) {
+    let _ = match result {
+        Ok(mut v) => {
+            v["success"] = json!(true);
+            ack.send(&v)
+        }
+        Err((error, None)) => ack.send(&json!({ "success": false, "error": error })),
+        Err((error, Some(code))) => ack.send(&json!({ "success": false, "error": error, "code": code })),
+    };
+}
+
+/// `session:interrupt (sessionId, ack)` → `{ success, interrupted }`.
+async fn interrupt(socket: SocketRef, TryData(id): TryData<Value>, ack: AckSender, State(shared): State<Arc<Shared>>) {
+    let result = (|| {
+        let (id, clear_queue) = match &id {
+            Ok(Value::String(id)) => (id.clone(), false),
+            Ok(Value::Object(o)) if o.get("sessionId").is_some_and(Value::is_string) => (
+                o["sessionId"].as_str().unwrap_or_default().to_string(),
+                o.get("clearQueue").and_then(Value::as_bool).unwrap_or(false),
+            ),
+            _ => return Err(("session:interrupt expects a session id string".to_string(), None)),
+        };
+        let session = joined_session(&socket, &shared, &id).map_err(|e| (e, None))?;
+        Ok(json!({ "interrupted": session.interrupt(clear_queue) }))
+    })();
+    answer(ack, result);
+}
+
+/// The `{ sessionId, requestId, ... }` payload of a respond event, and the session.
+fn respond_target(
+    socket: &SocketRef,
+    shared: &Shared,
+    event: &str,
+    data: &Result<Value, impl std::fmt::Display>,
+) -> Result<(Arc<AgentSession>, String, Map<String, Value>), (String, Option<&'static str>)> {
+    let bad = |m: String| (m, Some("INVALID_REQUEST"));
+    let Ok(Value::Object(o)) = data else {
+        return Err(bad(format!("{event} expects an object {{ sessionId, requestId, ... }}")));
+    };
+    let id = o.get("sessionId").and_then(Value::as_str).ok_or_else(|| bad("sessionId must be a string".into()))?;
+    let request_id =
+        o.get("requestId").and_then(Value::as_str).ok_or_else(|| bad("requestId must be a string".into()))?;
+    let session = joined_session(socket, shared, id).map_err(|e| (e, Some("NOT_FOUND")))?;
+    Ok((session, request_id.to_string(), o.clone()))
+}
+
+async fn respond_permission(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(shared): State<Arc<Shared>>,
+) {
+    let result = respond_target(&socket, &shared, "session:permission:respond", &data).and_then(|(s, rid, o)| {
+        let a = super::control::permission_answer_of(&o).map_err(|m| (m, Some("INVALID_REQUEST")))?;
+        s.respond_permission(&rid, a).map_err(|e| (e.to_string(), Some(e.code())))?;
+        Ok(json!({ "requestId": rid }))
+    });
+    answer(ack, result);
+}
+
+async fn respond_question(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(shared): State<Arc<Shared>>,
+) {
+    let result = respond_target(&socket, &shared, "session:question:respond", &data).and_then(|(s, rid, o)| {
+        let answers = super::control::question_answers_of(&o).map_err(|m| (m, Some("INVALID_REQUEST")))?;
+        s.answer_question(&rid, &answers).map_err(|e| (e.to_string(), Some(e.code())))?;
+        Ok(json!({ "requestId": rid }))
+    });
+    answer(ack, result);
 }
 
 async fn leave(socket: SocketRef, TryData(id): TryData<String>, ack: AckSender) {

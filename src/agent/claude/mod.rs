@@ -16,7 +16,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::architecture::{send_request, AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter};
+use super::architecture::{AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter};
 use super::stream::AgentEvent;
 use crate::sandbox::{ExecOptions, Process, SResult, Sandbox};
 
@@ -59,9 +59,8 @@ impl AgentArchitecture for ClaudeArchitecture {
         sb.write_files(&all).await
     }
 
-    async fn start_turn(&self, sb: &dyn Sandbox, setup: &SessionSetup<'_>, prompt: &str) -> SResult<Process> {
+    async fn start_runner(&self, sb: &dyn Sandbox, _setup: &SessionSetup<'_>) -> SResult<Process> {
         let paths = sb.paths();
-        let pf = files::profile_files(&setup.profile.raw, &paths.workspace, &paths.mcps);
         let mut env = BTreeMap::new();
         // The one switch that stops Claude Code's telemetry, title and probe requests.
         env.insert("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(), "1".into());
@@ -79,19 +78,27 @@ impl AgentArchitecture for ClaudeArchitecture {
         };
         self.assets.restore_runner(sb, RUNNER).await?;
         let runner = paths.app.join(RUNNER).display().to_string();
-        let argv = vec![node, runner];
-        let mut proc = sb.exec(&argv, ExecOptions { cwd: Some(paths.workspace.clone()), env }).await?;
-        let mut request = json!({
-            "prompt": prompt,
+        sb.exec(&[node, runner], ExecOptions { cwd: Some(paths.workspace.clone()), env }).await
+    }
+
+    fn runner_start(&self, sb: &dyn Sandbox, setup: &SessionSetup<'_>) -> Value {
+        let paths = sb.paths();
+        let pf = files::profile_files(&setup.profile.raw, &paths.workspace, &paths.mcps);
+        let mut start = json!({
+            "type": "start",
             "sessionId": setup.session_id,
             "tools": pf.tools,
             "mcpServers": pf.mcp_servers,
         });
         if let Some(Value::String(model)) = setup.session_options.get("model") {
-            request["model"] = json!(model);
+            start["model"] = json!(model);
         }
-        send_request(&mut proc, &request).await?;
-        Ok(proc)
+        start
+    }
+
+    /// Streaming input: a message sent mid-turn is read with the next tool result.
+    fn steers(&self) -> bool {
+        true
     }
 
     fn stream(&self, _session_id: &str) -> Box<dyn StreamConverter> {

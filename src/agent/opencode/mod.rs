@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
-use super::architecture::{send_request, AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter};
+use super::architecture::{AgentArchitecture, RunnerAssets, SessionSetup, StreamConverter};
 use super::stream::AgentEvent;
 use crate::sandbox::{ExecOptions, Process, SResult, Sandbox, SandboxError};
 
@@ -117,16 +117,18 @@ impl AgentArchitecture for OpenCodeArchitecture {
         sb.write_files(&all).await
     }
 
-    async fn start_turn(&self, sb: &dyn Sandbox, setup: &SessionSetup<'_>, prompt: &str) -> SResult<Process> {
+    async fn start_runner(&self, sb: &dyn Sandbox, _setup: &SessionSetup<'_>) -> SResult<Process> {
         self.assets.restore_runner(sb, RUNNER).await?;
         let (argv, opts) = self.runner(sb);
-        let mut proc = sb.exec(&argv, opts).await?;
-        let mut request = json!({ "prompt": prompt, "sessionId": setup.session_id });
+        sb.exec(&argv, opts).await
+    }
+
+    fn runner_start(&self, _sb: &dyn Sandbox, setup: &SessionSetup<'_>) -> Value {
+        let mut start = json!({ "type": "start", "sessionId": setup.session_id });
         if let Some(model) = setup.session_options.get("model") {
-            request["model"] = model.clone();
+            start["model"] = model.clone();
         }
-        send_request(&mut proc, &request).await?;
-        Ok(proc)
+        start
     }
 
     fn stream(&self, session_id: &str) -> Box<dyn StreamConverter> {

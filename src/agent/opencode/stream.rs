@@ -122,13 +122,13 @@ impl OpenCodeStream {
                 "thinkingTokens": n("/reasoning"),
                 "cacheReadTokens": n("/cache/read"),
                 "cacheWriteTokens": n("/cache/write"),
-                "totalTokens": n("/input") + n("/output"),
+                "totalTokens": n("/input").saturating_add(n("/output")),
             },
             "costUSD": cost,
             "model": info.get("modelID").cloned().unwrap_or(Value::Null),
         });
         // The same figures are announced several times per message; say each change once.
-        if self.last_metadata.as_ref() == Some(&meta) || n("/input") + n("/output") == 0 {
+        if self.last_metadata.as_ref() == Some(&meta) || n("/input").saturating_add(n("/output")) == 0 {
             return vec![];
         }
         self.last_metadata = Some(meta.clone());

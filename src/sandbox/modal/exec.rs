@@ -80,6 +80,7 @@ impl ExecTransport for ClassicExec {
             stderr: Box::pin(stderr),
             stdin: Some(Box::pin(stdin_w)),
             exit: async move { wait(&conn, &exec_id).await.unwrap_or(-1) }.boxed(),
+            kill: None,
         })
     }
 }

@@ -209,6 +209,7 @@ impl ExecTransport for std::sync::Arc<RouterExec> {
             stderr: Box::pin(stderr),
             stdin: Some(Box::pin(stdin_w)),
             exit: async move { wait(&me, &exec_id).await.unwrap_or(-1) }.boxed(),
+            kill: None,
         })
     }
 }
