@@ -195,11 +195,11 @@ class AgentSession {
   }
   /** Messages waiting for their turn. */
   getQueue() {
-    return this.getRuntimeState().queue ?? [];
+    return this.#json(this.#n.sessionStateMeta(this.sessionId)).runtime.queue;
   }
   /** Tool calls and questions waiting for a person. */
   getPendingRequests() {
-    return this.getRuntimeState().pendingRequests ?? [];
+    return this.#json(this.#n.sessionStateMeta(this.sessionId)).runtime.pendingRequests;
   }
   async removeQueuedMessage(messageId) {
     return sync(() => this.#n.removeQueuedMessage(this.sessionId, String(messageId)));

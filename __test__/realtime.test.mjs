@@ -13,41 +13,10 @@ import { createAgentRuntime } from '../index.mjs';
 import { recordingAdapter } from './helpers/adapter.mjs';
 import { agentRuntime } from './helpers/agent.mjs';
 import { client, API_KEY } from './helpers/http.mjs';
+import { serve, connect } from './helpers/server.mjs';
 
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
 const once = (emitter, name) => new Promise((resolve) => emitter.once(name, resolve));
-
-/** A seed-style server: the user's own handler answers everything that is not Socket.IO. */
-async function serve(rt, { secure } = {}) {
-  const app = rt.createRestServer({ apiKey: API_KEY });
-  const handler = async (req, res) => {
-    const chunks = [];
-    for await (const c of req) chunks.push(c);
-    const response = await app.fetch(
-      new Request(`http://${req.headers.host}${req.url}`, {
-        method: req.method,
-        headers: req.headers,
-        body: req.method !== 'GET' && req.method !== 'HEAD' ? Buffer.concat(chunks) : undefined,
-      }),
-    );
-    res.writeHead(response.status, Object.fromEntries(response.headers));
-    res.end(Buffer.from(await response.arrayBuffer()));
-  };
-  const server = secure ? https.createServer(secure, handler) : http.createServer(handler);
-  const ws = rt.createWebSocketServer(server);
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const url = `${secure ? 'https' : 'http'}://127.0.0.1:${server.address().port}`;
-  return { server, ws, url, rest: client(app.fetch), close: () => (ws.close(), new Promise((r) => server.close(r))) };
-}
-
-async function connect(url, opts = {}) {
-  const c = io(url, { reconnection: false, ...opts });
-  await new Promise((resolve, reject) => {
-    c.once('connect', resolve);
-    c.once('connect_error', reject);
-  });
-  return c;
-}
 
 test('join, leave, unknown sessions and room isolation over both transports', { timeout: 240_000 }, async () => {
   const rec = recordingAdapter();

@@ -10,6 +10,12 @@
 //   - "wait <n>ms": the first answer to that prompt comes after n ms (for tests of slow turns)
 //   - anything else: a short echo
 //   - "read <name.ext>": a Read tool call (an error when the file is missing), then a summary
+//   - "slowly" (optionally "slowly <n>ms"): a 40-word story streamed one word per delta, n ms
+//     apart (default 150), for tests that act mid-text
+//   - "ask: <question>? [<a>|<b>|...]": an AskUserQuestion call with those options; after the
+//     tool result, "Answer received: <the result>"
+//   - a tool result followed by more user text (a message steered into the turn): the usual
+//     summary plus "(also noted: <that text>)"
 // Subagent requests (header x-claude-code-agent-id) get a one-line answer.
 // OpenCode is recognised by its lowercase tool names and gets its own tool shapes (write with an
 // absolute filePath in its working directory, task with subagent_type "general"); its title
@@ -36,10 +42,21 @@ function lastTurn(messages) {
       idx = i;
     }
   });
+  // A tool result with text beside it is a message steered into the turn, not a new prompt.
+  const steered = [];
+  while (idx > 0 && Array.isArray(messages[idx].content) && messages[idx].content.some((b) => b.type === 'tool_result')) {
+    steered.unshift(prompt);
+    let back = idx - 1;
+    while (back >= 0 && !(messages[back].role === 'user' && texts(messages[back].content).some((x) => !x.trimStart().startsWith('<system-reminder>')) && !(Array.isArray(messages[back].content) && messages[back].content.some((b) => b.type === 'tool_result')))) back--;
+    if (back < 0) break;
+    const t = texts(messages[back].content).filter((x) => !x.trimStart().startsWith('<system-reminder>'));
+    prompt = t[t.length - 1];
+    idx = back;
+  }
   const after = messages.slice(idx + 1);
   const toolUses = after.filter((m) => m.role === 'assistant').flatMap((m) => (Array.isArray(m.content) ? m.content : []).filter((b) => b.type === 'tool_use'));
   const results = after.filter((m) => m.role === 'user').flatMap((m) => (Array.isArray(m.content) ? m.content : []).filter((b) => b.type === 'tool_result'));
-  return { prompt, toolUses, results };
+  return { prompt, toolUses, results, steered };
 }
 
 let counter = 0;
@@ -67,7 +84,7 @@ export function script(body, headers) {
 
 function claudeScript(body, headers, subagent) {
   if (body.output_config?.format) return { text: JSON.stringify({ title: 'Demo session' }) };
-  const { prompt, toolUses, results } = lastTurn(body.messages ?? []);
+  const { prompt, toolUses, results, steered } = lastTurn(body.messages ?? []);
   // OpenCode's title generator (no tools) only ever gets text.
   if (!body.tools?.length && JSON.stringify(body.system ?? '').includes('title generator')) return { text: 'Demo session' };
   if (headers['x-claude-code-agent-id'] || subagent) return { text: `Helper here: I looked at "${prompt.slice(0, 60)}" and all is well.` };
@@ -91,9 +108,24 @@ function claudeScript(body, headers, subagent) {
       tool: { name: 'Agent', input: { description: 'Ask the helper', prompt: `Check this: ${prompt}`, subagent_type: 'helper', run_in_background: false } },
     };
   }
+  const ask = /ask:\s*([^[]+?)\s*\[([^\]]+)\]/i.exec(prompt);
+  if (ask && toolUses.length === 0) {
+    const options = ask[2].split('|').map((label) => ({ label: label.trim(), description: `Choose ${label.trim()}` }));
+    return { text: 'Let me ask.', tool: { name: 'AskUserQuestion', input: { questions: [{ question: ask[1].trim(), header: 'Choice', options, multiSelect: false }] } } };
+  }
   if (toolUses.length) {
     const failed = results.some((r) => r.is_error);
-    return { text: failed ? `The ${toolUses[0].name} call failed.` : `Done: the ${toolUses[0].name} step finished.` };
+    const noted = steered.length ? ` (also noted: ${steered.join(' / ')})` : '';
+    if (toolUses[0].name === 'AskUserQuestion' && !failed) {
+      const content = results[0]?.content;
+      const text = typeof content === 'string' ? content : JSON.stringify(content ?? '');
+      return { text: `Answer received: ${text.slice(0, 200)}${noted}` };
+    }
+    return { text: (failed ? `The ${toolUses[0].name} call failed.` : `Done: the ${toolUses[0].name} step finished.`) + noted };
+  }
+  if (/\bslowly\b/i.test(prompt)) {
+    const words = 'Once upon a time a small robot lived in a lighthouse by the sea and every night it counted the ships that passed and wrote their names in a book that nobody ever read until one stormy night a';
+    return { text: words, pace: Number(/slowly\s+(\d+)\s*ms/i.exec(prompt)?.[1] ?? 150) };
   }
   return { thinking, text: `You said: ${prompt.slice(0, 200)}` };
 }
@@ -102,9 +134,11 @@ function usage(body) {
   return { input_tokens: 10 + (body.messages?.length ?? 0), output_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
 }
 
-function sse(res, body, reply) {
+async function sse(res, body, reply) {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'request-id': id('req') });
-  const send = (type, data) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
+  let closed = false;
+  res.on('close', () => (closed = true));
+  const send = (type, data) => !closed && res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
   send('message_start', {
     message: { id: id('msg'), type: 'message', role: 'assistant', model: body.model ?? MODEL_FALLBACK, content: [], stop_reason: null, stop_sequence: null, usage: usage(body) },
   });
@@ -119,7 +153,9 @@ function sse(res, body, reply) {
   if (reply.text) {
     send('content_block_start', { index, content_block: { type: 'text', text: '' } });
     for (const piece of reply.text.match(/\S+\s*/g) ?? [reply.text]) {
+      if (closed) return;
       send('content_block_delta', { index, delta: { type: 'text_delta', text: piece } });
+      if (reply.pace) await new Promise((r) => setTimeout(r, reply.pace));
     }
     send('content_block_stop', { index });
     index++;

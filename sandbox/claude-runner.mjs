@@ -162,6 +162,9 @@ async function start(req) {
     allowDangerouslySkipPermissions: true,
     allowedTools: [...(req.tools ?? []), 'Skill'],
     env: { ...process.env },
+    // Decisions are made in the PreToolUse hook; this only has to exist, since without it the
+    // SDK does not offer the model AskUserQuestion (measured with 0.3.332).
+    canUseTool: async (_name, toolInput) => ({ behavior: 'allow', updatedInput: toolInput }),
     hooks: {
       PreToolUse: [{ hooks: [preToolUse], timeout: forever }],
       PostToolUse: [{ hooks: [postToolUse], timeout: 60 }],

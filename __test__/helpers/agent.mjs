@@ -13,6 +13,8 @@ export const EVENTS = [
   'session:status', 'session:block:start', 'session:block:delta', 'session:block:update', 'session:block:complete',
   'session:metadata:update', 'session:file:created', 'session:file:modified', 'session:file:deleted',
   'session:subagent:discovered', 'session:subagent:completed', 'session:error', 'session:transcript:changed',
+  'session:queue:changed', 'session:permission:requested', 'session:permission:resolved',
+  'session:question:requested', 'session:question:resolved',
 ];
 
 export const AGENT_PROFILE = {
@@ -108,7 +110,9 @@ export async function claudeConversation(h) {
   assert.equal(created.body.runtime.sandbox, null, 'no sandbox before the first message');
 
   const sent = await http('POST', `/api/sessions/${id}/messages`, { content: 'think, then write haiku.txt' });
-  assert.deepEqual(sent.body, { success: true, sessionId: id });
+  const { messageId, ...sentRest } = sent.body;
+  assert.deepEqual(sentRest, { success: true, sessionId: id, queued: false, position: 0 });
+  assert.match(messageId, /^[0-9a-f-]{36}$/);
   await h.turnEnd(id);
 
   const statuses = h.of(id, 'session:status').map((p) => p.runtime.sandbox && [p.runtime.sandbox.status, p.runtime.sandbox.statusMessage]);

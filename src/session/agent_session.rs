@@ -156,6 +156,8 @@ pub struct AgentSession {
     pub(super) control: Mutex<super::control::ControlState>,
     /// Set by an interrupt, cleared when a turn starts; the running turn watches it.
     pub(super) interrupt_tx: tokio::sync::watch::Sender<bool>,
+    /// Batches of workspace events received and not yet handled (see `files_settled`).
+    pub(super) files_in_flight: tokio::sync::watch::Sender<usize>,
 }
 
 /// `CreateSessionArgs`.
@@ -225,6 +227,7 @@ impl AgentSession {
             runner_generation: Default::default(),
             control: Default::default(),
             interrupt_tx: tokio::sync::watch::Sender::new(false),
+            files_in_flight: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -372,8 +375,13 @@ impl AgentSession {
         &self.profile
     }
 
-    /// The runtime part of the state: sandbox, queue and waiting requests.
+    /// `{ isLoaded, sandbox }`, as the reference's status payloads carry it.
     pub fn runtime_state(&self) -> RuntimeState {
+        RuntimeState::of_sandbox(self.data.locked().sandbox.clone())
+    }
+
+    /// The runtime part of the session's state: sandbox, queue and waiting requests.
+    pub fn runtime_state_full(&self) -> RuntimeState {
         let sandbox = self.data.locked().sandbox.clone();
         RuntimeState {
             is_loaded: true,
@@ -414,7 +422,7 @@ impl AgentSession {
             workspace_files: &'a [WorkspaceFile],
             conversation_version: u64,
         }
-        let runtime = self.runtime_state();
+        let runtime = self.runtime_state_full();
         let d = self.data.locked();
         let meta = Meta {
             list: self.list_data(&d),
@@ -442,7 +450,7 @@ impl AgentSession {
 
     /// `getState()` serialized to a JSON string (`RuntimeSessionData`).
     pub fn state_json(&self) -> String {
-        let runtime = self.runtime_state();
+        let runtime = self.runtime_state_full();
         let mut d = self.data.locked();
         let (blocks, subagents) = d.conversation.json();
         let view = StateView {

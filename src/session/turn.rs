@@ -300,6 +300,7 @@ impl AgentSession {
         if ending.reason == StopReason::Error && tracker_end.is_none() {
             tracker_end = Some("the agent failed".into());
         }
+        self.files_settled().await;
         // The transcript is the source of truth: refresh it after every turn, failed ones too.
         if let Err(e) = self.refresh_transcript(&*sandbox).await {
             tracing::warn!(session_id = %self.session_id, error = %e, "could not read the transcript after the turn");

@@ -159,6 +159,9 @@ pub(super) async fn watch_workspace(
     mut events: tokio::sync::mpsc::Receiver<crate::sandbox::FileEvent>,
 ) {
     while let Some(first) = events.recv().await {
+        // Counted from its first event until handled, so a turn's end can wait for the files
+        // the turn wrote (see `AgentSession::files_settled`).
+        let counted = session.upgrade().map(|s| FileBatch::start(&s));
         // Coalesce a burst: the last kind per path wins, in first-seen order.
         let mut batch: Vec<(String, FileEventKind)> = vec![(first.path, first.kind)];
         let deadline = tokio::time::Instant::now() + SETTLE;
@@ -172,5 +175,31 @@ pub(super) async fn watch_workspace(
         for (path, kind) in batch {
             s.on_file_event(&*sandbox, kind, path).await;
         }
+        drop(counted);
+    }
+}
+
+/// A batch of file events being handled.
+struct FileBatch(Arc<AgentSession>);
+
+impl FileBatch {
+    fn start(s: &Arc<AgentSession>) -> Self {
+        s.files_in_flight.send_modify(|n| *n += 1);
+        FileBatch(s.clone())
+    }
+}
+
+impl Drop for FileBatch {
+    fn drop(&mut self) {
+        self.0.files_in_flight.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl AgentSession {
+    /// Wait (bounded) until file events already received are handled: a turn's files are in
+    /// the session's state before the turn's end is announced with the transcript.
+    pub(super) async fn files_settled(&self) {
+        let mut rx = self.files_in_flight.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|n| *n == 0)).await;
     }
 }

@@ -1,0 +1,38 @@
+// A seed-style Node server around a runtime (REST through the user's handler, Socket.IO
+// attached to the same server) and a socket.io-client connection to it.
+import http from 'node:http';
+import https from 'node:https';
+import { io } from 'socket.io-client';
+import { client, API_KEY } from './http.mjs';
+
+/** A seed-style server: the user's own handler answers everything that is not Socket.IO. */
+export async function serve(rt, { secure } = {}) {
+  const app = rt.createRestServer({ apiKey: API_KEY });
+  const handler = async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const response = await app.fetch(
+      new Request(`http://${req.headers.host}${req.url}`, {
+        method: req.method,
+        headers: req.headers,
+        body: req.method !== 'GET' && req.method !== 'HEAD' ? Buffer.concat(chunks) : undefined,
+      }),
+    );
+    res.writeHead(response.status, Object.fromEntries(response.headers));
+    res.end(Buffer.from(await response.arrayBuffer()));
+  };
+  const server = secure ? https.createServer(secure, handler) : http.createServer(handler);
+  const ws = rt.createWebSocketServer(server);
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const url = `${secure ? 'https' : 'http'}://127.0.0.1:${server.address().port}`;
+  return { server, ws, url, rest: client(app.fetch), close: () => (ws.close(), new Promise((r) => server.close(r))) };
+}
+
+export async function connect(url, opts = {}) {
+  const c = io(url, { reconnection: false, ...opts });
+  await new Promise((resolve, reject) => {
+    c.once('connect', resolve);
+    c.once('connect_error', reject);
+  });
+  return c;
+}
