@@ -67,9 +67,12 @@ class Input {
   #items = [];
   #wake;
   #ended = false;
+  /** Resolves once the SDK has taken `item`. */
   push(item) {
-    this.#items.push(item);
-    this.#wake?.();
+    return new Promise((taken) => {
+      this.#items.push({ item, taken });
+      this.#wake?.();
+    });
   }
   end() {
     this.#ended = true;
@@ -77,7 +80,11 @@ class Input {
   }
   async *[Symbol.asyncIterator]() {
     for (;;) {
-      while (this.#items.length) yield this.#items.shift();
+      while (this.#items.length) {
+        const { item, taken } = this.#items.shift();
+        yield item;
+        taken();
+      }
       if (this.#ended) return;
       await new Promise((r) => (this.#wake = r));
       this.#wake = undefined;
@@ -139,11 +146,16 @@ async function preToolUse(hook) {
 /** PostToolUse: the running turn's next step is about to be taken; steers go in now, so the model
  *  reads them with this tool's result. */
 async function postToolUse() {
-  for (const s of steers) {
-    input.push(userMessage(s.prompt, { priority: 'next' }));
+  const now = steers;
+  steers = [];
+  for (const s of now) {
+    // Written to Claude Code before this hook's answer (the pipe keeps the order), so it is
+    // read with this tool's result: wait until the SDK took it, and a turn of the event loop
+    // for its write.
+    await input.push(userMessage(s.prompt, { priority: 'next' }));
+    await new Promise((r) => setImmediate(r));
     control('steered', { messageId: s.messageId, delivered: true });
   }
-  steers = [];
   return {};
 }
 
@@ -213,7 +225,8 @@ async function handle(msg) {
       if (!query) throw new Error('turn before start');
       if (turn) throw new Error(`turn ${msg.turnId} sent while turn ${turn.turnId} runs`);
       turn = { turnId: msg.turnId, interrupted: false };
-      return input.push(userMessage(String(msg.prompt ?? '')));
+      input.push(userMessage(String(msg.prompt ?? '')));
+      return;
     case 'steer':
       if (!turn) return control('steered', { messageId: msg.messageId, delivered: false });
       return steers.push({ messageId: msg.messageId, prompt: String(msg.prompt ?? '') });
