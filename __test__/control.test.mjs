@@ -5,15 +5,29 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { agentRuntime, eventually, pidsMentioning } from './helpers/agent.mjs';
 import { serve, connect } from './helpers/server.mjs';
+import { startFakeModal } from './helpers/fake-modal.mjs';
 
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
 const GRACE = 1500;
 
-/** A runtime behind a seed-style server; `rest` drives it. */
-async function setup(options = {}) {
-  const h = await agentRuntime({ interruptGraceMs: GRACE, ...options });
+/** A runtime behind a seed-style server (`provider`: "local" or "modal", the latter against
+ *  the fake control plane); `rest` drives it. */
+async function setup({ provider = 'local', ...options } = {}) {
+  let fake;
+  let h;
+  if (provider === 'modal') {
+    fake = await startFakeModal();
+    process.env.MODAL_SERVER_URL = fake.url;
+    try {
+      h = await agentRuntime({ interruptGraceMs: GRACE, modal: { tokenId: 'ak-test', tokenSecret: 'as-test', appName: 'control' }, sandbox: { provider: 'modal' }, ...options });
+    } finally {
+      delete process.env.MODAL_SERVER_URL;
+    }
+  } else {
+    h = await agentRuntime({ interruptGraceMs: GRACE, ...options });
+  }
   const srv = await serve(h.rt);
-  return { h, srv, rest: srv.rest, close: async () => (await srv.close(), await h.close()) };
+  return { h, srv, rest: srv.rest, close: async () => (await srv.close(), await h.close(), await fake?.stop()) };
 }
 
 /** The end block of the next turn of `id` to end (after `after` end blocks). */
@@ -42,10 +56,9 @@ function nextTurn(h, id) {
   ]).then(([end]) => end);
 }
 
-test('interrupt: mid-text, mid-tool and during start-up end the turn as interrupted; the conversation goes on', { timeout: 300_000 }, async (t) => {
-  const { h, rest, close } = await setup();
+async function interrupts(t, { h, rest, close }, create = CLAUDE) {
   try {
-    const id = (await rest('POST', '/api/sessions', CLAUDE)).body.sessionId;
+    const id = (await rest('POST', '/api/sessions', create)).body.sessionId;
 
     await t.test('nothing running: harmless', async () => {
       assert.deepEqual((await rest('POST', `/api/sessions/${id}/interrupt`)).body, { success: true, sessionId: id, interrupted: false });
@@ -112,12 +125,11 @@ test('interrupt: mid-text, mid-tool and during start-up end the turn as interrup
   } finally {
     await close();
   }
-});
+}
 
-test('the queue: order, DELETE, steer into a running turn, and mode interrupt', { timeout: 300_000 }, async (t) => {
-  const { h, rest, close } = await setup();
+async function queue(t, { h, rest, close }, create = CLAUDE) {
   try {
-    const id = (await rest('POST', '/api/sessions', CLAUDE)).body.sessionId;
+    const id = (await rest('POST', '/api/sessions', create)).body.sessionId;
     const warm = nextTurn(h, id);
     await rest('POST', `/api/sessions/${id}/messages`, { content: 'warm up' });
     await warm;
@@ -176,15 +188,13 @@ test('the queue: order, DELETE, steer into a running turn, and mode interrupt', 
   } finally {
     await close();
   }
-});
+}
 
-test('approvals and questions: ask mode, a late second tab, allow, deny, remember, timeout, interrupt', { timeout: 300_000 }, async (t) => {
-  const { h, srv, rest, close } = await setup();
+async function approvals(t, { h, srv, rest, close }, create = CLAUDE) {
   const sockets = [];
   try {
-    const id = (
-      await rest('POST', '/api/sessions', { ...CLAUDE, sessionOptions: { permissionMode: 'ask', permissionTimeoutMs: 120000 } })
-    ).body.sessionId;
+    const options = { ...create.sessionOptions, permissionMode: 'ask', permissionTimeoutMs: 120000 };
+    const id = (await rest('POST', '/api/sessions', { ...create, sessionOptions: options })).body.sessionId;
     const a = await connect(srv.url);
     sockets.push(a);
     const seenA = [];
@@ -258,7 +268,7 @@ test('approvals and questions: ask mode, a late second tab, allow, deny, remembe
     });
 
     await t.test('timeout denies', async () => {
-      await rest('PATCH', `/api/sessions/${id}/options`, { sessionOptions: { permissionMode: 'ask', permissionTimeoutMs: 800 } });
+      await rest('PATCH', `/api/sessions/${id}/options`, { sessionOptions: { ...create.sessionOptions, permissionMode: 'ask', permissionTimeoutMs: 800 } });
       const ended = nextEnd();
       await rest('POST', `/api/sessions/${id}/messages`, { content: 'read notes.txt' });
       const [, req] = await request();
@@ -269,7 +279,7 @@ test('approvals and questions: ask mode, a late second tab, allow, deny, remembe
     });
 
     await t.test('interrupt while a request waits', async () => {
-      await rest('PATCH', `/api/sessions/${id}/options`, { sessionOptions: { permissionMode: 'ask' } });
+      await rest('PATCH', `/api/sessions/${id}/options`, { sessionOptions: { ...create.sessionOptions, permissionMode: 'ask' } });
       const count = ends(h, id).length;
       await rest('POST', `/api/sessions/${id}/messages`, { content: 'write never-46.txt' });
       const [, req] = await request();
@@ -302,4 +312,24 @@ test('approvals and questions: ask mode, a late second tab, allow, deny, remembe
     for (const s of sockets) s.close();
     await close();
   }
+}
+
+test('interrupt (Claude, local): mid-text, mid-tool and during start-up end the turn as interrupted; the conversation goes on', { timeout: 300_000 }, async (t) => {
+  await interrupts(t, await setup());
+});
+
+test('the queue (Claude, local): order, DELETE, steer into a running turn, and mode interrupt', { timeout: 300_000 }, async (t) => {
+  await queue(t, await setup());
+});
+
+test('approvals and questions (Claude, local): ask mode, a late second tab, allow, deny, remember, timeout, interrupt', { timeout: 300_000 }, async (t) => {
+  await approvals(t, await setup());
+});
+
+test('interrupt on the Modal provider (fake control plane)', { timeout: 300_000 }, async (t) => {
+  await interrupts(t, await setup({ provider: 'modal' }));
+});
+
+test('approvals and questions on the Modal provider (fake control plane)', { timeout: 300_000 }, async (t) => {
+  await approvals(t, await setup({ provider: 'modal' }));
 });

@@ -44,7 +44,13 @@ function lastTurn(messages) {
   });
   // A tool result with text beside it is a message steered into the turn, not a new prompt.
   const steered = [];
-  while (idx > 0 && Array.isArray(messages[idx].content) && messages[idx].content.some((b) => b.type === 'tool_result')) {
+  // (Beside a failed or interrupted tool call, the text is a new prompt.)
+  const steeredInto = (m) =>
+    Array.isArray(m.content) &&
+    m.content.some((b) => b.type === 'tool_result') &&
+    !m.content.some((b) => b.is_error) &&
+    !texts(m.content).some((x) => x.includes('[Request interrupted'));
+  while (idx > 0 && steeredInto(messages[idx])) {
     steered.unshift(prompt);
     let back = idx - 1;
     while (back >= 0 && !(messages[back].role === 'user' && texts(messages[back].content).some((x) => !x.trimStart().startsWith('<system-reminder>')) && !(Array.isArray(messages[back].content) && messages[back].content.some((b) => b.type === 'tool_result')))) back--;
