@@ -15,22 +15,29 @@
 // node_modules) or from node_modules beside this file (the Modal image).
 //
 // What OpenCode 1.0.152 does, and how the protocol maps onto it:
+// - events: every OpenCode event during a turn is printed as it is (as the one-shot runner did);
+//   between turns (late title and summary updates) nothing is printed.
 // - interrupt: POST /session/{id}/abort. OpenCode marks the session idle at once (session.status +
-//   session.idle), then the running step finishes with a session.error MessageAbortedError, the
-//   open tool parts become errors ("Tool execution aborted") and the assistant message is updated
-//   with that error. The turn ends ("interrupted") only once the prompt call has returned, so those
-//   lines come before turn_end (and a next prompt cannot race the old loop's own clean-up).
-// - steer: a prompt sent while the session is busy is stored at once and picked up by the running
-//   loop before it ends (the loop only stops when the newest user message has been answered), so
-//   it is delivered into the turn. "steered" is answered when the model's next step answers it, or
-//   with delivered: false if the turn ended first (the unanswered message is then reverted, so the
-//   host's queued turn does not repeat it).
+//   session.idle), then the running step finishes with a session.error MessageAbortedError (only
+//   if a model step was under way), the open tool parts become errors ("Tool execution aborted",
+//   a running command is killed) and the assistant message is updated with that error. The turn
+//   ends ("interrupted", never "error") once the prompt call has returned and those events are
+//   printed, so they come before turn_end (and a next prompt cannot race the old loop's clean-up).
+//   The abort does not stop a tool that had not started its work yet: its permission request is
+//   refused, so a command asked for after the interrupt never runs.
+// - steer: stored as a user message without a reply of its own (prompt with noReply); OpenCode's
+//   running loop only ends once the newest user message is answered, so it picks the steer up at
+//   its next step (after the current tool call or answer). "steered" delivered: true is printed
+//   when an assistant message answering it (or a later message) starts; if the loop had already
+//   decided to stop, the steer is reverted (removed at the next prompt, so the host's queued turn
+//   does not repeat it) and answered delivered: false just before turn_end.
 // - permissions: OpenCode asks for bash, edit/write (config `edit`), webfetch/websearch/codesearch
 //   (config `webfetch`), plus doom_loop and external_directory when the agent says "ask". The
 //   runner always sets bash/edit/webfetch to "ask" (OPENCODE_PERMISSION, which outranks the
 //   project's .opencode/opencode.json) and answers "once" itself while the host's policy is
-//   ask: false. A deny is OpenCode's "reject", which ends OpenCode's loop; a deny message is then
-//   given to the model as a synthetic user text and the loop continues, within the same turn.
+//   ask: false. A deny is OpenCode's "reject" (the tool result says "The user rejected permission
+//   to use this specific tool call...", and OpenCode's loop stops); a deny message is then given
+//   to the model as a synthetic user text and the loop continues, within the same turn.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -48,6 +55,9 @@ const fail = (err) => {
   process.exitCode = 1;
 };
 let server;
+// However the runner ends (an exit, a crash, the host gone: EPIPE on stdout), OpenCode goes too.
+process.on('exit', () => server?.close());
+process.stdout.on('error', () => process.exit(1));
 for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]]) {
   process.on(sig, () => {
     process.stderr.write(JSON.stringify({ type: sig === 'SIGINT' ? 'interrupted' : 'terminated', timestamp: Date.now() }) + '\n');
@@ -405,7 +415,14 @@ class Runner {
   // ---- permissions ----
 
   async permission(p) {
-    if (!this.ask || !this.turn) {
+    // OpenCode's abort does not stop a tool that has not started its work yet (a bash command
+    // spawned after the abort would run to its end, and the turn with it): after an interrupt,
+    // or outside a turn, whatever asks is refused.
+    if (!this.turn || this.turn.interrupted) {
+      this.answer(p.id, p.sessionID, 'reject');
+      return;
+    }
+    if (!this.ask) {
       this.answer(p.id, p.sessionID, 'once');
       return;
     }
