@@ -8,6 +8,11 @@ import { serve, connect } from './helpers/server.mjs';
 import { startFakeModal } from './helpers/fake-modal.mjs';
 
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
+const OPENCODE = { agentProfileRef: 'default', architecture: 'opencode', sessionOptions: { model: 'anthropic/claude-sonnet-4-5' } };
+const OPENCODE_RUNTIME = {
+  extraSandboxEnv: { AGENT_RUNTIME_OPENCODE_MAX_RETRIES: '0' },
+  profiles: [{ id: 'default', name: 'Default Agent', tools: ['read', 'write', 'edit', 'bash'] }],
+};
 const GRACE = 1500;
 
 /** A runtime behind a seed-style server (`provider`: "local" or "modal", the latter against
@@ -41,7 +46,8 @@ function endBlock(h, id, after = 0) {
 }
 
 const ends = (h, id) => h.of(id, 'session:block:complete').filter((p) => p.block.metadata?.stopReason);
-const modelRequests = (h) => h.fake.requests.filter((r) => r.path === '/v1/messages' && !r.headers['x-claude-code-agent-id']);
+// The agent's own requests (not subagents', not OpenCode's title requests, which have no tools).
+const modelRequests = (h) => h.fake.requests.filter((r) => r.path === '/v1/messages' && !r.headers['x-claude-code-agent-id'] && r.body.tools?.length);
 const lastRequestText = (h) => JSON.stringify(modelRequests(h).at(-1).body.messages);
 /** The newest user message of a model request (Claude Code appends a system note after it). */
 const lastUserMessage = (r) => r.body.messages.filter((m) => m.role === 'user').at(-1);
@@ -108,14 +114,16 @@ async function interrupts(t, { h, rest, close }, create = CLAUDE) {
       const ended = endBlock(h, id, before);
       await rest('POST', `/api/sessions/${id}/messages`, { content: 'run: echo start; sleep 731; echo done' });
       await eventually(() => pidsMentioning('sleep 731').length > 0, 30_000, 'the tool to run');
-      const [, tool] = await h.waitFor((n, p) => n === 'session:block:complete' && p.sessionId === id && p.block.type === 'tool_use' && p.block.input.command.includes('sleep 731'));
+      // (OpenCode completes a tool's block only when the tool ends: its start is enough here.)
+      const [, tool] = await h.waitFor((n, p) => (n === 'session:block:start' || n === 'session:block:complete') && p.sessionId === id && p.block.type === 'tool_use' && p.block.toolName.toLowerCase() === 'bash');
+      const toolId = tool.block.id;
       const asked = Date.now();
       await rest('POST', `/api/sessions/${id}/interrupt`);
       const [, end] = await ended;
       assert.equal(end.block.metadata.stopReason, 'interrupted');
       assert.ok(Date.now() - asked < GRACE + 2000, `ended in ${Date.now() - asked} ms`);
       const failed = [...h.of(id, 'session:block:update'), ...h.of(id, 'session:block:complete')].some(
-        (p) => (p.blockId === tool.blockId) && (p.updates?.status === 'error' || p.block?.status === 'error'),
+        (p) => p.blockId === toolId && (p.updates?.status === 'error' || p.block?.status === 'error'),
       );
       assert.ok(failed, 'the running tool ended as failed');
       await eventually(() => pidsMentioning('sleep 731').length === 0, 10_000, 'no process of the turn left');
@@ -163,8 +171,9 @@ async function queue(t, { h, rest, close }, create = CLAUDE) {
       assert.equal(steer.body.steered, true);
       assert.equal(steer.body.queued, false);
       await endBlock(h, id, count);
-      const after = lastUserMessage(modelRequests(h).at(-1));
-      const text = JSON.stringify(after);
+      // The request after the tool's result carries the steered text (Claude Code folds it into
+      // the result's message; OpenCode adds a message after it).
+      const text = JSON.stringify(modelRequests(h).at(-1).body.messages.slice(-3));
       assert.ok(text.includes('tool_result') && text.includes('also mention bananas'), `steer read with the tool result: ${text}`);
       assert.ok(h.of(id, 'session:block:complete').some((p) => p.block.type === 'user_message' && p.block.content === 'also mention bananas'));
       assert.equal(ends(h, id).length, count + 1, 'no extra turn for the steered message');
@@ -207,7 +216,7 @@ async function approvals(t, { h, srv, rest, close }, create = CLAUDE) {
       const ended = nextEnd();
       await rest('POST', `/api/sessions/${id}/messages`, { content: 'run: echo approved-42' });
       const [, req] = await request();
-      assert.equal(req.toolName, 'Bash');
+      assert.equal(req.toolName.toLowerCase(), 'bash');
       assert.equal(req.input.command, 'echo approved-42');
       assert.ok(req.requestedAt && req.expiresAt);
       const state = (await rest('GET', `/api/sessions/${id}`)).body;
@@ -270,7 +279,7 @@ async function approvals(t, { h, srv, rest, close }, create = CLAUDE) {
     await t.test('timeout denies', async () => {
       await rest('PATCH', `/api/sessions/${id}/options`, { sessionOptions: { ...create.sessionOptions, permissionMode: 'ask', permissionTimeoutMs: 800 } });
       const ended = nextEnd();
-      await rest('POST', `/api/sessions/${id}/messages`, { content: 'read notes.txt' });
+      await rest('POST', `/api/sessions/${id}/messages`, { content: 'write timeout-47.txt' });
       const [, req] = await request();
       const [, resolved] = await h.waitFor((n, p) => n === 'session:permission:resolved' && p.requestId === req.requestId);
       assert.deepEqual([resolved.behavior, resolved.resolvedBy], ['deny', 'timeout']);
@@ -283,7 +292,7 @@ async function approvals(t, { h, srv, rest, close }, create = CLAUDE) {
       const count = ends(h, id).length;
       await rest('POST', `/api/sessions/${id}/messages`, { content: 'write never-46.txt' });
       const [, req] = await request();
-      assert.equal(req.toolName, 'Write');
+      assert.equal(req.toolName.toLowerCase(), 'write');
       assert.deepEqual(await a.emitWithAck('session:interrupt', id), { success: true, interrupted: true });
       const [, resolved] = await h.waitFor((n, p) => n === 'session:permission:resolved' && p.requestId === req.requestId);
       assert.equal(resolved.resolvedBy, 'interrupt');
@@ -292,7 +301,7 @@ async function approvals(t, { h, srv, rest, close }, create = CLAUDE) {
       assert.ok(!(await rest('GET', `/api/sessions/${id}`)).body.workspaceFiles.some((f) => f.path === 'never-46.txt'), 'the tool did not run');
     });
 
-    await t.test('a question answered from a second socket reaches the model', async () => {
+    await t.test('a question answered from a second socket reaches the model', { skip: create.architecture === 'opencode' && 'OpenCode 1.0.152 has no question tool' }, async () => {
       const b = sockets[1];
       const ended = nextEnd();
       const asked = new Promise((r) => b.once('session:question:requested', r));
@@ -332,4 +341,58 @@ test('interrupt on the Modal provider (fake control plane)', { timeout: 300_000 
 
 test('approvals and questions on the Modal provider (fake control plane)', { timeout: 300_000 }, async (t) => {
   await approvals(t, await setup({ provider: 'modal' }));
+});
+
+test('interrupt (OpenCode, local)', { timeout: 300_000 }, async (t) => {
+  await interrupts(t, await setup(OPENCODE_RUNTIME), OPENCODE);
+});
+
+test('the queue (OpenCode, local): order, DELETE, steer, mode interrupt', { timeout: 300_000 }, async (t) => {
+  await queue(t, await setup(OPENCODE_RUNTIME), OPENCODE);
+});
+
+test('approvals (OpenCode, local): bash and edits ask; allow, deny with a reason, remember, timeout, interrupt', { timeout: 300_000 }, async (t) => {
+  await approvals(t, await setup(OPENCODE_RUNTIME), OPENCODE);
+});
+
+test('a failed turn ends with an error end block and one error event, never "completed" (both agents)', { timeout: 300_000 }, async (t) => {
+  for (const [name, create, options] of [['Claude', CLAUDE, {}], ['OpenCode', OPENCODE, OPENCODE_RUNTIME]]) {
+    await t.test(name, async () => {
+      const { h, rest, close } = await setup(options);
+      try {
+        const id = (await rest('POST', '/api/sessions', create)).body.sessionId;
+        const ended = endBlock(h, id);
+        await rest('POST', `/api/sessions/${id}/messages`, { content: 'fail with 500 please' });
+        const [, end] = await ended;
+        assert.equal(end.block.metadata.stopReason, 'error');
+        assert.equal(end.block.subtype, 'error');
+        assert.doesNotMatch(end.block.message, /completed/i);
+        await h.waitFor((n, p) => n === 'session:error' && p.sessionId === id);
+        assert.ok(!ends(h, id).some((p) => /completed/i.test(p.block.message)), 'no "completed" end block');
+        const next = endBlock(h, id, 1);
+        await rest('POST', `/api/sessions/${id}/messages`, { content: 'hello again' });
+        assert.equal((await next)[1].block.metadata.stopReason, 'completed');
+        assert.equal(h.of(id, 'session:error').length, 1, 'one error event');
+      } finally {
+        await close();
+      }
+    });
+  }
+});
+
+test('tool inputs keep the key order the model produced, live and from GET', { timeout: 300_000 }, async () => {
+  const { h, rest, close } = await setup();
+  try {
+    const id = (await rest('POST', '/api/sessions', CLAUDE)).body.sessionId;
+    const ended = nextTurn(h, id);
+    await rest('POST', `/api/sessions/${id}/messages`, { content: 'write ordered.txt containing keys' });
+    await ended;
+    const live = h.of(id, 'session:block:complete').find((p) => p.block.type === 'tool_use' && p.block.toolName === 'Write');
+    assert.deepEqual(Object.keys(live.block.input), ['file_path', 'content']);
+    const state = (await rest('GET', `/api/sessions/${id}`)).body;
+    const stored = state.blocks.find((b) => b.type === 'tool_use' && b.toolName === 'Write');
+    assert.deepEqual(Object.keys(stored.input), ['file_path', 'content']);
+  } finally {
+    await close();
+  }
 });

@@ -197,8 +197,11 @@ async function consume() {
     for await (const message of query) {
       emit(message);
       if (message.type === 'result' && turn) {
-        const status = turn.interrupted ? 'interrupted' : message.subtype === 'success' ? 'completed' : 'error';
-        const error = status === 'error' ? (message.errors ?? []).join('; ') || `the agent ended with ${message.subtype}` : undefined;
+        // An API failure can come back as subtype "success" with is_error set.
+        const failed = message.subtype !== 'success' || message.is_error === true;
+        const status = turn.interrupted ? 'interrupted' : failed ? 'error' : 'completed';
+        const why = (message.errors ?? []).join('; ') || (typeof message.result === 'string' && message.result) || `the agent ended with ${message.subtype}`;
+        const error = status === 'error' ? why : undefined;
         endTurn(status, error);
       }
     }

@@ -432,3 +432,53 @@ async fn the_queue_is_ordered_visible_and_editable() {
     assert!(changes >= 6, "every change is announced ({changes})");
     assert!(s.queue_view().is_empty());
 }
+
+/// Pids of this harness's runners (the sh loop, found by its script and sandbox root).
+fn runners(h: &Harness) -> Vec<i32> {
+    let root = h.root.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains("while IFS= read") && String::from_utf8_lossy(&env).contains(&root)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_runner_serves_every_turn_exits_when_idle_and_comes_back() {
+    let h = harness(serde_json::json!({ "runnerIdleMs": 400 }));
+    let s = h.session().await;
+    s.send_message("echo one", MessageMode::Queue).unwrap().run.await.unwrap();
+    let first = runners(&h);
+    assert_eq!(first.len(), 1, "one runner");
+    s.send_message("echo two", MessageMode::Queue).unwrap().run.await.unwrap();
+    assert_eq!(runners(&h), first, "the same process took the second turn");
+    h.wait_for("the idle runner to exit", || runners(&h).is_empty()).await;
+    assert!(s.has_sandbox(), "the sandbox stays");
+    s.send_message("echo three", MessageMode::Queue).unwrap().run.await.unwrap();
+    let again = runners(&h);
+    assert_eq!(again.len(), 1);
+    // Killed between turns: the next message starts another, transparently.
+    unsafe { libc::kill(again[0], libc::SIGKILL) };
+    h.wait_for("the runner to die", || runners(&h).is_empty()).await;
+    s.send_message("echo four", MessageMode::Queue).unwrap().run.await.unwrap();
+    let t = h.stored_transcript(&s.session_id).await.unwrap();
+    assert!(["one", "two", "three", "four"].iter().all(|w| t.contains(&format!(": echo {w}"))), "{t}");
+    assert!(!h.events.lock().unwrap().iter().any(|(n, _)| n == "session:error"));
+}
+
+#[tokio::test]
+async fn a_runner_that_dies_mid_turn_fails_that_turn_only() {
+    let h = harness(serde_json::json!({}));
+    let s = h.session().await;
+    let e = s.send_message("exit 3", MessageMode::Queue).unwrap().run.await.unwrap_err();
+    assert!(e.to_string().contains("exited with code 3"), "{e}");
+    let ends = end_blocks(&h);
+    assert_eq!(ends.last().unwrap()["metadata"]["stopReason"], "error");
+    assert_eq!(ends.last().unwrap()["subtype"], "error");
+    s.send_message("echo fine", MessageMode::Queue).unwrap().run.await.unwrap();
+    assert_eq!(end_blocks(&h).last().unwrap()["metadata"]["stopReason"], "completed");
+}

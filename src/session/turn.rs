@@ -399,7 +399,8 @@ impl AgentSession {
                                 _ if *self.interrupt_tx.borrow() => StopReason::Interrupted,
                                 _ => StopReason::Error,
                             };
-                            let error = (reason == StopReason::Error).then(|| reported.take().or(error.map(|e| e.message)).unwrap_or_else(|| "the agent failed".into()));
+                            // The runner's account first: it saw the whole failure (retries, aborts).
+                            let error = (reason == StopReason::Error).then(|| error.map(|e| e.message).or(reported.take()).unwrap_or_else(|| "the agent failed".into()));
                             break Ending { reason, error, runner_done: false, timed_out: false };
                         }
                         RunnerLine::Control(RunnerEvent::Permission { request_id, kind, tool_name, tool_use_id, input }) => {

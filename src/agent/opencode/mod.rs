@@ -123,6 +123,12 @@ impl AgentArchitecture for OpenCodeArchitecture {
         sb.exec(&argv, opts).await
     }
 
+    /// A message sent mid-turn is stored in the session without a reply of its own; OpenCode's
+    /// loop answers it at its next step (or the runner takes it back if the loop was ending).
+    fn steers(&self) -> bool {
+        true
+    }
+
     fn runner_start(&self, _sb: &dyn Sandbox, setup: &SessionSetup<'_>) -> Value {
         let mut start = json!({ "type": "start", "sessionId": setup.session_id });
         if let Some(model) = setup.session_options.get("model") {
