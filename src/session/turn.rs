@@ -10,7 +10,7 @@ use serde_json::json;
 use super::agent_session::AgentSession;
 use super::ledger::{MessageMode, PendingMessage};
 use super::outbox::Write;
-use crate::agent::architecture::{AgentArchitecture, SessionSetup};
+use crate::agent::architecture::{AgentArchitecture, SessionSetup, StreamConverter};
 use crate::agent::blocks::Block;
 use crate::agent::runner::{Runner, RunnerEvent, RunnerLine};
 use crate::agent::stream::{AgentEvent, MAIN};
@@ -177,6 +177,9 @@ impl AgentSession {
                     let head = pending.iter_mut().find(|p| !p.started).expect("the entry is waiting");
                     if head.id == id && !this.busy.load(Ordering::SeqCst) {
                         head.started = true;
+                        // Cleared before the turn counts as running: an interrupt from now on is
+                        // this turn's.
+                        this.interrupt_tx.send_replace(false);
                         this.busy.store(true, Ordering::SeqCst);
                         break head.content.clone();
                     }
@@ -264,7 +267,6 @@ impl AgentSession {
 
     async fn run_turn(self: &Arc<Self>, message_id: &str, message: &str) -> Result<()> {
         let arch = self.ctx.architecture(self.architecture)?;
-        self.interrupt_tx.send_replace(false);
         let mut interrupted = self.interrupt_tx.subscribe();
         self.runner_generation.fetch_add(1, Ordering::SeqCst);
         // Starting a sandbox can take long. An interrupt ends the turn at once; the start-up
@@ -413,18 +415,7 @@ impl AgentSession {
                         }
                         RunnerLine::Control(RunnerEvent::Ready) => {}
                         RunnerLine::Agent(line) => {
-                            for ev in converter.push_line(&line) {
-                                match ev {
-                                    AgentEvent::Error { message } => {
-                                        reported.get_or_insert(message);
-                                    }
-                                    other => {
-                                        if let Some(ev) = tracker.observe(other) {
-                                            self.emit_agent_event(ev);
-                                        }
-                                    }
-                                }
-                            }
+                            self.convert(&mut *converter, &mut tracker, &mut reported, &line);
                             self.touch();
                         }
                     }
@@ -434,18 +425,7 @@ impl AgentSession {
                     // coming (a grandchild holding stdout must not keep the turn open).
                     while let Ok(Some(OutputLine::Line(l))) = tokio::time::timeout(EXIT_DRAIN_QUIET, runner.lines.recv()).await {
                         if let RunnerLine::Agent(line) = RunnerLine::parse(l) {
-                            for ev in converter.push_line(&line) {
-                                match ev {
-                                    AgentEvent::Error { message } => {
-                                        reported.get_or_insert(message);
-                                    }
-                                    other => {
-                                        if let Some(ev) = tracker.observe(other) {
-                                            self.emit_agent_event(ev);
-                                        }
-                                    }
-                                }
-                            }
+                            self.convert(&mut *converter, &mut tracker, &mut reported, &line);
                         }
                     }
                     break self.runner_exited(runner, code, reported.take());
@@ -480,6 +460,29 @@ impl AgentSession {
             self.emit_agent_event(ev);
         }
         ending
+    }
+
+    /// One line of the agent's output: its events out (the end block held back by the
+    /// tracker), its error report kept for the turn's message.
+    fn convert(
+        &self,
+        converter: &mut dyn StreamConverter,
+        tracker: &mut TurnTracker,
+        reported: &mut Option<String>,
+        line: &str,
+    ) {
+        for ev in converter.push_line(line) {
+            match ev {
+                AgentEvent::Error { message } => {
+                    reported.get_or_insert(message);
+                }
+                other => {
+                    if let Some(ev) = tracker.observe(other) {
+                        self.emit_agent_event(ev);
+                    }
+                }
+            }
+        }
     }
 
     /// The runner exited during a turn.
