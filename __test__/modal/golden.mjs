@@ -38,6 +38,12 @@ export function summarize(calls) {
   };
 }
 
+/** JSON with object keys sorted: a request's fields compare whatever order they were recorded in. */
+function canonical(v) {
+  const sort = (x) => (Array.isArray(x) ? x.map(sort) : x && typeof x === 'object' ? Object.fromEntries(Object.keys(x).sort().map((k) => [k, sort(x[k])])) : x);
+  return JSON.stringify(sort(v));
+}
+
 /** Where `ours` departs from `golden`: golden calls we never make, or request bodies we never send.
  *  `ignoreRequests(method, request)` names golden requests we deliberately do not send. */
 export function departures(golden, ours, { ignoreMethods = [], extraMethods = [], ignoreRequests = () => false } = {}) {
@@ -50,8 +56,8 @@ export function departures(golden, ours, { ignoreMethods = [], extraMethods = []
     }
     for (const r of golden.requests[m]) {
       if (ignoreRequests(m, r)) continue;
-      const want = JSON.stringify(r);
-      if (!ours.requests[m].some((o) => JSON.stringify(o) === want)) out.push(`${m}: no request like ${want}; ours: ${JSON.stringify(ours.requests[m])}`);
+      const want = canonical(r);
+      if (!ours.requests[m].some((o) => canonical(o) === want)) out.push(`${m}: no request like ${want}; ours: ${JSON.stringify(ours.requests[m])}`);
     }
   }
   for (const m of ours.methods) if (!golden.methods.includes(m) && !extraMethods.includes(m)) out.push(`calls ${m}, which the official client does not`);
