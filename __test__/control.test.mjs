@@ -250,6 +250,9 @@ async function approvals(t, { h, srv, rest, close }, create = CLAUDE) {
         assert.match(r.body.error, new RegExp(field));
       }
       assert.equal((await rest('POST', `/api/sessions/${id}/permissions/no-such-request`, { behavior: 'allow' })).status, 404);
+      const other = (await rest('POST', '/api/sessions', create)).body.sessionId;
+      assert.equal((await rest('POST', `/api/sessions/${other}/permissions/${req.requestId}`, { behavior: 'allow' })).status, 404, "another session's request");
+      assert.equal((await rest('POST', `/api/sessions/${id}/questions/${req.requestId}`, { answers: {} })).status, 400, 'a permission is not a question');
       assert.equal((await rest('POST', url, '{"behavior":')).status, 400);
       const huge = { behavior: 'allow', updatedInput: { command: 'x'.repeat(11 * 1024 * 1024) } };
       assert.equal((await rest('POST', url, huge)).status, 413);
