@@ -210,6 +210,10 @@ async function failingTurn(h) {
   const failure = await s.sendMessage('hello').then(() => null, (e) => e);
   assert.ok(failure, 'the message fails');
   const [, ev] = await h.waitFor((n, p) => n === 'session:error' && p.sessionId === s.sessionId);
+  // Like every turn, it ends with an end block; here it says why.
+  const end = h.of(s.sessionId, 'session:block:complete').find((p) => p.block.metadata?.stopReason);
+  assert.equal(end?.block.metadata.stopReason, 'error');
+  assert.equal(end.block.message, `Session ended with error: ${ev.error.message}`);
   assert.ok(h.rt.sessionManager.isSessionLoaded(s.sessionId), 'the session stays loaded');
   assert.equal(s.getState().sessionId, s.sessionId);
   return { s, message: ev.error.message };

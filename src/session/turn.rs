@@ -276,19 +276,22 @@ impl AgentSession {
             async move { this.ensure_sandbox().await }
         });
         let sandbox = tokio::select! {
-            r = starting => r.map_err(|e| Error::AgentRun(format!("sandbox start-up failed: {e}")))??,
+            r = starting => match r.map_err(|e| Error::AgentRun(format!("sandbox start-up failed: {e}"))).and_then(|r| r) {
+                Ok(sb) => sb,
+                Err(e) => return Err(self.ended_before_running(message, e)),
+            },
             _ = async { let _ = interrupted.wait_for(|i| *i).await; } => {
                 self.emit_user_message(message);
-                let mut tracker = TurnTracker::default();
-                for ev in tracker.finish(StopReason::Interrupted, &self.session_id, None) {
-                    self.emit_agent_event(ev);
-                }
+                self.emit_end(StopReason::Interrupted, None);
                 return Ok(());
             }
         };
         self.touch();
         let mut slot = self.runner.lock().await;
-        let runner = self.ready_runner(&mut slot, &*arch, &sandbox).await?;
+        let runner = match self.ready_runner(&mut slot, &*arch, &sandbox).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.ended_before_running(message, e)),
+        };
         self.emit_user_message(message);
         runner.send(&json!({ "type": "turn", "turnId": message_id, "prompt": message }));
         let ending = self.drive_turn(runner, &*arch, &mut interrupted).await;
@@ -317,6 +320,21 @@ impl AgentSession {
             StopReason::Error => Err(Error::AgentRun(tracker_end.unwrap_or_default())),
             _ => Ok(()),
         }
+    }
+
+    /// A turn's end block made here (nothing of the agent's to complete).
+    fn emit_end(&self, reason: StopReason, error: Option<&str>) {
+        for ev in TurnTracker::default().finish(reason, &self.session_id, error) {
+            self.emit_agent_event(ev);
+        }
+    }
+
+    /// The turn failed before its agent ran (no sandbox, no runner): it still ends like every
+    /// turn, with the user's message and an end block saying `error`.
+    fn ended_before_running(&self, message: &str, e: Error) -> Error {
+        self.emit_user_message(message);
+        self.emit_end(StopReason::Error, Some(&e.to_string()));
+        e
     }
 
     /// The session's runner for `sandbox`: the live one if it still fits, else a new one.
