@@ -72,6 +72,24 @@ export interface RuntimeSessionData extends SessionListItem {
   blocks: ConversationBlock[];
   workspaceFiles: WorkspaceFile[];
   subagents: { id: string; blocks: ConversationBlock[] }[];
+  /** The newest event of the session (null before its first): read or stream from here. */
+  lastEventId?: string | null;
+}
+
+/** Every session event's payload also carries its place in the session's event log. */
+export interface Sequenced {
+  /** Opaque; pass it back as `since`. */
+  eventId: string;
+  /** 1, 2, 3, … per session. */
+  seq: number;
+}
+
+/** `GET /api/sessions/:id/events?since=&limit=` */
+export interface SessionEventsResponse {
+  events: { eventId: string; seq: number; event: string; payload: Record<string, unknown> }[];
+  lastEventId: string | null;
+  /** `since` is not in the log (too old, unknown, or from before a restart): refetch the state. */
+  reset: boolean;
 }
 
 export interface CreateSessionArgs {
@@ -180,6 +198,9 @@ export interface RuntimeConfig {
   maxWorkspaceFileBytes?: number;
   /** A turn running longer is stopped with an error (default 30 min). */
   turnTimeoutMs?: number;
+  /** What the per-session event log keeps for clients that reconnect (defaults 10000 events,
+   *  8 MiB per loaded session; the older ones are dropped first). */
+  eventLog?: { maxEvents?: number; maxBytes?: number };
   /** After an interrupt, how long the agent has to stop before its runner is killed (default 5000). */
   interruptGraceMs?: number;
   /** A session's agent process exits after this long without a turn (default 300000); the next

@@ -135,10 +135,14 @@ test('domain events reach the EventBus with the reference payloads', { timeout: 
   await http('PATCH', `/api/sessions/${id}/options`, { sessionOptions: { model: 'm' } });
   await http('DELETE', `/api/sessions/${id}`);
   await new Promise((r) => setImmediate(r)); // events are queued to the JS thread
+  // The reference's payloads, plus each session event's place in the session's log.
+  const ids = seen.filter(([, p]) => p).map(([, p]) => p.eventId);
+  assert.deepEqual(seen.filter(([, p]) => p).map(([, p]) => p.seq), [1, 2]);
+  assert.ok(ids.every((e) => typeof e === 'string' && e.length > 0) && ids[0] !== ids[1]);
   assert.deepEqual(seen, [
     ['sessions:changed', undefined],
-    ['session:options:update', { sessionId: id, options: { model: 'm' } }],
-    ['session:status', { sessionId: id, runtime: { isLoaded: false, sandbox: null } }],
+    ['session:options:update', { sessionId: id, options: { model: 'm' }, eventId: ids[0], seq: 1 }],
+    ['session:status', { sessionId: id, runtime: { isLoaded: false, sandbox: null }, eventId: ids[1], seq: 2 }],
     ['sessions:changed', undefined],
   ]);
   await rt.shutdown();

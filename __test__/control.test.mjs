@@ -230,7 +230,8 @@ async function approvals(t, { h, srv, rest, close }, create = CLAUDE) {
       const resolved = new Promise((r) => a.once('session:permission:resolved', r));
       const ack = await b.emitWithAck('session:permission:respond', { sessionId: id, requestId: req.requestId, behavior: 'allow' });
       assert.equal(ack.success, true);
-      assert.deepEqual(await resolved, { sessionId: id, requestId: req.requestId, behavior: 'allow', resolvedBy: 'user' });
+      const { eventId, seq, ...resolvedFields } = await resolved;
+      assert.deepEqual(resolvedFields, { requestId: req.requestId, behavior: 'allow', resolvedBy: 'user', sessionId: id });
       const again = await rest('POST', `/api/sessions/${id}/permissions/${req.requestId}`, { behavior: 'deny' });
       assert.equal(again.status, 409);
       assert.equal(again.body.code, 'ALREADY_RESOLVED');

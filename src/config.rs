@@ -71,6 +71,16 @@ pub fn choose_provider(
     }
 }
 
+/// `eventLog`: what the per-session event log keeps.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventLogConfig {
+    #[serde(default)]
+    pub max_events: Option<f64>,
+    #[serde(default)]
+    pub max_bytes: Option<f64>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SandboxConfig {
     #[serde(default)]
@@ -161,6 +171,7 @@ struct RawOptions {
     turn_timeout_ms: Option<f64>,
     interrupt_grace_ms: Option<f64>,
     runner_idle_ms: Option<f64>,
+    event_log: Option<EventLogConfig>,
     max_loaded_sessions: Option<f64>,
     max_active_sandboxes: Option<f64>,
     max_queued_messages: Option<f64>,
@@ -202,6 +213,8 @@ pub struct RuntimeOptions {
     pub interrupt_grace: Duration,
     /// An idle runner (no turn for this long) exits; the next turn starts one again.
     pub runner_idle: Duration,
+    /// What the session event log keeps per session.
+    pub event_log: crate::event_log::LogLimits,
     /// Sessions held in memory at once; idle ones are unloaded to make room, else 503.
     pub max_loaded_sessions: usize,
     /// Sandboxes running at once; a turn that needs one more is refused (503).
@@ -234,6 +247,7 @@ impl Default for RuntimeOptions {
             turn_timeout: Duration::from_millis(30 * 60_000),
             interrupt_grace: Duration::from_millis(5_000),
             runner_idle: Duration::from_millis(300_000),
+            event_log: crate::event_log::LogLimits::default(),
             max_loaded_sessions: 10_000,
             max_active_sandboxes: 100,
             max_queued_messages: 100,
@@ -327,6 +341,13 @@ impl RuntimeOptions {
             turn_timeout: positive_ms("turnTimeoutMs", raw.turn_timeout_ms, d.turn_timeout)?,
             interrupt_grace: positive_ms("interruptGraceMs", raw.interrupt_grace_ms, d.interrupt_grace)?,
             runner_idle: positive_ms("runnerIdleMs", raw.runner_idle_ms, d.runner_idle)?,
+            event_log: {
+                let c = raw.event_log.unwrap_or_default();
+                crate::event_log::LogLimits {
+                    max_events: count("eventLog.maxEvents", c.max_events, d.event_log.max_events)?,
+                    max_bytes: count("eventLog.maxBytes", c.max_bytes, d.event_log.max_bytes)?,
+                }
+            },
             max_loaded_sessions: count("maxLoadedSessions", raw.max_loaded_sessions, d.max_loaded_sessions)?,
             max_active_sandboxes: count("maxActiveSandboxes", raw.max_active_sandboxes, d.max_active_sandboxes)?,
             max_queued_messages: count("maxQueuedMessages", raw.max_queued_messages, d.max_queued_messages)?,
@@ -398,6 +419,10 @@ mod tests {
             let e = RuntimeOptions::from_json(json!({ field: 0.5 })).unwrap_err();
             assert!(e.contains(field), "{e}");
         }
+        let e = RuntimeOptions::from_json(json!({"eventLog": {"maxEvents": 0}})).unwrap_err();
+        assert!(e.contains("eventLog.maxEvents"), "{e}");
+        let e = RuntimeOptions::from_json(json!({"eventLog": {"maxBytes": "big"}})).unwrap_err();
+        assert!(e.contains("eventLog") && e.contains("maxBytes"), "{e}");
         for field in ["maxLoadedSessions", "maxActiveSandboxes", "maxQueuedMessages"] {
             let e = RuntimeOptions::from_json(json!({ field: 0 })).unwrap_err();
             assert!(e.contains(field), "{e}");

@@ -9,6 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock, Weak};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::event_log::{EventLog, LogLimits, MemoryLog};
 use crate::session::RuntimeState;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,9 +55,26 @@ impl DomainEvent {
 type Subscriber = Arc<dyn Fn(&DomainEvent) + Send + Sync>;
 
 /// Fan-out of domain events to in-process subscribers (the JS bridge, Socket.IO servers).
-#[derive(Clone, Default)]
+/// Session events are numbered and kept in the event log first (see [`crate::event_log`]).
+#[derive(Clone)]
 pub struct EventBus {
     inner: Arc<Subscribers>,
+    log: Arc<dyn EventLog>,
+    /// One session event at a time: its number is given and it is delivered under this lock,
+    /// so every subscriber sees a session's events in `seq` order.
+    sequencer: Arc<std::sync::Mutex<()>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::with_log(Arc::new(MemoryLog::new(LogLimits::default())))
+    }
+}
+
+/// Session events that are not kept or numbered: the transcript (whole, on every change) is
+/// not a stream event, and clients never receive these.
+fn sequenced(e: &DomainEvent) -> bool {
+    e.session_id.is_some() && !matches!(e.name, "session:transcript:changed" | "session:subagent:changed")
 }
 
 #[derive(Default)]
@@ -95,6 +113,15 @@ impl EventBus {
         Self::default()
     }
 
+    pub fn with_log(log: Arc<dyn EventLog>) -> Self {
+        Self { inner: Arc::default(), log, sequencer: Arc::default() }
+    }
+
+    /// The session event log.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
     /// Subscribe for the bus's lifetime.
     pub fn subscribe(&self, f: impl Fn(&DomainEvent) + Send + Sync + 'static) {
         std::mem::forget(self.subscription(f));
@@ -112,8 +139,16 @@ impl EventBus {
         self.inner.read().len()
     }
 
-    pub fn emit(&self, event: DomainEvent) {
+    pub fn emit(&self, mut event: DomainEvent) {
         let subs: Vec<Subscriber> = self.inner.read().iter().map(|(_, s)| s.clone()).collect();
+        let _order = if sequenced(&event) {
+            let guard = self.sequencer.lock().unwrap_or_else(PoisonError::into_inner);
+            let id = event.session_id.as_deref().unwrap_or_default();
+            self.log.append(id, event.name, &mut event.payload);
+            Some(guard)
+        } else {
+            None
+        };
         for s in subs {
             s(&event);
         }

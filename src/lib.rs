@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod config;
 pub mod error;
+pub mod event_log;
 pub mod events;
 pub mod json;
 pub mod logging;

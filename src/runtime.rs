@@ -30,7 +30,7 @@ pub struct AgentRuntime {
 
 impl AgentRuntime {
     pub fn new(options: RuntimeOptions, persistence: Arc<dyn PersistenceAdapter>) -> Arc<Self> {
-        let events = EventBus::new();
+        let events = EventBus::with_log(Arc::new(crate::event_log::MemoryLog::new(options.event_log)));
         let sandboxes: std::result::Result<Arc<dyn SandboxProvider>, String> = match options.provider {
             ProviderKind::Local => {
                 if !options.provider_explicit {

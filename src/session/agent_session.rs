@@ -199,6 +199,8 @@ struct StateView<'a> {
     blocks: &'a RawValue,
     workspace_files: &'a [WorkspaceFile],
     subagents: &'a RawValue,
+    /// The newest event of the session: stream from here to miss nothing after this state.
+    last_event_id: Option<String>,
 }
 
 impl AgentSession {
@@ -420,6 +422,7 @@ impl AgentSession {
             list: ListData<'a>,
             runtime: RuntimeState,
             workspace_files: &'a [WorkspaceFile],
+            last_event_id: Option<String>,
             conversation_version: u64,
         }
         let runtime = self.runtime_state_full();
@@ -428,6 +431,7 @@ impl AgentSession {
             list: self.list_data(&d),
             runtime,
             workspace_files: &d.workspace_files,
+            last_event_id: self.ctx.events.log().last_event_id(&self.session_id),
             conversation_version: d.conversation.version,
         };
         serde_json::to_string(&meta).expect("state serializes")
@@ -459,6 +463,7 @@ impl AgentSession {
             blocks: &blocks,
             workspace_files: &d.workspace_files,
             subagents: &subagents,
+            last_event_id: self.ctx.events.log().last_event_id(&self.session_id),
         };
         serde_json::to_string(&view).expect("state serializes")
     }

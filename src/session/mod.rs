@@ -189,6 +189,9 @@ impl SessionManager {
         self.sessions.write_locked().remove(id);
         session.end_closing(true);
         self.ctx.events.emit(DomainEvent::status(id, &RuntimeState::UNLOADED));
+        // Its last event logged, the session's log goes with it (ids from it then read as
+        // unknown: `reset`).
+        self.ctx.events.log().forget(id);
         self.ctx.events.emit(DomainEvent::sessions_changed());
         tracing::info!(session_id = %id, "session unloaded");
         Ok(())

@@ -49,6 +49,7 @@ pub fn router(runtime: Arc<AgentRuntime>, api_key: &str) -> Router {
         .route("/api/sessions/{id}/messages", post(send_message))
         .route("/api/sessions/{id}/messages/{message_id}", axum::routing::delete(remove_queued))
         .route("/api/sessions/{id}/interrupt", post(interrupt))
+        .route("/api/sessions/{id}/events", get(session_events))
         .route("/api/sessions/{id}/permissions/{request_id}", post(respond_permission))
         .route("/api/sessions/{id}/questions/{request_id}", post(answer_question))
         .route("/api/agent-profiles", get(list_profiles))
@@ -324,6 +325,45 @@ async fn send_message(
         res["steered"] = json!(steered);
     }
     Ok(Json(res))
+}
+
+/// Most events one read returns.
+const MAX_EVENTS_PER_READ: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+/// `GET /api/sessions/:id/events?since=&limit=`: what the session's log holds after `since`.
+async fn session_events(
+    State(st): State<RestState>,
+    SessionId(id): SessionId,
+    uri: axum::http::Uri,
+) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(q) = axum::extract::Query::<EventsQuery>::try_from_uri(&uri)
+        .map_err(|e| ApiError::bad_request(format!("Invalid query: {}", e.body_text())))?;
+    let limit = match q.limit.as_deref() {
+        None => MAX_EVENTS_PER_READ,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if n >= 1 => n.min(MAX_EVENTS_PER_READ),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid query: limit must be an integer from 1 to {MAX_EVENTS_PER_READ}, got {l:?}"
+                )))
+            }
+        },
+    };
+    if q.since.as_ref().is_some_and(|s| s.is_empty() || s.len() > 200) {
+        return Err(ApiError::bad_request("Invalid query: since must be an eventId (1 to 200 characters)"));
+    }
+    load(&st, &id).await?;
+    let read = st.runtime.events.log().read_since(&id, q.since.as_deref(), limit);
+    Ok(Json(serde_json::to_value(read).expect("log read serializes")))
 }
 
 /// A path with a session id and a second id (a message or a request).

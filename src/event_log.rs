@@ -1,0 +1,214 @@
+//! The per-session event log: every session event gets a `seq` (1, 2, … per session) and an
+//! opaque `eventId`, and the most recent ones are kept so a client that was away can read what
+//! it missed. Behind a trait: in memory by default; a shared store for several servers can
+//! implement the same calls.
+//!
+//! An `eventId` is `<log epoch>-<seq>`: the epoch is new for every log a session gets (a load,
+//! a restart), so an id from before reads as unknown and the reader is told to `reset`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::sync::Locked as _;
+
+/// One logged event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedEvent {
+    pub event_id: String,
+    pub seq: u64,
+    /// The event's name (`session:block:delta`, …).
+    pub event: &'static str,
+    pub payload: Value,
+}
+
+/// What a read found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogRead {
+    pub events: Vec<LoggedEvent>,
+    /// The newest event of the session (null before its first).
+    pub last_event_id: Option<String>,
+    /// `since` is not in the log (too old, another session's, or from before a restart): the
+    /// reader must refetch the state; nothing was returned.
+    pub reset: bool,
+}
+
+/// Bounds of what the log keeps per session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LogLimits {
+    pub max_events: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self { max_events: 10_000, max_bytes: 8 * 1024 * 1024 }
+    }
+}
+
+pub trait EventLog: Send + Sync {
+    /// Stamp `payload` (adds `eventId` and `seq`) and keep it. Calls for one session must not
+    /// overlap (the bus serializes them), so seq order is delivery order.
+    fn append(&self, session_id: &str, event: &'static str, payload: &mut Value) -> LoggedEvent;
+    /// Events after `since` (all kept ones with `None`), at most `limit`.
+    fn read_since(&self, session_id: &str, since: Option<&str>, limit: usize) -> LogRead;
+    /// The newest event id of the session.
+    fn last_event_id(&self, session_id: &str) -> Option<String>;
+    /// The session left memory: forget its events.
+    fn forget(&self, session_id: &str);
+}
+
+/// The embedded default.
+pub struct MemoryLog {
+    limits: LogLimits,
+    sessions: Mutex<HashMap<String, Arc<Mutex<SessionLog>>>>,
+}
+
+struct SessionLog {
+    epoch: String,
+    next_seq: u64,
+    events: VecDeque<(LoggedEvent, usize)>,
+    bytes: usize,
+}
+
+impl MemoryLog {
+    pub fn new(limits: LogLimits) -> Self {
+        Self { limits, sessions: Mutex::default() }
+    }
+
+    fn session(&self, id: &str) -> Arc<Mutex<SessionLog>> {
+        self.sessions
+            .locked()
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(SessionLog {
+                    epoch: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+                    next_seq: 1,
+                    events: VecDeque::new(),
+                    bytes: 0,
+                }))
+            })
+            .clone()
+    }
+}
+
+/// `epoch-seq` → seq, if `id` belongs to this epoch.
+fn seq_of(id: &str, epoch: &str) -> Option<u64> {
+    let (e, seq) = id.rsplit_once('-')?;
+    (e == epoch).then(|| seq.parse().ok()).flatten()
+}
+
+impl EventLog for MemoryLog {
+    fn append(&self, session_id: &str, event: &'static str, payload: &mut Value) -> LoggedEvent {
+        let log = self.session(session_id);
+        let mut l = log.locked();
+        let seq = l.next_seq;
+        l.next_seq += 1;
+        let event_id = format!("{}-{seq}", l.epoch);
+        if let Value::Object(o) = payload {
+            o.insert("eventId".into(), Value::String(event_id.clone()));
+            o.insert("seq".into(), Value::from(seq));
+        }
+        let logged = LoggedEvent { event_id, seq, event, payload: payload.clone() };
+        // Approximate size: the payload's JSON length, read once.
+        let size = serde_json::to_string(payload).map(|s| s.len()).unwrap_or(0) + event.len() + 32;
+        l.bytes += size;
+        l.events.push_back((logged.clone(), size));
+        while l.events.len() > self.limits.max_events || (l.bytes > self.limits.max_bytes && l.events.len() > 1) {
+            if let Some((_, s)) = l.events.pop_front() {
+                l.bytes -= s;
+            }
+        }
+        logged
+    }
+
+    fn read_since(&self, session_id: &str, since: Option<&str>, limit: usize) -> LogRead {
+        let Some(log) = self.sessions.locked().get(session_id).cloned() else {
+            return LogRead { events: vec![], last_event_id: None, reset: since.is_some() };
+        };
+        let l = log.locked();
+        let last_event_id = l.events.back().map(|(e, _)| e.event_id.clone());
+        let first_kept = l.events.front().map(|(e, _)| e.seq).unwrap_or(l.next_seq);
+        let after = match since {
+            None => 0,
+            Some(id) => match seq_of(id, &l.epoch) {
+                // Known, and nothing after it was dropped.
+                Some(seq) if seq < l.next_seq && seq + 1 >= first_kept => seq,
+                _ => return LogRead { events: vec![], last_event_id, reset: true },
+            },
+        };
+        let events = l.events.iter().filter(|(e, _)| e.seq > after).take(limit).map(|(e, _)| e.clone()).collect();
+        LogRead { events, last_event_id, reset: false }
+    }
+
+    fn last_event_id(&self, session_id: &str) -> Option<String> {
+        let log = self.sessions.locked().get(session_id).cloned()?;
+        let l = log.locked();
+        l.events.back().map(|(e, _)| e.event_id.clone())
+    }
+
+    fn forget(&self, session_id: &str) {
+        self.sessions.locked().remove(session_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn append(log: &MemoryLog, s: &str, n: usize) -> Vec<LoggedEvent> {
+        (0..n).map(|i| log.append(s, "session:block:delta", &mut json!({ "sessionId": s, "delta": i }))).collect()
+    }
+
+    #[test]
+    fn events_are_numbered_per_session_and_read_after_an_id() {
+        let log = MemoryLog::new(LogLimits::default());
+        let a = append(&log, "a", 3);
+        append(&log, "b", 2);
+        assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(a[0].payload["seq"], 1);
+        assert_eq!(a[0].payload["eventId"], a[0].event_id.as_str());
+        let keys: Vec<_> = a[0].payload.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["sessionId", "delta", "eventId", "seq"], "the reference's fields first");
+        let r = log.read_since("a", Some(&a[0].event_id), 100);
+        assert_eq!(r.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(r.last_event_id.as_deref(), Some(a[2].event_id.as_str()));
+        assert!(!r.reset);
+        assert_eq!(log.read_since("a", None, 2).events.len(), 2, "limit");
+        assert!(log.read_since("a", Some(&a[2].event_id), 100).events.is_empty(), "up to date");
+    }
+
+    #[test]
+    fn unknown_foreign_garbage_and_dropped_ids_reset() {
+        let log = MemoryLog::new(LogLimits { max_events: 5, max_bytes: usize::MAX });
+        let a = append(&log, "a", 8);
+        let b = append(&log, "b", 1);
+        for since in [b[0].event_id.as_str(), "garbage", "x-1", "", &a[0].event_id, "deadbeef-99"] {
+            let r = log.read_since("a", Some(since), 100);
+            assert!(r.reset && r.events.is_empty(), "{since}");
+        }
+        // The oldest kept id is 4: reading after 3 loses nothing, after 2 would.
+        assert!(!log.read_since("a", Some(&a[2].event_id), 100).reset);
+        assert!(log.read_since("a", Some(&a[1].event_id), 100).reset);
+        // After a restart (a new log) old ids are unknown.
+        log.forget("a");
+        append(&log, "a", 1);
+        assert!(log.read_since("a", Some(&a[7].event_id), 100).reset);
+    }
+
+    #[test]
+    fn memory_stays_within_its_bounds() {
+        let log = MemoryLog::new(LogLimits { max_events: 1000, max_bytes: 64 * 1024 });
+        append(&log, "a", 100_000);
+        let l = log.session("a");
+        let l = l.locked();
+        assert!(l.events.len() <= 1000);
+        assert!(l.bytes <= 64 * 1024, "{}", l.bytes);
+        assert_eq!(l.next_seq, 100_001);
+    }
+}
