@@ -122,6 +122,12 @@ impl EventBus {
         &self.log
     }
 
+    /// While held, no session event is numbered or delivered: a reader of the log that also
+    /// subscribes (a Socket.IO join with `since`) sees neither a gap nor a repeat.
+    pub fn hold_order(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.sequencer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Subscribe for the bus's lifetime.
     pub fn subscribe(&self, f: impl Fn(&DomainEvent) + Send + Sync + 'static) {
         std::mem::forget(self.subscription(f));

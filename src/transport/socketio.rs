@@ -297,18 +297,40 @@ async fn pump(socket: SocketRef, client: Arc<Client>) {
     }
 }
 
-async fn join(socket: SocketRef, TryData(id): TryData<String>, ack: AckSender, State(shared): State<Arc<Shared>>) {
-    let answer = match id {
-        Ok(id) => try_join(&socket, &shared, id).await.err(),
-        Err(_) => Some("session:join expects a session id string".to_string()),
+async fn join(socket: SocketRef, TryData(arg): TryData<Value>, ack: AckSender, State(shared): State<Arc<Shared>>) {
+    // The reference's form is a bare id; `{ sessionId, since }` also replays what was missed.
+    let target = match arg {
+        Ok(Value::String(id)) => Ok((id, None)),
+        Ok(Value::Object(o)) => match (o.get("sessionId"), o.get("since")) {
+            (Some(Value::String(id)), None | Some(Value::Null)) => Ok((id.clone(), Some(None))),
+            (Some(Value::String(id)), Some(Value::String(since))) if !since.is_empty() && since.len() <= 200 => {
+                Ok((id.clone(), Some(Some(since.clone()))))
+            }
+            (Some(Value::String(_)), Some(_)) => Err("since must be an eventId string".to_string()),
+            _ => Err("session:join expects a session id string or { sessionId, since }".to_string()),
+        },
+        _ => Err("session:join expects a session id string".to_string()),
+    };
+    let answer = match target {
+        Ok((id, replay)) => try_join(&socket, &shared, id, replay).await,
+        Err(e) => Err(e),
     };
     let _ = match answer {
-        None => ack.send(&json!({ "success": true })),
-        Some(error) => ack.send(&json!({ "success": false, "error": error })),
+        Ok(None) => ack.send(&json!({ "success": true })),
+        Ok(Some(replay)) => ack.send(&replay),
+        Err(error) => ack.send(&json!({ "success": false, "error": error })),
     };
 }
 
-async fn try_join(socket: &SocketRef, shared: &Shared, id: String) -> Result<(), String> {
+/// Join room `id`. With `replay` (the object form): first the logged events after `since`
+/// (all kept ones without it) go to this socket, then live ones, with no gap and no repeat;
+/// the answer is the ack `{ success, lastEventId, replayed, reset? }`.
+async fn try_join(
+    socket: &SocketRef,
+    shared: &Shared,
+    id: String,
+    replay: Option<Option<String>>,
+) -> Result<Option<Value>, String> {
     access::validate_session_id(&id)?;
     if let Some(a) = &shared.authorizer {
         let allowed = match client(socket) {
@@ -324,7 +346,36 @@ async fn try_join(socket: &SocketRef, shared: &Shared, id: String) -> Result<(),
     let rt = shared.runtime.upgrade().ok_or("The runtime is shutting down")?;
     match rt.sessions.load_session(&id).await {
         Ok(session) => {
-            socket.join(room(&id));
+            let mut ack = None;
+            match &replay {
+                None => socket.join(room(&id)),
+                Some(since) => {
+                    let c = client(socket).ok_or("Not connected")?;
+                    // Nothing is numbered or delivered meanwhile: the backlog and the room
+                    // meet exactly.
+                    let _order = rt.events.hold_order();
+                    // Without `since`: nothing to replay, the ack says where the log stands.
+                    let limit = if since.is_some() { usize::MAX } else { 0 };
+                    let read = rt.events.log().read_since(&id, since.as_deref(), limit);
+                    let mut replayed = 0;
+                    for e in &read.events {
+                        let Some((name, body)) = client_form(shared, e.event, &id, &e.payload) else { continue };
+                        let Ok(raw) = RawValue::from_string(body.to_string()) else { continue };
+                        if c.outbox.push(Item { name, payload: Arc::from(raw) }).is_err() {
+                            return Err(
+                                "Too much to replay for this connection's buffer; fetch the state instead".into()
+                            );
+                        }
+                        replayed += 1;
+                    }
+                    socket.join(room(&id));
+                    let mut a = json!({ "success": true, "lastEventId": read.last_event_id, "replayed": replayed });
+                    if read.reset {
+                        a["reset"] = json!(true);
+                    }
+                    ack = Some(a);
+                }
+            }
             let status = json!({ "sessionId": id, "runtime": session.runtime_state() });
             let _ = socket.emit("session:status", &redact_status(&shared.redactor, status));
             // A tab that joins late (or again after a refresh) can answer what is waiting.
@@ -338,7 +389,7 @@ async fn try_join(socket: &SocketRef, shared: &Shared, id: String) -> Result<(),
                 }
                 let _ = socket.emit(name, &payload);
             }
-            Ok(())
+            Ok(ack)
         }
         Err(e) if e.is_not_found() => Err("Session not found".into()),
         Err(e) => Err(shared.redactor.apply(&e.to_string())),
@@ -441,19 +492,32 @@ async fn leave(socket: SocketRef, TryData(id): TryData<String>, ack: AckSender) 
 fn dispatch(shared: &Arc<Shared>, io: &SocketIo, e: &DomainEvent) {
     match (e.name, e.session_id.as_deref()) {
         ("sessions:changed", _) => shared.list_due.notify_one(),
-        ("session:transcript:changed" | "session:subagent:changed", _) => {}
-        ("session:error", Some(id)) => {
-            let error = &e.payload["error"];
-            let message = error["message"].as_str().map(|m| Value::String(shared.redactor.apply(m)));
-            let body = json!({ "message": message.unwrap_or(Value::Null), "code": error.get("code").cloned().unwrap_or(Value::Null), "sessionId": id });
-            fan_out(shared, io.to(room(id)).sockets(), "error", &body);
+        (name, Some(id)) => {
+            if let Some((name, body)) = client_form(shared, name, id, &e.payload) {
+                fan_out(shared, io.to(room(id)).sockets(), name, &body);
+            }
         }
-        ("session:status", Some(id)) => {
-            let body = redact_status(&shared.redactor, e.payload.clone());
-            fan_out(shared, io.to(room(id)).sockets(), e.name, &body);
-        }
-        (name, Some(id)) => fan_out(shared, io.to(room(id)).sockets(), name, &e.payload),
         _ => {}
+    }
+}
+
+/// A session event as its room's clients receive it (none for events they never get).
+fn client_form(shared: &Shared, name: &'static str, id: &str, payload: &Value) -> Option<(&'static str, Value)> {
+    match name {
+        "session:transcript:changed" | "session:subagent:changed" => None,
+        "session:error" => {
+            let error = &payload["error"];
+            let message = error["message"].as_str().map(|m| Value::String(shared.redactor.apply(m)));
+            let mut body = json!({ "message": message.unwrap_or(Value::Null), "code": error.get("code").cloned().unwrap_or(Value::Null), "sessionId": id });
+            for k in ["eventId", "seq"] {
+                if let Some(v) = payload.get(k) {
+                    body[k] = v.clone();
+                }
+            }
+            Some(("error", body))
+        }
+        "session:status" => Some((name, redact_status(&shared.redactor, payload.clone()))),
+        _ => Some((name, payload.clone())),
     }
 }
 
