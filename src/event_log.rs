@@ -96,6 +96,17 @@ impl MemoryLog {
     }
 }
 
+/// About the JSON length of `v`, without writing it (every event is counted).
+fn approx_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 12,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|x| approx_size(x) + 1).sum::<usize>(),
+        Value::Object(o) => 2 + o.iter().map(|(k, x)| k.len() + 4 + approx_size(x)).sum::<usize>(),
+    }
+}
+
 /// `epoch-seq` → seq, if `id` belongs to this epoch.
 fn seq_of(id: &str, epoch: &str) -> Option<u64> {
     let (e, seq) = id.rsplit_once('-')?;
@@ -114,8 +125,7 @@ impl EventLog for MemoryLog {
             o.insert("seq".into(), Value::from(seq));
         }
         let logged = LoggedEvent { event_id, seq, event, payload: payload.clone() };
-        // Approximate size: the payload's JSON length, read once.
-        let size = serde_json::to_string(payload).map(|s| s.len()).unwrap_or(0) + event.len() + 32;
+        let size = approx_size(payload) + event.len() + 32;
         l.bytes += size;
         l.events.push_back((logged.clone(), size));
         while l.events.len() > self.limits.max_events || (l.bytes > self.limits.max_bytes && l.events.len() > 1) {
