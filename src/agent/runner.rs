@@ -100,13 +100,14 @@ pub struct Runner {
     kill: Option<Arc<dyn Fn() + Send + Sync>>,
     /// The sandbox it runs in.
     pub sandbox_id: String,
-    /// Its `start` line: a runner started with other settings (model, tools) is replaced.
+    /// Its settings (the `start` line without `ask`): a runner started with other settings
+    /// (model, tools) is replaced; `ask` changes by `policy` lines.
     pub start: Value,
 }
 
 impl Runner {
-    /// Take over `proc` and send it `start`.
-    pub fn new(mut proc: Process, start: Value, sandbox_id: String) -> Self {
+    /// Take over `proc` and send it `start` with `ask` (whether tool calls come to the host).
+    pub fn new(mut proc: Process, start: Value, ask: bool, sandbox_id: String) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         if let Some(mut stdin) = proc.stdin.take() {
             tokio::spawn(async move {
@@ -120,7 +121,9 @@ impl Runner {
                 let _ = stdin.shutdown().await;
             });
         }
-        let _ = tx.send(start.to_string());
+        let mut line = start.clone();
+        line["ask"] = Value::Bool(ask);
+        let _ = tx.send(line.to_string());
         let lines = output_lines(std::mem::replace(&mut proc.stdout, Box::pin(tokio::io::empty())), MAX_LINE_BYTES);
         let mut stderr =
             output_lines(std::mem::replace(&mut proc.stderr, Box::pin(tokio::io::empty())), MAX_LINE_BYTES);

@@ -236,7 +236,7 @@ impl AgentSession {
 
     /// A person answers a tool call. First answer wins: a later one is `AlreadyResolved`.
     pub fn respond_permission(&self, request_id: &str, answer: PermissionAnswer) -> Result<()> {
-        let tool = self.find_request(request_id, "permission")?;
+        let tool = self.find_request(request_id, "permission")?.tool_name;
         if answer.remember {
             let mut c = self.control.locked();
             let rules = if answer.allow { &mut c.remembered.allow } else { &mut c.remembered.deny };
@@ -272,13 +272,8 @@ impl AgentSession {
             };
             joined.insert(question.clone(), json!(text));
         }
-        self.find_request(request_id, "question")?;
-        let input = {
-            let c = self.control.locked();
-            c.requests.iter().find(|w| w.view.request_id == request_id).map(|w| w.view.input.clone())
-        };
-        let mut updated = match input {
-            Some(Value::Object(o)) => o,
+        let mut updated = match self.find_request(request_id, "question")?.input {
+            Value::Object(o) => o,
             _ => Map::new(),
         };
         updated.insert("answers".into(), Value::Object(joined));
@@ -288,8 +283,8 @@ impl AgentSession {
         Ok(())
     }
 
-    /// The waiting request `id` of `kind`; its tool name.
-    fn find_request(&self, id: &str, kind: &str) -> Result<String> {
+    /// The waiting request `id` of `kind`.
+    fn find_request(&self, id: &str, kind: &str) -> Result<RequestView> {
         let c = self.control.locked();
         if let Some(w) = c.requests.iter().find(|w| w.view.request_id == id) {
             if w.view.kind != kind {
@@ -298,7 +293,7 @@ impl AgentSession {
                     w.view.kind, w.view.kind
                 )));
             }
-            return Ok(w.view.tool_name.clone());
+            return Ok(w.view.clone());
         }
         if c.resolved.iter().any(|r| r == id) {
             return Err(self.already_resolved(id));

@@ -366,11 +366,7 @@ impl AgentSession {
                 });
             }
             let proc = arch.start_runner(&**sandbox, &setup).await?;
-            let mut line = start.clone();
-            line["ask"] = json!(self.policy().runner_asks());
-            let mut runner = Runner::new(proc, line, sandbox.id().to_string());
-            // The comparison is with the settings, not the policy (that changes by message).
-            runner.start = start;
+            let runner = Runner::new(proc, start, self.policy().runner_asks(), sandbox.id().to_string());
             self.control.locked().writer = Some(runner.writer());
             *slot = Some(runner);
         }
