@@ -200,7 +200,7 @@ export interface RuntimeConfig {
   turnTimeoutMs?: number;
   /** What the per-session event log keeps for clients that reconnect (defaults 10000 events,
    *  8 MiB per loaded session; the older ones are dropped first). */
-  eventLog?: { maxEvents?: number; maxBytes?: number };
+  eventLog?: false | { maxEvents?: number; maxBytes?: number };
   /** After an interrupt, how long the agent has to stop before its runner is killed (default 5000). */
   interruptGraceMs?: number;
   /** A session's agent process exits after this long without a turn (default 300000); the next

@@ -171,7 +171,8 @@ struct RawOptions {
     turn_timeout_ms: Option<f64>,
     interrupt_grace_ms: Option<f64>,
     runner_idle_ms: Option<f64>,
-    event_log: Option<EventLogConfig>,
+    /// `false`, or the log's bounds.
+    event_log: Option<serde_json::Value>,
     max_loaded_sessions: Option<f64>,
     max_active_sandboxes: Option<f64>,
     max_queued_messages: Option<f64>,
@@ -213,8 +214,9 @@ pub struct RuntimeOptions {
     pub interrupt_grace: Duration,
     /// An idle runner (no turn for this long) exits; the next turn starts one again.
     pub runner_idle: Duration,
-    /// What the session event log keeps per session.
-    pub event_log: crate::event_log::LogLimits,
+    /// What the session event log keeps per session; `None` (`eventLog: false`): no numbering,
+    /// no log, no replay.
+    pub event_log: Option<crate::event_log::LogLimits>,
     /// Sessions held in memory at once; idle ones are unloaded to make room, else 503.
     pub max_loaded_sessions: usize,
     /// Sandboxes running at once; a turn that needs one more is refused (503).
@@ -247,7 +249,7 @@ impl Default for RuntimeOptions {
             turn_timeout: Duration::from_millis(30 * 60_000),
             interrupt_grace: Duration::from_millis(5_000),
             runner_idle: Duration::from_millis(300_000),
-            event_log: crate::event_log::LogLimits::default(),
+            event_log: Some(crate::event_log::LogLimits::default()),
             max_loaded_sessions: 10_000,
             max_active_sandboxes: 100,
             max_queued_messages: 100,
@@ -271,6 +273,26 @@ fn positive_ms(field: &str, v: Option<f64>, default: Duration) -> Result<Duratio
         Some(n) if n.is_finite() && n >= 1.0 => Ok(Duration::from_millis(n as u64)),
         Some(_) => Err(format!("{field} must be a number of milliseconds, at least 1")),
     }
+}
+
+/// `eventLog`: `false` turns the log off; an object sets its bounds.
+fn event_log(
+    v: Option<serde_json::Value>,
+    d: crate::event_log::LogLimits,
+) -> Result<Option<crate::event_log::LogLimits>, String> {
+    let c: EventLogConfig = match v {
+        None => EventLogConfig::default(),
+        Some(serde_json::Value::Bool(false)) => return Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            format!("invalid runtime config at eventLog.{path}: {}", e.into_inner())
+        })?,
+        Some(other) => return Err(format!("eventLog must be false or {{ maxEvents, maxBytes }}, got {other}")),
+    };
+    Ok(Some(crate::event_log::LogLimits {
+        max_events: count("eventLog.maxEvents", c.max_events, d.max_events)?,
+        max_bytes: count("eventLog.maxBytes", c.max_bytes, d.max_bytes)?,
+    }))
 }
 
 impl RuntimeOptions {
@@ -341,13 +363,7 @@ impl RuntimeOptions {
             turn_timeout: positive_ms("turnTimeoutMs", raw.turn_timeout_ms, d.turn_timeout)?,
             interrupt_grace: positive_ms("interruptGraceMs", raw.interrupt_grace_ms, d.interrupt_grace)?,
             runner_idle: positive_ms("runnerIdleMs", raw.runner_idle_ms, d.runner_idle)?,
-            event_log: {
-                let c = raw.event_log.unwrap_or_default();
-                crate::event_log::LogLimits {
-                    max_events: count("eventLog.maxEvents", c.max_events, d.event_log.max_events)?,
-                    max_bytes: count("eventLog.maxBytes", c.max_bytes, d.event_log.max_bytes)?,
-                }
-            },
+            event_log: event_log(raw.event_log, d.event_log.unwrap_or_default())?,
             max_loaded_sessions: count("maxLoadedSessions", raw.max_loaded_sessions, d.max_loaded_sessions)?,
             max_active_sandboxes: count("maxActiveSandboxes", raw.max_active_sandboxes, d.max_active_sandboxes)?,
             max_queued_messages: count("maxQueuedMessages", raw.max_queued_messages, d.max_queued_messages)?,
@@ -423,6 +439,9 @@ mod tests {
         assert!(e.contains("eventLog.maxEvents"), "{e}");
         let e = RuntimeOptions::from_json(json!({"eventLog": {"maxBytes": "big"}})).unwrap_err();
         assert!(e.contains("eventLog") && e.contains("maxBytes"), "{e}");
+        let e = RuntimeOptions::from_json(json!({"eventLog": true})).unwrap_err();
+        assert!(e.contains("eventLog must be false"), "{e}");
+        assert_eq!(RuntimeOptions::from_json(json!({"eventLog": false})).unwrap().event_log, None);
         for field in ["maxLoadedSessions", "maxActiveSandboxes", "maxQueuedMessages"] {
             let e = RuntimeOptions::from_json(json!({ field: 0 })).unwrap_err();
             assert!(e.contains(field), "{e}");

@@ -166,6 +166,22 @@ impl EventLog for MemoryLog {
     }
 }
 
+/// `eventLog: false`: nothing is numbered or kept; every `since` reads as unknown.
+pub struct NoLog;
+
+impl EventLog for NoLog {
+    fn append(&self, _: &str, event: &'static str, _: &mut Value) -> LoggedEvent {
+        LoggedEvent { event_id: String::new(), seq: 0, event, payload: Value::Null }
+    }
+    fn read_since(&self, _: &str, since: Option<&str>, _: usize) -> LogRead {
+        LogRead { events: vec![], last_event_id: None, reset: since.is_some() }
+    }
+    fn last_event_id(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn forget(&self, _: &str) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock, Weak};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::event_log::{EventLog, LogLimits, MemoryLog};
+use crate::event_log::{EventLog, LogLimits, MemoryLog, NoLog};
 use crate::session::RuntimeState;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +63,8 @@ pub struct EventBus {
     /// One session event at a time: its number is given and it is delivered under this lock,
     /// so every subscriber sees a session's events in `seq` order.
     sequencer: Arc<std::sync::Mutex<()>>,
+    /// False with `eventLog: false`: events go out as the reference sends them.
+    numbered: bool,
 }
 
 impl Default for EventBus {
@@ -114,7 +116,12 @@ impl EventBus {
     }
 
     pub fn with_log(log: Arc<dyn EventLog>) -> Self {
-        Self { inner: Arc::default(), log, sequencer: Arc::default() }
+        Self { inner: Arc::default(), log, sequencer: Arc::default(), numbered: true }
+    }
+
+    /// A bus whose events are neither numbered nor kept (`eventLog: false`).
+    pub fn unlogged() -> Self {
+        Self { numbered: false, ..Self::with_log(Arc::new(NoLog)) }
     }
 
     /// The session event log.
@@ -147,7 +154,7 @@ impl EventBus {
 
     pub fn emit(&self, mut event: DomainEvent) {
         let subs: Vec<Subscriber> = self.inner.read().iter().map(|(_, s)| s.clone()).collect();
-        let _order = if sequenced(&event) {
+        let _order = if self.numbered && sequenced(&event) {
             let guard = self.sequencer.lock().unwrap_or_else(PoisonError::into_inner);
             let id = event.session_id.as_deref().unwrap_or_default();
             self.log.append(id, event.name, &mut event.payload);

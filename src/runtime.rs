@@ -30,7 +30,10 @@ pub struct AgentRuntime {
 
 impl AgentRuntime {
     pub fn new(options: RuntimeOptions, persistence: Arc<dyn PersistenceAdapter>) -> Arc<Self> {
-        let events = EventBus::with_log(Arc::new(crate::event_log::MemoryLog::new(options.event_log)));
+        let events = match options.event_log {
+            Some(limits) => EventBus::with_log(Arc::new(crate::event_log::MemoryLog::new(limits))),
+            None => EventBus::unlogged(),
+        };
         let sandboxes: std::result::Result<Arc<dyn SandboxProvider>, String> = match options.provider {
             ProviderKind::Local => {
                 if !options.provider_explicit {
