@@ -71,11 +71,20 @@ export declare class SessionManager {
 
 /** A fetch-style REST handler. `fetch` is bound: `serve({ fetch: app.fetch })` works. */
 export interface RestServer {
+  /** Answers every route. `GET /api/sessions/:id/events/stream` answers with a streaming body
+   *  (Server-Sent Events): pipe it (`pipeline(Readable.fromWeb(response.body), res)`) rather than
+   *  awaiting `response.text()`; cancelling the body, or aborting `request.signal`, ends it. */
   fetch: (request: Request) => Promise<Response>;
+  /** Event streams open now. */
+  openStreams(): number;
 }
 
 export interface RestServerOptions {
   apiKey: string;
+  /** Bytes of events that may wait for one `GET /api/sessions/:id/events/stream` client before
+   *  it is ended as too slow (an `error` event with `code: "slow_consumer"`; it reconnects with
+   *  `Last-Event-ID` and loses nothing the log still holds). Default 16 MiB. */
+  maxBufferedBytes?: number;
 }
 
 export interface WebSocketServer {
@@ -120,7 +129,9 @@ export interface SocketAccessOptions {
    *  header (not from a browser page) pass. Also the long-polling CORS list. */
   allowedOrigins?: string[];
   /** Bytes of events that may wait for one client before it is disconnected as too slow
-   *  (default 16 MiB). */
+   *  (default 16 MiB): it first gets an `error` event `{ message, code: "slow_consumer",
+   *  reason: "slow_consumer" }`, and resumes by joining with `{ sessionId, since }`. With
+   *  `listen`, also the bound of each event stream (SSE) client. */
   maxBufferedBytes?: number;
 }
 

@@ -312,11 +312,35 @@ async function readBody(request, limit) {
 
 const NO_BODY_STATUS = new Set([101, 204, 205, 304]);
 
-function restServer(nativeRuntime, apiKey) {
+/** A native streaming body as a web `ReadableStream`: a chunk is read from Rust only when the
+ *  consumer asks for one (so a slow reader is seen as slow), and cancelling the stream or
+ *  aborting the request releases the server side. */
+function webStream(native, signal) {
+  const stop = () => native.close();
+  if (signal?.aborted) stop();
+  else signal?.addEventListener('abort', stop, { once: true });
+  return new ReadableStream(
+    {
+      async pull(controller) {
+        const chunk = await native.next();
+        if (chunk) return controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        signal?.removeEventListener('abort', stop);
+        controller.close();
+      },
+      cancel: stop,
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+function restServer(nativeRuntime, apiKey, maxBufferedBytes) {
   if (typeof apiKey !== 'string' || apiKey.length === 0) {
     throw new TypeError('createRestServer: apiKey must be a non-empty string');
   }
-  const server = nativeRuntime.restServer(apiKey);
+  if (maxBufferedBytes !== undefined && !(typeof maxBufferedBytes === 'number' && Number.isFinite(maxBufferedBytes) && maxBufferedBytes >= 1)) {
+    throw new TypeError('createRestServer: maxBufferedBytes must be a positive number');
+  }
+  const server = nativeRuntime.restServer(apiKey, maxBufferedBytes);
   const limit = server.maxBody;
   // Never rejects: a server built like the seed example has no catch around fetch().
   const fetch = async (request) => {
@@ -338,16 +362,19 @@ function restServer(nativeRuntime, apiKey) {
     const res = await server.handle(request.method, request.url, headers, body, oversized);
     const out = new Headers();
     for (let i = 0; i < res.headers.length; i += 2) out.append(res.headers[i], res.headers[i + 1]);
-    return new Response(NO_BODY_STATUS.has(res.status) ? null : res.body, { status: res.status, headers: out });
+    const payload = res.stream ? webStream(res.stream, request.signal) : res.body;
+    return new Response(NO_BODY_STATUS.has(res.status) ? null : payload, { status: res.status, headers: out });
   };
-  return { fetch };
+  /** Event streams (`/events/stream`) open now. */
+  const openStreams = () => server.openStreams();
+  return { fetch, openStreams };
 }
 
 function createRestServer({ sessionManager, config } = {}) {
   if (!(sessionManager instanceof SessionManager)) {
     throw new TypeError('createRestServer: sessionManager must be runtime.sessionManager');
   }
-  return restServer(SessionManager.native(sessionManager), config && config.apiKey);
+  return restServer(SessionManager.native(sessionManager), config && config.apiKey, config && config.maxBufferedBytes);
 }
 
 function errorResponse(message, code) {
@@ -589,7 +616,7 @@ async function createAgentRuntime(config) {
       return call(n.shutdown());
     },
     isHealthy: () => n.isHealthy(),
-    createRestServer: (options = {}) => restServer(n, options.apiKey),
+    createRestServer: (options = {}) => restServer(n, options.apiKey, options.maxBufferedBytes),
     createWebSocketServer: (httpServer, options) => attachRealtime(n, eventBus, httpServer, options),
     /** The fast path: REST and Socket.IO served by Rust on its own port, no JS in the data path.
      *  Loopback unless `host` says otherwise; Socket.IO needs the same key (`auth: { token }`)

@@ -10,8 +10,8 @@
 //   - "wait <n>ms": the first answer to that prompt comes after n ms (for tests of slow turns)
 //   - anything else: a short echo
 //   - "read <name.ext>": a Read tool call (an error when the file is missing), then a summary
-//   - "slowly" (optionally "slowly <n>ms"): a 40-word story streamed one word per delta, n ms
-//     apart (default 150), for tests that act mid-text
+//   - "slowly" (optionally "slowly <n>ms", "<k> words"): a 40-word story (repeated to k words)
+//     streamed one word per delta, n ms apart (default 150), for tests that act mid-text
 //   - "ask: <question>? [<a>|<b>|...]": an AskUserQuestion call with those options; after the
 //     tool result, "Answer received: <the result>"
 //   - a tool result followed by more user text (a message steered into the turn): the usual
@@ -131,7 +131,10 @@ function claudeScript(body, headers, subagent) {
   }
   if (/\bslowly\b/i.test(prompt)) {
     const words = 'Once upon a time a small robot lived in a lighthouse by the sea and every night it counted the ships that passed and wrote their names in a book that nobody ever read until one stormy night a';
-    return { text: words, pace: Number(/slowly\s+(\d+)\s*ms/i.exec(prompt)?.[1] ?? 150) };
+    const count = Number(/(\d+)\s+words/i.exec(prompt)?.[1] ?? 40);
+    const list = words.split(' ');
+    const text = Array.from({ length: count }, (_, i) => list[i % list.length]).join(' ');
+    return { text, pace: Number(/slowly\s+(\d+)\s*ms/i.exec(prompt)?.[1] ?? 150) };
   }
   return { thinking, text: `You said: ${prompt.slice(0, 200)}` };
 }

@@ -73,10 +73,12 @@ impl Default for EventBus {
     }
 }
 
-/// Session events that are not kept or numbered: the transcript (whole, on every change) is
-/// not a stream event, and clients never receive these.
-fn sequenced(e: &DomainEvent) -> bool {
-    e.session_id.is_some() && !matches!(e.name, "session:transcript:changed" | "session:subagent:changed")
+impl DomainEvent {
+    /// A session's stream event: numbered, logged, sent to its clients. Not the transcript
+    /// (whole, on every change; clients never receive it) nor the global session list.
+    pub fn is_stream_event(&self) -> bool {
+        self.session_id.is_some() && !matches!(self.name, "session:transcript:changed" | "session:subagent:changed")
+    }
 }
 
 #[derive(Default)]
@@ -153,8 +155,7 @@ impl EventBus {
     }
 
     pub fn emit(&self, mut event: DomainEvent) {
-        let subs: Vec<Subscriber> = self.inner.read().iter().map(|(_, s)| s.clone()).collect();
-        let _order = if self.numbered && sequenced(&event) {
+        let _order = if self.numbered && event.is_stream_event() {
             let guard = self.sequencer.lock().unwrap_or_else(PoisonError::into_inner);
             let id = event.session_id.as_deref().unwrap_or_default();
             self.log.append(id, event.name, &mut event.payload);
@@ -162,6 +163,8 @@ impl EventBus {
         } else {
             None
         };
+        // Listed after the order is taken: a subscriber added while it was held gets this event.
+        let subs: Vec<Subscriber> = self.inner.read().iter().map(|(_, s)| s.clone()).collect();
         for s in subs {
             s(&event);
         }

@@ -2,6 +2,8 @@
 // attached to the same server) and a socket.io-client connection to it.
 import http from 'node:http';
 import https from 'node:https';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { io } from 'socket.io-client';
 import { client, API_KEY } from './http.mjs';
 
@@ -19,7 +21,9 @@ export async function serve(rt, { secure } = {}) {
       }),
     );
     res.writeHead(response.status, Object.fromEntries(response.headers));
-    res.end(Buffer.from(await response.arrayBuffer()));
+    // Piped, so an event stream flows as it comes and a closed connection cancels it.
+    if (response.body) await pipeline(Readable.fromWeb(response.body), res).catch(() => {});
+    else res.end();
   };
   const server = secure ? https.createServer(secure, handler) : http.createServer(handler);
   const ws = rt.createWebSocketServer(server);

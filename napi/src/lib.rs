@@ -264,14 +264,19 @@ impl NativeRuntime {
         })
     }
 
-    /// A REST handler bound to `api_key` (`createRestServer({ apiKey })`).
+    /// A REST handler bound to `api_key` (`createRestServer({ apiKey, maxBufferedBytes })`).
     #[napi]
-    pub fn rest_server(&self, api_key: String) -> Result<RestServer> {
+    pub fn rest_server(&self, api_key: String, max_buffered_bytes: Option<f64>) -> Result<RestServer> {
         if api_key.is_empty() {
             return Err(Error::new(Status::InvalidArg, "apiKey must be a non-empty string"));
         }
+        let max_buffered = max_buffered_bytes
+            .map(|n| n as usize)
+            .unwrap_or(agent_runtime::transport::sse::DEFAULT_MAX_BUFFERED_BYTES);
+        let streams = agent_runtime::transport::sse::Streams::new(&self.rt.events, max_buffered);
         Ok(RestServer {
-            router: rest::router(self.rt.clone(), &api_key),
+            router: rest::router_with(self.rt.clone(), &api_key, streams.clone()),
+            streams,
             max_body: self.rt.options.max_body_bytes as u32,
         })
     }
@@ -294,16 +299,76 @@ fn from_json_arg<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
     serde_json::from_value(v).map_err(|e| Error::new(Status::InvalidArg, format!("invalid argument: {e}")))
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct HttpResponse {
     pub status: u32,
     pub headers: Vec<String>,
     pub body: Buffer,
+    /// Set instead of `body` for a body of unknown length (an event stream).
+    pub stream: Option<BodyStream>,
 }
 
 impl From<rest::PlainResponse> for HttpResponse {
     fn from(r: rest::PlainResponse) -> Self {
-        HttpResponse { status: r.status as u32, headers: r.headers, body: r.body.to_vec().into() }
+        HttpResponse {
+            status: r.status as u32,
+            headers: r.headers,
+            body: r.body.to_vec().into(),
+            stream: r.stream.map(BodyStream::new),
+        }
+    }
+}
+
+/// A response body read chunk by chunk from JS (the glue wraps it in a `ReadableStream`).
+/// Closing it, or dropping it, drops the body: the server side lets go at once.
+#[napi]
+pub struct BodyStream {
+    body: tokio::sync::Mutex<Option<rest::BodyChunks>>,
+    closed: std::sync::atomic::AtomicBool,
+    close_now: tokio::sync::Notify,
+}
+
+impl BodyStream {
+    fn new(body: rest::BodyChunks) -> Self {
+        Self {
+            body: tokio::sync::Mutex::new(Some(body)),
+            closed: Default::default(),
+            close_now: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+#[napi]
+impl BodyStream {
+    /// The next chunk, or `null` at the end.
+    #[napi]
+    pub async fn next(&self) -> Result<Option<Buffer>> {
+        use std::sync::atomic::Ordering;
+        let mut slot = self.body.lock().await;
+        let Some(body) = slot.as_mut() else { return Ok(None) };
+        let chunk = if self.closed.load(Ordering::SeqCst) {
+            None
+        } else {
+            tokio::select! {
+                c = body.next() => c,
+                // A close while waiting leaves a permit, so it is never missed.
+                _ = self.close_now.notified() => None,
+            }
+        };
+        if chunk.is_none() {
+            *slot = None;
+        }
+        Ok(chunk.map(|c| c.to_vec().into()))
+    }
+
+    /// Stop reading: the server side is released (also when a read is waiting).
+    #[napi]
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut slot) = self.body.try_lock() {
+            *slot = None;
+        }
+        self.close_now.notify_one();
     }
 }
 
@@ -322,6 +387,7 @@ pub(crate) fn plain_request(
 #[napi]
 pub struct RestServer {
     router: rest::Router,
+    streams: Arc<agent_runtime::transport::sse::Streams>,
     /// Body limit, so the JS glue stops reading a body past it.
     #[napi(readonly)]
     pub max_body: u32,
@@ -329,6 +395,12 @@ pub struct RestServer {
 
 #[napi]
 impl RestServer {
+    /// Event streams (SSE) open now.
+    #[napi]
+    pub fn open_streams(&self) -> u32 {
+        self.streams.open_count() as u32
+    }
+
     /// Answer one request: method, URL, flat raw headers, body bytes. One crossing each way.
     #[napi]
     pub async fn handle(

@@ -7,6 +7,7 @@ pub mod outbox;
 pub mod redact;
 pub mod rest;
 pub mod socketio;
+pub mod sse;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};

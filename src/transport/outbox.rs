@@ -2,8 +2,9 @@
 //!
 //! The Socket.IO engine buffers a fixed number of packets per client whatever their size, so
 //! events first wait here, where their size is known; one task per client moves them into the
-//! engine as it takes them. A client that lets more than the limit pile up is too slow: the
-//! caller disconnects it, and the others are not held back.
+//! engine as it takes them (an SSE stream pulls its frames from one the same way). A client that
+//! lets more than the limit pile up is too slow: the caller disconnects it, and the others are
+//! not held back.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,17 +20,35 @@ pub struct Item {
     pub payload: Arc<RawValue>,
 }
 
-pub struct Outbox {
-    state: Mutex<State>,
+/// What a queued thing weighs against the outbox's byte limit.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for Item {
+    fn weight(&self) -> usize {
+        self.payload.get().len() + self.name.len()
+    }
+}
+
+impl Weigh for bytes::Bytes {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
+pub struct Outbox<T = Item> {
+    state: Mutex<State<T>>,
     ready: Notify,
     limit: usize,
 }
 
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Item>,
+struct State<T> {
+    queue: VecDeque<T>,
     bytes: usize,
     closed: bool,
+    /// Nothing more is taken; what is queued still goes out.
+    finishing: bool,
 }
 
 /// The outbox is over its byte limit (or closed): the client must go.
@@ -38,17 +57,18 @@ pub struct Overflow {
     pub queued_bytes: usize,
 }
 
-impl Outbox {
+impl<T: Weigh> Outbox<T> {
     pub fn new(limit: usize) -> Self {
-        Self { state: Mutex::default(), ready: Notify::new(), limit }
+        let state = State { queue: VecDeque::new(), bytes: 0, closed: false, finishing: false };
+        Self { state: Mutex::new(state), ready: Notify::new(), limit }
     }
 
     /// Queue an event. One event larger than the limit still goes through an empty outbox, so a
     /// big file event does not disconnect every client.
-    pub fn push(&self, item: Item) -> Result<(), Overflow> {
-        let size = item.payload.get().len() + item.name.len();
+    pub fn push(&self, item: T) -> Result<(), Overflow> {
+        let size = item.weight();
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if st.closed {
+        if st.closed || st.finishing {
             return Err(Overflow { queued_bytes: st.bytes });
         }
         if !st.queue.is_empty() && st.bytes + size > self.limit {
@@ -71,12 +91,22 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Take nothing more, and end the pump once what is queued has gone.
+    pub fn finish(&self) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).finishing = true;
+        self.ready.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).closed
+    }
+
     pub fn queued_bytes(&self) -> usize {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).bytes
     }
 
     /// The next event, or `None` once closed.
-    pub async fn next(&self) -> Option<Item> {
+    pub async fn next(&self) -> Option<T> {
         loop {
             {
                 let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -84,8 +114,11 @@ impl Outbox {
                     return None;
                 }
                 if let Some(item) = st.queue.pop_front() {
-                    st.bytes -= item.payload.get().len() + item.name.len();
+                    st.bytes -= item.weight();
                     return Some(item);
+                }
+                if st.finishing {
+                    return None;
                 }
             }
             // A push between the check and here leaves a permit: no wake-up is lost.
@@ -116,7 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_in_bytes_with_one_oversized_event_allowed() {
-        let o = Outbox::new(100);
+        let o: Outbox = Outbox::new(100);
         o.push(item(500)).expect("a single big event passes an empty outbox");
         assert!(o.push(item(10)).is_err(), "nothing more while over the limit");
         assert_eq!(o.next().await.unwrap().payload.get().len(), 500);
@@ -126,6 +159,16 @@ mod tests {
         assert_eq!(o.queued_bytes(), 99);
         assert!(o.push(item(10)).is_err());
         o.close();
+        assert!(o.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_finished_outbox_drains_then_ends() {
+        let o: Outbox = Outbox::new(100);
+        o.push(item(10)).unwrap();
+        o.finish();
+        assert!(o.push(item(10)).is_err(), "nothing new once finishing");
+        assert!(o.next().await.is_some());
         assert!(o.next().await.is_none());
     }
 }

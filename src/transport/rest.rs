@@ -6,6 +6,7 @@
 //! `/api/sessions/{id}/options` (PATCH), `/api/sessions/{id}/messages` (POST),
 //! `/api/sessions/{id}/messages/{messageId}` (DELETE a queued message),
 //! `/api/sessions/{id}/interrupt`, `/api/sessions/{id}/permissions/{requestId}`,
+//! `/api/sessions/{id}/events` and `/api/sessions/{id}/events/stream` (GET; see [`super::sse`]),
 //! `/api/sessions/{id}/questions/{requestId}` (POST), `/api/agent-profiles` (GET), and the seed's documented aliases `/sessions/create`,
 //! `/sessions`, `/sessions/{id}`, `/sessions/{id}/message`, `/agent-profiles`.
 
@@ -34,11 +35,19 @@ use crate::session::{AgentSession, CreateSessionArgs, MessageMode};
 pub struct RestState {
     pub runtime: Arc<AgentRuntime>,
     pub api_key: Arc<str>,
+    /// Open Server-Sent Event streams.
+    pub streams: Arc<super::sse::Streams>,
 }
 
 /// Build the router for one `createRestServer({ apiKey })` call.
 pub fn router(runtime: Arc<AgentRuntime>, api_key: &str) -> Router {
-    let state = RestState { runtime, api_key: Arc::from(api_key) };
+    let streams = super::sse::Streams::new(&runtime.events, super::sse::DEFAULT_MAX_BUFFERED_BYTES);
+    router_with(runtime, api_key, streams)
+}
+
+/// [`router`] serving its event streams from `streams`.
+pub fn router_with(runtime: Arc<AgentRuntime>, api_key: &str, streams: Arc<super::sse::Streams>) -> Router {
+    let state = RestState { runtime, api_key: Arc::from(api_key), streams };
     let not_found =
         || async { (StatusCode::NOT_FOUND, [("content-type", "text/plain; charset=UTF-8")], "404 Not Found") };
     let protected = Router::new()
@@ -50,6 +59,7 @@ pub fn router(runtime: Arc<AgentRuntime>, api_key: &str) -> Router {
         .route("/api/sessions/{id}/messages/{message_id}", axum::routing::delete(remove_queued))
         .route("/api/sessions/{id}/interrupt", post(interrupt))
         .route("/api/sessions/{id}/events", get(session_events))
+        .route("/api/sessions/{id}/events/stream", get(session_event_stream))
         .route("/api/sessions/{id}/permissions/{request_id}", post(respond_permission))
         .route("/api/sessions/{id}/questions/{request_id}", post(answer_question))
         .route("/api/agent-profiles", get(list_profiles))
@@ -84,7 +94,7 @@ async fn auth_and_limits(State(st): State<RestState>, req: Request<Body>, next: 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if needs_auth(&path) {
-        if let Err(e) = check_api_key(req.headers(), &st.api_key) {
+        if let Err(e) = check_api_key(req.headers(), &st.api_key).or_else(|e| stream_token(&req, &st.api_key).ok_or(e)) {
             return e.into_response();
         }
         if let Err(e) = st.runtime.ensure_running() {
@@ -103,6 +113,17 @@ async fn auth_and_limits(State(st): State<RestState>, req: Request<Body>, next: 
     let res = next.run(Request::from_parts(parts, Body::from(body))).await;
     tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "http");
     res
+}
+
+/// A browser's `EventSource` cannot send headers: an event stream also takes the key as
+/// `?token=` (when no `Authorization` header was sent; compared in constant time).
+fn stream_token(req: &Request<Body>, key: &str) -> Option<()> {
+    if !req.uri().path().ends_with("/events/stream") || req.headers().contains_key(axum::http::header::AUTHORIZATION) {
+        return None;
+    }
+    let axum::extract::Query(q) =
+        axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(req.uri()).ok()?;
+    super::key_matches(q.get("token")?, key).then_some(())
 }
 
 /// `{ status: "ok" }` as in the reference; `"degraded"` with how many sessions' state cannot be
@@ -366,6 +387,50 @@ async fn session_events(
     Ok(Json(serde_json::to_value(read).expect("log read serializes")))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    #[serde(default)]
+    since: Option<String>,
+    /// The API key, checked before routing (see `stream_token`).
+    #[serde(default)]
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// `GET /api/sessions/:id/events/stream`: Server-Sent Events, resuming after `Last-Event-ID`
+/// (an `EventSource` reconnecting sends it) or else `?since=`.
+async fn session_event_stream(
+    State(st): State<RestState>,
+    SessionId(id): SessionId,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    let axum::extract::Query(q) = axum::extract::Query::<StreamQuery>::try_from_uri(&uri)
+        .map_err(|e| ApiError::bad_request(format!("Invalid query: {}", e.body_text())))?;
+    let since = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|s| !s.is_empty() && s.len() <= 200)
+                .ok_or_else(|| ApiError::bad_request("Invalid Last-Event-ID header: expected an eventId (1 to 200 characters)"))?
+                .to_string(),
+        ),
+        None => q.since,
+    };
+    if since.as_ref().is_some_and(|s| s.is_empty() || s.len() > 200) {
+        return Err(ApiError::bad_request("Invalid query: since must be an eventId (1 to 200 characters)"));
+    }
+    load(&st, &id).await?;
+    let stream = st.streams.open(&id, since.as_deref());
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),
+        (axum::http::header::CACHE_CONTROL, "no-cache"),
+        (axum::http::HeaderName::from_static("x-accel-buffering"), "no"),
+    ];
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
 /// A path with a session id and a second id (a message or a request).
 struct SessionItem(String, String);
 
@@ -471,6 +536,33 @@ pub struct PlainResponse {
     /// Flat `[name, value, ...]`.
     pub headers: Vec<String>,
     pub body: Bytes,
+    /// A body of unknown length (an event stream): read it as it comes instead of `body`.
+    pub stream: Option<BodyChunks>,
+}
+
+/// A response body read as it comes; dropping it releases what produces it.
+pub struct BodyChunks(Body);
+
+impl BodyChunks {
+    /// The next non-empty chunk; `None` at the end (or when the body failed).
+    pub async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            match self.0.frame().await? {
+                Ok(f) => match f.into_data() {
+                    Ok(d) if !d.is_empty() => return Some(d),
+                    _ => continue,
+                },
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl PlainResponse {
+    /// A response whose whole body is known.
+    pub fn full(status: u16, headers: Vec<String>, body: Bytes) -> Self {
+        Self { status, headers, body, stream: None }
+    }
 }
 
 /// Answer one plain request with `router`.
@@ -483,13 +575,17 @@ pub async fn handle_plain(router: &Router, max_body: usize, req: PlainRequest) -
         Err(e) => e.into_response(),
     };
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let mut headers = Vec::with_capacity(parts.headers.len() * 2);
     for (k, v) in &parts.headers {
         headers.push(k.as_str().to_string());
         headers.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
-    PlainResponse { status: parts.status.as_u16(), headers, body }
+    let status = parts.status.as_u16();
+    if axum::body::HttpBody::size_hint(&body).exact().is_none() {
+        return PlainResponse { status, headers, body: Bytes::new(), stream: Some(BodyChunks(body)) };
+    }
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    PlainResponse::full(status, headers, body)
 }
 
 fn build_request(req: PlainRequest, max_body: usize) -> Result<Request<Body>, ApiError> {

@@ -216,7 +216,8 @@ pub async fn listen(
             next.run(req).await
         }
     });
-    let app = super::rest::router(runtime, rest_api_key).layer(layer).layer(guard);
+    let streams = super::sse::Streams::new(&runtime.events, opts.max_buffered_bytes);
+    let app = super::rest::router_with(runtime, rest_api_key, streams).layer(layer).layer(guard);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -554,16 +555,29 @@ fn fan_out(shared: &Arc<Shared>, sockets: Vec<SocketRef>, name: &'static str, pa
 }
 
 /// A full client cannot even be sent its disconnect packet: take it out of every room at once
-/// (so nothing more queues up for it), then disconnect it as soon as its buffer has room (the
-/// engine's heartbeat closes it anyway once a ping finds the buffer full).
+/// (so nothing more queues up for it), then, as soon as its buffer has room, tell it why
+/// (`error` with `code: "slow_consumer"`) and disconnect it (the engine's heartbeat closes it
+/// anyway once a ping finds the buffer full). It resumes by joining with `since`.
 fn disconnect_when_possible(tokio: &tokio::runtime::Handle, s: SocketRef) {
     s.leave_all();
     tokio.spawn(async move {
+        let reason = json!({
+            "message": "Too slow to take this session's events: rejoin with { sessionId, since } to resume",
+            "code": "slow_consumer",
+            "reason": "slow_consumer",
+        });
+        let mut told = false;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
             if !s.connected() {
                 return;
+            }
+            if !told {
+                match s.emit("error", &reason) {
+                    Err(socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => continue,
+                    _ => told = true,
+                }
             }
             match s.clone().disconnect() {
                 Err(socketioxide::SocketError::InternalChannelFull) => continue,
@@ -612,11 +626,11 @@ pub async fn handle_polling(
         builder = builder.extension(access::PeerAddr(p));
     }
     let Ok(request) = builder.body(http_body_util::Full::new(req.body)) else {
-        return super::rest::PlainResponse { status: 400, headers: vec![], body: "Bad request".into() };
+        return super::rest::PlainResponse::full(400, vec![], "Bad request".into());
     };
     if !realtime.origin_allowed(request.headers()) {
         let body = access::forbidden_origin().into_body();
-        return super::rest::PlainResponse { status: 403, headers: vec![], body: body.into() };
+        return super::rest::PlainResponse::full(403, vec![], body.into());
     }
     let response = match realtime.service.clone().oneshot(request).await {
         Ok(r) => r,
@@ -629,7 +643,7 @@ pub async fn handle_polling(
         .iter()
         .flat_map(|(k, v)| [k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()])
         .collect();
-    super::rest::PlainResponse { status: parts.status.as_u16(), headers, body }
+    super::rest::PlainResponse::full(parts.status.as_u16(), headers, body)
 }
 
 fn path_and_query(url: &str) -> String {
