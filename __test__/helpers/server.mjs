@@ -8,8 +8,8 @@ import { io } from 'socket.io-client';
 import { client, API_KEY } from './http.mjs';
 
 /** A seed-style server: the user's own handler answers everything that is not Socket.IO. */
-export async function serve(rt, { secure } = {}) {
-  const app = rt.createRestServer({ apiKey: API_KEY });
+export async function serve(rt, { secure, rest: restOptions, ws: wsOptions } = {}) {
+  const app = rt.createRestServer({ apiKey: API_KEY, ...restOptions });
   const handler = async (req, res) => {
     const chunks = [];
     for await (const c of req) chunks.push(c);
@@ -26,10 +26,10 @@ export async function serve(rt, { secure } = {}) {
     else res.end();
   };
   const server = secure ? https.createServer(secure, handler) : http.createServer(handler);
-  const ws = rt.createWebSocketServer(server);
+  const ws = rt.createWebSocketServer(server, wsOptions);
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const url = `${secure ? 'https' : 'http'}://127.0.0.1:${server.address().port}`;
-  return { server, ws, url, rest: client(app.fetch), close: () => (ws.close(), new Promise((r) => server.close(r))) };
+  return { server, ws, url, app, rest: client(app.fetch), close: () => (ws.close(), new Promise((r) => server.close(r))) };
 }
 
 export async function connect(url, opts = {}) {

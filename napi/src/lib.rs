@@ -270,9 +270,8 @@ impl NativeRuntime {
         if api_key.is_empty() {
             return Err(Error::new(Status::InvalidArg, "apiKey must be a non-empty string"));
         }
-        let max_buffered = max_buffered_bytes
-            .map(|n| n as usize)
-            .unwrap_or(agent_runtime::transport::sse::DEFAULT_MAX_BUFFERED_BYTES);
+        let max_buffered =
+            max_buffered_bytes.map(|n| n as usize).unwrap_or(agent_runtime::transport::sse::DEFAULT_MAX_BUFFERED_BYTES);
         let streams = agent_runtime::transport::sse::Streams::new(&self.rt.events, max_buffered);
         Ok(RestServer {
             router: rest::router_with(self.rt.clone(), &api_key, streams.clone()),

@@ -40,6 +40,8 @@ impl Weigh for bytes::Bytes {
 pub struct Outbox<T = Item> {
     state: Mutex<State<T>>,
     ready: Notify,
+    /// Something was taken out (or the outbox closed): room may have been made.
+    taken: Notify,
     limit: usize,
 }
 
@@ -60,7 +62,7 @@ pub struct Overflow {
 impl<T: Weigh> Outbox<T> {
     pub fn new(limit: usize) -> Self {
         let state = State { queue: VecDeque::new(), bytes: 0, closed: false, finishing: false };
-        Self { state: Mutex::new(state), ready: Notify::new(), limit }
+        Self { state: Mutex::new(state), ready: Notify::new(), taken: Notify::new(), limit }
     }
 
     /// Queue an event. One event larger than the limit still goes through an empty outbox, so a
@@ -89,6 +91,33 @@ impl<T: Weigh> Outbox<T> {
         st.bytes = 0;
         drop(st);
         self.ready.notify_one();
+        self.taken.notify_waiters();
+    }
+
+    /// The byte limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Wait until at most `bytes` are queued (true) or the outbox is closed (false): a producer
+    /// with a backlog (a replay) feeds it as the client takes it, never past the limit.
+    pub async fn wait_for_room(&self, bytes: usize) -> bool {
+        loop {
+            let taken = self.taken.notified();
+            tokio::pin!(taken);
+            // Registered before the check, so a take in between still wakes us.
+            taken.as_mut().enable();
+            {
+                let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if st.closed {
+                    return false;
+                }
+                if st.bytes <= bytes {
+                    return true;
+                }
+            }
+            taken.await;
+        }
     }
 
     /// Take nothing more, and end the pump once what is queued has gone.
@@ -115,6 +144,8 @@ impl<T: Weigh> Outbox<T> {
                 }
                 if let Some(item) = st.queue.pop_front() {
                     st.bytes -= item.weight();
+                    drop(st);
+                    self.taken.notify_waiters();
                     return Some(item);
                 }
                 if st.finishing {

@@ -94,7 +94,8 @@ async fn auth_and_limits(State(st): State<RestState>, req: Request<Body>, next: 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if needs_auth(&path) {
-        if let Err(e) = check_api_key(req.headers(), &st.api_key).or_else(|e| stream_token(&req, &st.api_key).ok_or(e)) {
+        if let Err(e) = check_api_key(req.headers(), &st.api_key).or_else(|e| stream_token(&req, &st.api_key).ok_or(e))
+        {
             return e.into_response();
         }
         if let Err(e) = st.runtime.ensure_running() {
@@ -413,7 +414,9 @@ async fn session_event_stream(
             v.to_str()
                 .ok()
                 .filter(|s| !s.is_empty() && s.len() <= 200)
-                .ok_or_else(|| ApiError::bad_request("Invalid Last-Event-ID header: expected an eventId (1 to 200 characters)"))?
+                .ok_or_else(|| {
+                    ApiError::bad_request("Invalid Last-Event-ID header: expected an eventId (1 to 200 characters)")
+                })?
                 .to_string(),
         ),
         None => q.since,

@@ -352,29 +352,7 @@ async fn try_join(
                 None => socket.join(room(&id)),
                 Some(since) => {
                     let c = client(socket).ok_or("Not connected")?;
-                    // Nothing is numbered or delivered meanwhile: the backlog and the room
-                    // meet exactly.
-                    let _order = rt.events.hold_order();
-                    // Without `since`: nothing to replay, the ack says where the log stands.
-                    let limit = if since.is_some() { usize::MAX } else { 0 };
-                    let read = rt.events.log().read_since(&id, since.as_deref(), limit);
-                    let mut replayed = 0;
-                    for e in &read.events {
-                        let Some((name, body)) = client_form(shared, e.event, &id, &e.payload) else { continue };
-                        let Ok(raw) = RawValue::from_string(body.to_string()) else { continue };
-                        if c.outbox.push(Item { name, payload: Arc::from(raw) }).is_err() {
-                            return Err(
-                                "Too much to replay for this connection's buffer; fetch the state instead".into()
-                            );
-                        }
-                        replayed += 1;
-                    }
-                    socket.join(room(&id));
-                    let mut a = json!({ "success": true, "lastEventId": read.last_event_id, "replayed": replayed });
-                    if read.reset {
-                        a["reset"] = json!(true);
-                    }
-                    ack = Some(a);
+                    ack = Some(catch_up(socket, shared, &rt, &c, &id, since.clone()).await?);
                 }
             }
             let status = json!({ "sessionId": id, "runtime": session.runtime_state() });
@@ -395,6 +373,61 @@ async fn try_join(
         Err(e) if e.is_not_found() => Err("Session not found".into()),
         Err(e) => Err(shared.redactor.apply(&e.to_string())),
     }
+}
+
+/// Most events one read of the log replays; the rest follow as the client takes them.
+const REPLAY_PAGE: usize = 500;
+
+/// Send `socket` the logged events after `since` (none without it) as fast as it takes them,
+/// then join it to the room under the bus's order lock, so backlog and live events meet with no
+/// gap and no repeat. A long backlog never overflows the client's buffer: each page waits until
+/// half of it is free, and only the last page is read under the lock.
+async fn catch_up(
+    socket: &SocketRef,
+    shared: &Shared,
+    rt: &AgentRuntime,
+    c: &Client,
+    id: &str,
+    mut since: Option<String>,
+) -> Result<Value, String> {
+    let mut replayed = 0;
+    while since.is_some() {
+        if !c.outbox.wait_for_room(c.outbox.limit() / 2).await {
+            return Err("Disconnected".into());
+        }
+        let read = rt.events.log().read_since(id, since.as_deref(), REPLAY_PAGE);
+        if read.reset || read.events.len() < REPLAY_PAGE {
+            break;
+        }
+        replayed += replay(shared, c, id, &read.events)?;
+        since = read.events.last().map(|e| e.event_id.clone());
+    }
+    let _order = rt.events.hold_order();
+    // Without `since`: nothing to replay, the ack says where the log stands.
+    let limit = if since.is_some() { usize::MAX } else { 0 };
+    let read = rt.events.log().read_since(id, since.as_deref(), limit);
+    replayed += replay(shared, c, id, &read.events)?;
+    socket.join(room(id));
+    let mut ack = json!({ "success": true, "lastEventId": read.last_event_id, "replayed": replayed });
+    if read.reset {
+        // Too old or unknown (or dropped from the log while the client caught up): refetch.
+        ack["reset"] = json!(true);
+    }
+    Ok(ack)
+}
+
+/// Queue logged events for one client; how many went.
+fn replay(shared: &Shared, c: &Client, id: &str, events: &[crate::event_log::LoggedEvent]) -> Result<usize, String> {
+    let mut n = 0;
+    for e in events {
+        let Some((name, body)) = client_form(shared, e.event, id, &e.payload) else { continue };
+        let Ok(raw) = RawValue::from_string(body.to_string()) else { continue };
+        if c.outbox.push(Item { name, payload: Arc::from(raw) }).is_err() {
+            return Err("Too much to replay for this connection's buffer; fetch the state instead".into());
+        }
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// The loaded session `id`, if this socket joined it (joining is where access is decided).

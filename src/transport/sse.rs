@@ -25,6 +25,8 @@ use crate::sync::Locked as _;
 
 /// Bytes that may wait for one stream before it is ended as too slow (as Socket.IO's default).
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
+/// Events one read of the log replays.
+const REPLAY_PAGE: usize = 500;
 /// How often an idle stream gets a comment line.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -109,24 +111,50 @@ impl Streams {
             outbox: Outbox::new(self.max_buffered_bytes),
             slow: AtomicBool::new(false),
         });
-        // The first frame sets the reconnect delay and gets the headers through proxies at once.
-        let mut first = vec![Bytes::from_static(b"retry: 2000\n\n")];
-        {
-            // Nothing is numbered or delivered meanwhile: the backlog and the live events meet.
-            let _order = self.bus.hold_order();
-            if let Some(since) = since {
-                let read = self.bus.log().read_since(id, Some(since), usize::MAX);
-                if read.reset {
-                    let body = json!({ "sessionId": id, "reset": true, "lastEventId": read.last_event_id });
-                    first.push(Bytes::from(format!("event: reset\ndata: {body}\n\n")));
-                }
-                first.extend(read.events.iter().map(|e| frame(e.event, &e.payload)));
-            }
-            self.open.locked().entry(id.to_string()).or_default().push(entry.clone());
-        }
         let guard = Registered { streams: Arc::downgrade(self), session: id.to_string(), entry };
-        let state = Pump { first: first.into(), guard, tick: None, heartbeat: self.heartbeat, done: false };
-        futures::stream::unfold(state, Pump::next)
+        let mut pump = Pump {
+            // Sets the reconnect delay and gets the headers through proxies at once.
+            first: [Bytes::from_static(b"retry: 2000\n\n")].into(),
+            cursor: since.map(str::to_string),
+            guard,
+            tick: None,
+            heartbeat: self.heartbeat,
+            done: false,
+        };
+        if pump.cursor.is_none() {
+            self.go_live(&mut pump);
+        }
+        futures::stream::unfold(pump, Pump::next)
+    }
+
+    /// Replay the stream's next page of the log; the last one is read under the bus's order
+    /// lock and the stream joins the live events there, so they meet with no gap or repeat.
+    /// Pages are read only as the client takes them: a long backlog is never all in memory.
+    fn catch_up(&self, pump: &mut Pump) {
+        let Some(cursor) = pump.cursor.clone() else { return };
+        let read = self.bus.log().read_since(&pump.guard.session, Some(&cursor), REPLAY_PAGE);
+        if !read.reset && read.events.len() == REPLAY_PAGE {
+            pump.first.extend(read.events.iter().map(|e| frame(e.event, &e.payload)));
+            pump.cursor = read.events.last().map(|e| e.event_id.clone());
+            return;
+        }
+        self.go_live(pump);
+    }
+
+    /// Under the order lock: what is left after the cursor, then membership of the live stream.
+    fn go_live(&self, pump: &mut Pump) {
+        let session = pump.guard.session.clone();
+        let _order = self.bus.hold_order();
+        if let Some(cursor) = pump.cursor.take() {
+            let read = self.bus.log().read_since(&session, Some(&cursor), usize::MAX);
+            if read.reset {
+                // Unknown, too old, or dropped from the log while the client caught up.
+                let body = json!({ "sessionId": session, "reset": true, "lastEventId": read.last_event_id });
+                pump.first.push_back(Bytes::from(format!("event: reset\ndata: {body}\n\n")));
+            }
+            pump.first.extend(read.events.iter().map(|e| frame(e.event, &e.payload)));
+        }
+        self.open.locked().entry(session).or_default().push(pump.guard.entry.clone());
     }
 
     fn close(&self, session: &str, entry_id: u64) {
@@ -157,7 +185,10 @@ impl Drop for Registered {
 }
 
 struct Pump {
+    /// Frames to send before anything from the outbox.
     first: std::collections::VecDeque<Bytes>,
+    /// Catching up: the last id replayed (not yet in the live stream).
+    cursor: Option<String>,
     guard: Registered,
     tick: Option<tokio::time::Interval>,
     heartbeat: Duration,
@@ -166,6 +197,12 @@ struct Pump {
 
 impl Pump {
     async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        if self.first.is_empty() && self.cursor.is_some() {
+            match self.guard.streams.upgrade() {
+                Some(streams) => streams.catch_up(&mut self),
+                None => return None, // the server is gone
+            }
+        }
         if let Some(f) = self.first.pop_front() {
             return Some((Ok(f), self));
         }
@@ -258,8 +295,13 @@ mod tests {
         delta(&bus, "other", "x");
         let got = frames(&mut s, 4).await;
         assert_eq!(got[0], "retry: 2000\n\n");
-        assert!(got[1].starts_with(&format!("id: {}-2\nevent: session:block:delta\ndata: {{", first.rsplit_once('-').unwrap().0)));
-        assert!(got[1].contains(r#""delta":"b""#) && got[2].contains(r#""delta":"c""#) && got[3].contains(r#""delta":"d""#));
+        assert!(got[1].starts_with(&format!(
+            "id: {}-2\nevent: session:block:delta\ndata: {{",
+            first.rsplit_once('-').unwrap().0
+        )));
+        assert!(
+            got[1].contains(r#""delta":"b""#) && got[2].contains(r#""delta":"c""#) && got[3].contains(r#""delta":"d""#)
+        );
         assert!(got[3].ends_with("\"seq\":4}\n\n"), "{}", got[3]);
         assert_eq!(streams.open_count(), 1);
         drop(s);
@@ -295,6 +337,36 @@ mod tests {
         let mut again = Box::pin(streams.open("s", Some(&last_id)));
         let got = frames(&mut again, 51).await;
         assert_eq!(got.iter().filter(|f| f.contains("xxxx")).count(), 50, "nothing lost");
+    }
+
+    #[tokio::test]
+    async fn a_long_backlog_is_replayed_page_by_page_and_meets_live_events() {
+        let bus = EventBus::new();
+        let streams = Streams::new(&bus, 10_000);
+        for i in 0..1200 {
+            delta(&bus, "s", &i.to_string());
+        }
+        let first = bus.log().read_since("s", None, 1).events[0].event_id.clone();
+        let mut s = Box::pin(streams.open("s", Some(&first)));
+        let mut seqs = vec![];
+        let mut frames_read = 0;
+        while seqs.last() != Some(&1300) {
+            let f = frames(&mut s, 1).await.remove(0);
+            frames_read += 1;
+            if frames_read == 300 {
+                // Live events while the stream is still catching up (and beyond its bound of
+                // 10 kB, which the replay must not count against it).
+                assert_eq!(streams.open_count(), 0, "not live yet");
+                for i in 0..100 {
+                    delta(&bus, "s", &format!("live {i}"));
+                }
+            }
+            if let Some(seq) = f.split("\"seq\":").nth(1) {
+                seqs.push(seq.trim_end_matches("}\n\n").parse::<u64>().unwrap());
+            }
+        }
+        assert_eq!(seqs, (2..=1300).collect::<Vec<_>>());
+        assert_eq!(streams.open_count(), 1);
     }
 
     #[tokio::test(start_paused = true)]
