@@ -173,6 +173,10 @@ struct RawOptions {
     runner_idle_ms: Option<f64>,
     /// `false`, or the log's bounds.
     event_log: Option<serde_json::Value>,
+    /// `false`, or where the model proxy listens and is reached.
+    model_proxy: Option<serde_json::Value>,
+    pricing: Option<std::collections::BTreeMap<String, crate::usage::Price>>,
+    budget: Option<crate::usage::Budget>,
     max_loaded_sessions: Option<f64>,
     max_active_sandboxes: Option<f64>,
     max_queued_messages: Option<f64>,
@@ -225,6 +229,68 @@ pub struct RuntimeOptions {
     pub max_queued_messages: usize,
     /// Host folders a profile's `bundledMCPs[].localProjectPath` may name; none by default.
     pub bundled_mcp_roots: Vec<std::path::PathBuf>,
+    /// The model proxy (keys outside sandboxes, usage, budgets); `None` with `modelProxy: false`.
+    pub model_proxy: Option<ModelProxyConfig>,
+    /// Prices by model (config `pricing` over the built-in table).
+    pub pricing: crate::usage::Pricing,
+    /// Budget of every session unless its `sessionOptions.budget` says otherwise.
+    pub budget: crate::usage::Budget,
+}
+
+/// `modelProxy`: where the proxy listens, and how sandboxes reach it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelProxyConfig {
+    pub host: String,
+    pub port: u16,
+    /// Where sandboxes that cannot reach the host's loopback (Modal) find it.
+    pub public_url: Option<String>,
+    /// No answer from the model API (headers or the next chunk) for this long fails the call.
+    pub timeout: Duration,
+}
+
+impl Default for ModelProxyConfig {
+    fn default() -> Self {
+        Self { host: "127.0.0.1".into(), port: 0, public_url: None, timeout: Duration::from_secs(600) }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawModelProxy {
+    host: Option<String>,
+    port: Option<f64>,
+    public_url: Option<String>,
+    timeout_ms: Option<f64>,
+}
+
+/// `modelProxy`: `false` turns it off (sandboxes get the key, as the reference does).
+fn model_proxy(v: Option<serde_json::Value>) -> Result<Option<ModelProxyConfig>, String> {
+    let raw: RawModelProxy = match v {
+        None => RawModelProxy::default(),
+        Some(serde_json::Value::Bool(false)) => return Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            format!("invalid runtime config at modelProxy.{path}: {}", e.into_inner())
+        })?,
+        Some(other) => return Err(format!("modelProxy must be false or {{ publicUrl, host, port }}, got {other}")),
+    };
+    let d = ModelProxyConfig::default();
+    let port = match raw.port {
+        None => d.port,
+        Some(p) if p.fract() == 0.0 && (0.0..=65535.0).contains(&p) => p as u16,
+        Some(p) => return Err(format!("modelProxy.port must be a port number (0-65535), got {p}")),
+    };
+    if let Some(u) = &raw.public_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
+            return Err(format!("modelProxy.publicUrl must be an http(s) URL, got {u:?}"));
+        }
+    }
+    Ok(Some(ModelProxyConfig {
+        host: raw.host.unwrap_or(d.host),
+        port,
+        public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_string()),
+        timeout: positive_ms("modelProxy.timeoutMs", raw.timeout_ms, d.timeout)?,
+    }))
 }
 
 impl Default for RuntimeOptions {
@@ -254,6 +320,9 @@ impl Default for RuntimeOptions {
             max_active_sandboxes: 100,
             max_queued_messages: 100,
             bundled_mcp_roots: Vec::new(),
+            model_proxy: Some(ModelProxyConfig::default()),
+            pricing: crate::usage::Pricing::default(),
+            budget: crate::usage::Budget::default(),
         }
     }
 }
@@ -364,6 +433,12 @@ impl RuntimeOptions {
             interrupt_grace: positive_ms("interruptGraceMs", raw.interrupt_grace_ms, d.interrupt_grace)?,
             runner_idle: positive_ms("runnerIdleMs", raw.runner_idle_ms, d.runner_idle)?,
             event_log: event_log(raw.event_log, d.event_log.unwrap_or_default())?,
+            model_proxy: model_proxy(raw.model_proxy)?,
+            pricing: crate::usage::Pricing::with_overrides(raw.pricing.unwrap_or_default()),
+            budget: match raw.budget {
+                Some(b) => b.validated("budget")?,
+                None => d.budget,
+            },
             max_loaded_sessions: count("maxLoadedSessions", raw.max_loaded_sessions, d.max_loaded_sessions)?,
             max_active_sandboxes: count("maxActiveSandboxes", raw.max_active_sandboxes, d.max_active_sandboxes)?,
             max_queued_messages: count("maxQueuedMessages", raw.max_queued_messages, d.max_queued_messages)?,

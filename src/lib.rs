@@ -9,6 +9,8 @@
 //! - [`session`]: `SessionManager` and `AgentSession` (lifecycle, state, persistence order).
 //! - [`runtime`]: `AgentRuntime`, which owns all of the above.
 //! - [`transport`]: the REST router (axum), served through `fetch` from JS or natively.
+//! - [`model_proxy`] and [`usage`]: the model API seen from sandboxes (keys stay on the host),
+//!   token usage, prices and budgets.
 //!
 //! Not to be confused with the top-level `sandbox/` folder of the npm package, which holds
 //! scripts that run *inside* a sandbox.
@@ -20,6 +22,7 @@ pub mod event_log;
 pub mod events;
 pub mod json;
 pub mod logging;
+pub mod model_proxy;
 pub mod persistence;
 pub mod runtime;
 pub mod sandbox;
@@ -27,6 +30,7 @@ pub mod session;
 pub mod sync;
 pub mod time;
 pub mod transport;
+pub mod usage;
 
 pub use config::RuntimeOptions;
 pub use error::{Error, Result};
