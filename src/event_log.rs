@@ -51,9 +51,9 @@ impl Default for LogLimits {
 }
 
 pub trait EventLog: Send + Sync {
-    /// Stamp `payload` (adds `eventId` and `seq`) and keep it. Calls for one session must not
-    /// overlap (the bus serializes them), so seq order is delivery order.
-    fn append(&self, session_id: &str, event: &'static str, payload: &mut Value) -> LoggedEvent;
+    /// Stamp `payload` (adds `eventId` and `seq`) and keep it; returns its `seq`. Calls for one
+    /// session must not overlap (the bus serializes them), so seq order is delivery order.
+    fn append(&self, session_id: &str, event: &'static str, payload: &mut Value) -> u64;
     /// Events after `since` (all kept ones with `None`), at most `limit`.
     fn read_since(&self, session_id: &str, since: Option<&str>, limit: usize) -> LogRead;
     /// The newest event id of the session.
@@ -71,8 +71,30 @@ pub struct MemoryLog {
 struct SessionLog {
     epoch: String,
     next_seq: u64,
-    events: VecDeque<(LoggedEvent, usize)>,
+    /// Kept as written JSON: a third of the memory of a `Value` tree, and its size is exact.
+    events: VecDeque<Kept>,
     bytes: usize,
+}
+
+struct Kept {
+    seq: u64,
+    event: &'static str,
+    payload: Box<str>,
+}
+
+impl Kept {
+    fn size(&self) -> usize {
+        self.payload.len() + self.event.len() + std::mem::size_of::<Kept>()
+    }
+
+    fn read(&self, epoch: &str) -> LoggedEvent {
+        LoggedEvent {
+            event_id: format!("{epoch}-{}", self.seq),
+            seq: self.seq,
+            event: self.event,
+            payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
+        }
+    }
 }
 
 impl MemoryLog {
@@ -96,17 +118,6 @@ impl MemoryLog {
     }
 }
 
-/// About the JSON length of `v`, without writing it (every event is counted).
-fn approx_size(v: &Value) -> usize {
-    match v {
-        Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => 12,
-        Value::String(s) => s.len() + 2,
-        Value::Array(a) => 2 + a.iter().map(|x| approx_size(x) + 1).sum::<usize>(),
-        Value::Object(o) => 2 + o.iter().map(|(k, x)| k.len() + 4 + approx_size(x)).sum::<usize>(),
-    }
-}
-
 /// `epoch-seq` → seq, if `id` belongs to this epoch.
 fn seq_of(id: &str, epoch: &str) -> Option<u64> {
     let (e, seq) = id.rsplit_once('-')?;
@@ -114,26 +125,24 @@ fn seq_of(id: &str, epoch: &str) -> Option<u64> {
 }
 
 impl EventLog for MemoryLog {
-    fn append(&self, session_id: &str, event: &'static str, payload: &mut Value) -> LoggedEvent {
+    fn append(&self, session_id: &str, event: &'static str, payload: &mut Value) -> u64 {
         let log = self.session(session_id);
         let mut l = log.locked();
         let seq = l.next_seq;
         l.next_seq += 1;
-        let event_id = format!("{}-{seq}", l.epoch);
         if let Value::Object(o) = payload {
-            o.insert("eventId".into(), Value::String(event_id.clone()));
+            o.insert("eventId".into(), Value::String(format!("{}-{seq}", l.epoch)));
             o.insert("seq".into(), Value::from(seq));
         }
-        let logged = LoggedEvent { event_id, seq, event, payload: payload.clone() };
-        let size = approx_size(payload) + event.len() + 32;
-        l.bytes += size;
-        l.events.push_back((logged.clone(), size));
+        let kept = Kept { seq, event, payload: payload.to_string().into_boxed_str() };
+        l.bytes += kept.size();
+        l.events.push_back(kept);
         while l.events.len() > self.limits.max_events || (l.bytes > self.limits.max_bytes && l.events.len() > 1) {
-            if let Some((_, s)) = l.events.pop_front() {
-                l.bytes -= s;
+            if let Some(k) = l.events.pop_front() {
+                l.bytes -= k.size();
             }
         }
-        logged
+        seq
     }
 
     fn read_since(&self, session_id: &str, since: Option<&str>, limit: usize) -> LogRead {
@@ -141,8 +150,8 @@ impl EventLog for MemoryLog {
             return LogRead { events: vec![], last_event_id: None, reset: since.is_some() };
         };
         let l = log.locked();
-        let last_event_id = l.events.back().map(|(e, _)| e.event_id.clone());
-        let first_kept = l.events.front().map(|(e, _)| e.seq).unwrap_or(l.next_seq);
+        let last_event_id = l.events.back().map(|k| format!("{}-{}", l.epoch, k.seq));
+        let first_kept = l.events.front().map(|k| k.seq).unwrap_or(l.next_seq);
         let after = match since {
             None => 0,
             Some(id) => match seq_of(id, &l.epoch) {
@@ -151,14 +160,16 @@ impl EventLog for MemoryLog {
                 _ => return LogRead { events: vec![], last_event_id, reset: true },
             },
         };
-        let events = l.events.iter().filter(|(e, _)| e.seq > after).take(limit).map(|(e, _)| e.clone()).collect();
+        // Seqs are contiguous: the first wanted one is found by position, not by a scan.
+        let skip = (after + 1).saturating_sub(first_kept) as usize;
+        let events = l.events.iter().skip(skip).take(limit).map(|k| k.read(&l.epoch)).collect();
         LogRead { events, last_event_id, reset: false }
     }
 
     fn last_event_id(&self, session_id: &str) -> Option<String> {
         let log = self.sessions.locked().get(session_id).cloned()?;
         let l = log.locked();
-        l.events.back().map(|(e, _)| e.event_id.clone())
+        l.events.back().map(|k| format!("{}-{}", l.epoch, k.seq))
     }
 
     fn forget(&self, session_id: &str) {
@@ -170,8 +181,8 @@ impl EventLog for MemoryLog {
 pub struct NoLog;
 
 impl EventLog for NoLog {
-    fn append(&self, _: &str, event: &'static str, _: &mut Value) -> LoggedEvent {
-        LoggedEvent { event_id: String::new(), seq: 0, event, payload: Value::Null }
+    fn append(&self, _: &str, _: &'static str, _: &mut Value) -> u64 {
+        0
     }
     fn read_since(&self, _: &str, since: Option<&str>, _: usize) -> LogRead {
         LogRead { events: vec![], last_event_id: None, reset: since.is_some() }
@@ -188,7 +199,14 @@ mod tests {
     use serde_json::json;
 
     fn append(log: &MemoryLog, s: &str, n: usize) -> Vec<LoggedEvent> {
-        (0..n).map(|i| log.append(s, "session:block:delta", &mut json!({ "sessionId": s, "delta": i }))).collect()
+        let mut out = vec![];
+        for i in 0..n {
+            let mut payload = json!({ "sessionId": s, "delta": i });
+            let seq = log.append(s, "session:block:delta", &mut payload);
+            let event_id = payload["eventId"].as_str().unwrap().to_string();
+            out.push(LoggedEvent { event_id, seq, event: "session:block:delta", payload });
+        }
+        out
     }
 
     #[test]
