@@ -37,6 +37,12 @@ pub enum Error {
     /// A request was answered already: the first answer won.
     #[error("{0}")]
     AlreadyResolved(String),
+    /// The runtime's configuration cannot be used (a port taken, a bad address).
+    #[error("{0}")]
+    Config(String),
+    /// The session's budget is spent (raise it with `sessionOptions.budget`).
+    #[error("{0}")]
+    BudgetExceeded(String),
 }
 
 impl Error {
@@ -55,6 +61,8 @@ impl Error {
             Error::QueueFull(_) => "QUEUE_FULL",
             Error::NotFound(_) => "NOT_FOUND",
             Error::AlreadyResolved(_) => "ALREADY_RESOLVED",
+            Error::Config(_) => "INVALID_CONFIG",
+            Error::BudgetExceeded(_) => "BUDGET_EXCEEDED",
         }
     }
 

@@ -43,6 +43,11 @@ impl DomainEvent {
         Self::session("session:transcript:changed", session_id, json!({ "sessionId": session_id, "content": content }))
     }
 
+    /// `session:usage`: one model call's tokens and cost, the turn's and the session's so far.
+    pub fn usage(session_id: &str, payload: Value) -> Self {
+        Self::session("session:usage", session_id, payload)
+    }
+
     pub fn error(session_id: &str, message: &str, code: Option<&str>) -> Self {
         let mut error = json!({ "message": message });
         if let Some(c) = code {
@@ -188,6 +193,7 @@ pub fn known_event(name: &str) -> Option<&'static str> {
         "session:file:modified",
         "session:file:deleted",
         "session:error",
+        "session:usage",
     ];
     NAMES.iter().copied().find(|n| *n == name)
 }

@@ -117,6 +117,11 @@ impl ModelProxy {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.addr))
     }
 
+    /// Sandboxes outside this host can reach it (`publicUrl` is set).
+    pub fn is_public(&self) -> bool {
+        self.public_url.is_some()
+    }
+
     /// A new token for `session_id` (any earlier one of that session stops working).
     pub fn grant(&self, session_id: &str, meter: Weak<dyn Meter>) -> String {
         let token = format!("arn-{}", hex(&rand::random::<[u8; 24]>()));

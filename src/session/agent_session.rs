@@ -43,6 +43,8 @@ pub struct SessionContext {
     pub active_sandboxes: Arc<std::sync::atomic::AtomicUsize>,
     /// The runtime is shutting down: unloads keep accepted messages for after the restart.
     pub shutting_down: std::sync::atomic::AtomicBool,
+    /// The model proxy, once the runtime started it (absent: sandboxes get the key).
+    pub model_proxy: std::sync::OnceLock<Arc<crate::model_proxy::ModelProxy>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +160,8 @@ pub struct AgentSession {
     pub(super) interrupt_tx: tokio::sync::watch::Sender<bool>,
     /// Batches of workspace events received and not yet handled (see `files_settled`).
     pub(super) files_in_flight: tokio::sync::watch::Sender<usize>,
+    /// The running turn's model usage and whether its budget stop was announced (see `usage`).
+    pub(super) turn_usage: Mutex<super::usage::TurnUsage>,
 }
 
 /// `CreateSessionArgs`.
@@ -230,6 +234,7 @@ impl AgentSession {
             control: Default::default(),
             interrupt_tx: tokio::sync::watch::Sender::new(false),
             files_in_flight: tokio::sync::watch::Sender::new(0),
+            turn_usage: Mutex::default(),
         }
     }
 
@@ -390,6 +395,7 @@ impl AgentSession {
             sandbox,
             queue: Some(self.queue_view()),
             pending_requests: Some(self.pending_requests()),
+            usage: self.usage_view(),
         }
     }
 

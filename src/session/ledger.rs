@@ -1,6 +1,6 @@
 //! The runtime's own bookkeeping for a session, stored with it through the adapter's existing
 //! `updateSessionRecord` (under one key of the record's `metadata`): messages accepted but not
-//! yet answered, and the sandboxes started for it. A restarted runtime runs (or reports) those
+//! yet answered, the sandboxes started for it, and its usage. A restarted runtime runs (or reports) those
 //! messages and stops those sandboxes. Clients never see the key: views strip it.
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,13 @@ pub struct Ledger {
     pub pending: Vec<PendingMessage>,
     #[serde(default)]
     pub sandboxes: Vec<SandboxRef>,
+    /// Tokens and cost so far (counted by the model proxy), kept across reloads.
+    #[serde(default, skip_serializing_if = "is_unused")]
+    pub usage: crate::usage::SessionUsage,
+}
+
+fn is_unused(u: &crate::usage::SessionUsage) -> bool {
+    *u == crate::usage::SessionUsage::default()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +82,11 @@ pub struct SandboxRef {
 }
 
 impl Ledger {
+    /// Messages or sandboxes a restarted runtime must see to (usage alone is not unfinished).
+    pub fn has_unfinished(&self) -> bool {
+        !self.pending.is_empty() || !self.sandboxes.is_empty()
+    }
+
     /// Split stored metadata into the user's part and the ledger (a malformed ledger is
     /// dropped with a warning: it is ours, not the user's).
     pub fn take_from(metadata: &mut Option<Map<String, Value>>) -> Ledger {
@@ -119,6 +131,7 @@ mod tests {
                 mode: MessageMode::Queue,
             }],
             sandboxes: vec![SandboxRef { provider: "local".into(), id: "local-1".into() }],
+            usage: Default::default(),
         };
         let user = json!({ "title": "mine" }).as_object().cloned();
         let mut stored = Some(ledger.merged_into(&user));

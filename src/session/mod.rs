@@ -9,6 +9,7 @@ pub mod outbox;
 pub mod permissions;
 mod state;
 mod turn;
+mod usage;
 mod workspace;
 
 pub use agent_session::{AgentSession, CreateSessionArgs, SessionContext};
@@ -187,6 +188,7 @@ impl SessionManager {
             return Err(e);
         }
         self.sessions.write_locked().remove(id);
+        session.revoke_model_access();
         session.end_closing(true);
         self.ctx.events.emit(DomainEvent::status(id, &RuntimeState::UNLOADED));
         // Its last event logged, the session's log goes with it (ids from it then read as

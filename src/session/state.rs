@@ -34,15 +34,18 @@ pub struct RuntimeState {
     pub queue: Option<Vec<QueuedMessage>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_requests: Option<Vec<RequestView>>,
+    /// Tokens and cost so far, by model and conversation (after the first model call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<serde_json::Value>,
 }
 
 impl RuntimeState {
     pub const UNLOADED: RuntimeState =
-        RuntimeState { is_loaded: false, sandbox: None, queue: None, pending_requests: None };
+        RuntimeState { is_loaded: false, sandbox: None, queue: None, pending_requests: None, usage: None };
 
     /// Just `{ isLoaded, sandbox }` (status events).
     pub fn of_sandbox(sandbox: Option<SandboxState>) -> Self {
-        RuntimeState { is_loaded: true, sandbox, queue: None, pending_requests: None }
+        RuntimeState { is_loaded: true, sandbox, queue: None, pending_requests: None, usage: None }
     }
 }
 

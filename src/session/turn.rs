@@ -82,6 +82,7 @@ impl AgentSession {
     /// `maxQueuedMessages` are already waiting, or when it would need a sandbox and
     /// `maxActiveSandboxes` are running.
     pub fn send_message(self: &Arc<Self>, message: &str, mode: MessageMode) -> Result<Turn> {
+        self.check_budget()?;
         let o = &self.ctx.options;
         if self.queued_count() >= o.max_queued_messages {
             return Err(Error::QueueFull(format!(
@@ -269,6 +270,7 @@ impl AgentSession {
         let arch = self.ctx.architecture(self.architecture)?;
         let mut interrupted = self.interrupt_tx.subscribe();
         self.runner_generation.fetch_add(1, Ordering::SeqCst);
+        self.begin_turn_usage();
         // Starting a sandbox can take long. An interrupt ends the turn at once; the start-up
         // goes on by itself (never left half-done) and the sandbox serves the next message.
         let starting = tokio::spawn({
@@ -388,6 +390,9 @@ impl AgentSession {
         let too_long = || format!("runner output line exceeds {} MiB", MAX_LINE_BYTES >> 20);
         let timeout = self.ctx.options.turn_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
+        // The budget's maxTurnMs stops a turn the interrupt way (with BUDGET_EXCEEDED).
+        let max_turn_ms = self.budget().max_turn_ms;
+        let mut turn_limit = max_turn_ms.map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64));
         let mut kill_at: Option<tokio::time::Instant> = None;
         let exit = runner.exit();
         tokio::pin!(exit);
@@ -446,6 +451,10 @@ impl AgentSession {
                 }
                 _ = async { let _ = interrupted.wait_for(|i| *i).await; }, if kill_at.is_none() => {
                     kill_at = Some(tokio::time::Instant::now() + self.ctx.options.interrupt_grace);
+                }
+                _ = tokio::time::sleep_until(turn_limit.unwrap_or(deadline)), if turn_limit.is_some() => {
+                    turn_limit = None;
+                    self.stop_for_budget(&format!("maxTurnMs {} reached", max_turn_ms.unwrap_or_default()));
                 }
                 _ = tokio::time::sleep_until(kill_at.unwrap_or(deadline)), if kill_at.is_some() => {
                     tracing::warn!(session_id = %self.session_id, "the agent did not stop within interruptGraceMs; killing its runner");

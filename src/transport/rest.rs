@@ -211,6 +211,7 @@ fn failed(what: &str, code: &'static str, e: Error) -> ApiError {
 fn refused(e: Error) -> ApiError {
     let status = match e {
         Error::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+        Error::BudgetExceeded(_) => StatusCode::PAYMENT_REQUIRED,
         Error::Capacity(_) | Error::SessionClosing(_) | Error::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -1,0 +1,126 @@
+//! A session's side of the model proxy: the token its sandbox uses as its API key, what its
+//! model calls used (`session:usage`, `runtime.usage`, stored with its ledger), and its budget.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::AgentSession;
+use crate::error::{Error, Result};
+use crate::events::DomainEvent;
+use crate::model_proxy::Meter;
+use crate::sync::Locked as _;
+use crate::usage::{Budget, Call, Sum};
+
+/// The running turn's share.
+#[derive(Debug, Default)]
+pub struct TurnUsage {
+    pub sum: Sum,
+    /// The budget stop was announced in this turn (once is enough).
+    pub stopped: bool,
+}
+
+impl AgentSession {
+    /// The environment of a new sandbox: the model API through the proxy, with this session's
+    /// token as its key, when the proxy runs and the sandbox can reach it.
+    pub(super) fn model_env(self: &Arc<Self>, env: &mut std::collections::BTreeMap<String, String>, remote: bool) {
+        let Some(proxy) = self.ctx.model_proxy.get() else { return };
+        if remote && !proxy.is_public() {
+            return; // Modal without modelProxy.publicUrl: the key goes in (warned at start).
+        }
+        let me: Arc<dyn Meter> = self.clone();
+        let token = proxy.grant(&self.session_id, Arc::downgrade(&me));
+        env.insert("ANTHROPIC_BASE_URL".into(), proxy.base_url());
+        env.insert("ANTHROPIC_API_KEY".into(), token);
+        // Nothing else that could carry a credential of the host's.
+        env.remove("ANTHROPIC_AUTH_TOKEN");
+    }
+
+    /// The session unloaded: its token stops working.
+    pub(super) fn revoke_model_access(&self) {
+        if let Some(proxy) = self.ctx.model_proxy.get() {
+            proxy.revoke(&self.session_id);
+        }
+    }
+
+    /// `sessionOptions.budget` over the runtime's `budget`.
+    pub fn budget(&self) -> Budget {
+        let own = self
+            .data
+            .locked()
+            .session_options
+            .get("budget")
+            .and_then(|b| serde_json::from_value::<Budget>(b.clone()).ok())
+            .unwrap_or_default();
+        own.over(self.ctx.options.budget)
+    }
+
+    /// Why no more model calls may be made (`None`: within budget).
+    pub fn budget_spent(&self) -> Option<String> {
+        let used = self.data.locked().ledger.usage.total.clone();
+        self.budget().exceeded(&used)
+    }
+
+    /// Refuse a new message when the budget is spent (402 over REST).
+    pub(super) fn check_budget(&self) -> Result<()> {
+        match self.budget_spent() {
+            Some(why) => Err(Error::BudgetExceeded(format!(
+                "Budget exceeded for session {}: {why}; raise sessionOptions.budget to go on",
+                self.session_id
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// A turn begins: its usage starts from zero.
+    pub(super) fn begin_turn_usage(&self) {
+        *self.turn_usage.locked() = TurnUsage::default();
+    }
+
+    /// The budget ran out during a turn: say so once, and stop the turn the interrupt way.
+    pub(super) fn stop_for_budget(&self, why: &str) {
+        let first = !std::mem::replace(&mut self.turn_usage.locked().stopped, true);
+        if first {
+            tracing::warn!(session_id = %self.session_id, "{why}: stopping the turn");
+            self.ctx.events.emit(DomainEvent::error(&self.session_id, &format!("Budget exceeded: {why}"), Some("BUDGET_EXCEEDED")));
+            self.interrupt(false);
+        }
+    }
+
+    /// `runtime.usage` (null before the first model call).
+    pub fn usage_view(&self) -> Option<Value> {
+        let d = self.data.locked();
+        (d.ledger.usage.total.calls > 0).then(|| serde_json::to_value(&d.ledger.usage).unwrap_or_default())
+    }
+}
+
+impl Meter for AgentSession {
+    fn admit(&self) -> std::result::Result<(), String> {
+        match self.budget_spent() {
+            None => Ok(()),
+            Some(why) => {
+                self.stop_for_budget(&why);
+                Err(format!("Budget exceeded: {why}"))
+            }
+        }
+    }
+
+    fn record(&self, call: Call) {
+        let (turn, total) = {
+            let mut d = self.data.locked();
+            d.ledger.usage.add(&call);
+            let mut t = self.turn_usage.locked();
+            t.sum.add(&call);
+            (t.sum.clone(), d.ledger.usage.total.clone())
+        };
+        self.store_ledger();
+        let payload = json!({
+            "sessionId": self.session_id,
+            "call": call,
+            "turn": turn,
+            "total": total,
+            "costUsd": total.cost_usd,
+        });
+        self.ctx.events.emit(DomainEvent::usage(&self.session_id, payload));
+    }
+}
