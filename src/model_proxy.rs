@@ -214,12 +214,8 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .ok()
         .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_string));
     // Claude Code marks a subagent's calls with its id.
-    let conversation_id = parts
-        .headers
-        .get("x-claude-code-agent-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("main")
-        .to_string();
+    let conversation_id =
+        parts.headers.get("x-claude-code-agent-id").and_then(|v| v.to_str().ok()).unwrap_or("main").to_string();
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut out = inner.client.request(parts.method.clone(), format!("{}{path}", inner.upstream));
     for (name, value) in &parts.headers {

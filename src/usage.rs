@@ -240,7 +240,8 @@ mod tests {
         let custom = Price { input: 1.0, output: 2.0, cache_read: 0.0, cache_write: 0.0 };
         let p = Pricing::with_overrides([("claude-sonnet-4-5".to_string(), custom)].into());
         assert_eq!(p.price("claude-sonnet-4-5-20250929"), Some(custom));
-        let t = Tokens { input_tokens: 1_000_000, output_tokens: 2_000_000, cache_read_tokens: 10, cache_write_tokens: 0 };
+        let t =
+            Tokens { input_tokens: 1_000_000, output_tokens: 2_000_000, cache_read_tokens: 10, cache_write_tokens: 0 };
         assert_eq!(custom.cost(&t), 5.0);
     }
 

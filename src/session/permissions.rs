@@ -44,8 +44,11 @@ pub fn validate_options(options: &Map<String, Value>) -> Result<(), String> {
     mode_of(options)?;
     rules_of(options.get("permissions"), "sessionOptions.permissions")?;
     if let Some(b) = options.get("budget").filter(|b| !b.is_null()) {
-        let budget: crate::usage::Budget = serde_json::from_value(b.clone())
-            .map_err(|e| format!("sessionOptions.budget: {e} (expected {{ maxCostUsd?, maxTokens?, maxTurnMs?, maxSandboxSeconds? }})"))?;
+        let budget: crate::usage::Budget = serde_json::from_value(b.clone()).map_err(|e| {
+            format!(
+                "sessionOptions.budget: {e} (expected {{ maxCostUsd?, maxTokens?, maxTurnMs?, maxSandboxSeconds? }})"
+            )
+        })?;
         budget.validated("sessionOptions.budget")?;
     }
     for key in ["permissionTimeoutMs", "interruptGraceMs"] {

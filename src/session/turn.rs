@@ -392,7 +392,8 @@ impl AgentSession {
         let deadline = tokio::time::Instant::now() + timeout;
         // The budget's maxTurnMs stops a turn the interrupt way (with BUDGET_EXCEEDED).
         let max_turn_ms = self.budget().max_turn_ms;
-        let mut turn_limit = max_turn_ms.map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64));
+        let mut turn_limit =
+            max_turn_ms.map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64));
         let mut kill_at: Option<tokio::time::Instant> = None;
         let exit = runner.exit();
         tokio::pin!(exit);

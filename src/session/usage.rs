@@ -82,7 +82,11 @@ impl AgentSession {
         let first = !std::mem::replace(&mut self.turn_usage.locked().stopped, true);
         if first {
             tracing::warn!(session_id = %self.session_id, "{why}: stopping the turn");
-            self.ctx.events.emit(DomainEvent::error(&self.session_id, &format!("Budget exceeded: {why}"), Some("BUDGET_EXCEEDED")));
+            self.ctx.events.emit(DomainEvent::error(
+                &self.session_id,
+                &format!("Budget exceeded: {why}"),
+                Some("BUDGET_EXCEEDED"),
+            ));
             self.interrupt(false);
         }
     }

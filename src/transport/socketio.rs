@@ -18,7 +18,7 @@ use socketioxide::SocketIo;
 use tokio::sync::Notify;
 
 use super::access::{self, Authorizer, Handshake, Origins};
-use super::outbox::{self, Item, Outbox};
+use super::outbox::{self, Item, Outbox, Weigh};
 use super::redact::Redactor;
 use crate::events::{DomainEvent, Subscription};
 use crate::runtime::AgentRuntime;
@@ -312,26 +312,29 @@ async fn join(socket: SocketRef, TryData(arg): TryData<Value>, ack: AckSender, S
         },
         _ => Err("session:join expects a session id string".to_string()),
     };
+    let mut ack = Some(ack);
     let answer = match target {
-        Ok((id, replay)) => try_join(&socket, &shared, id, replay).await,
+        Ok((id, replay)) => try_join(&socket, &shared, id, replay, &mut ack).await,
         Err(e) => Err(e),
     };
+    // A join with `since` answered already (before its replay).
+    let Some(ack) = ack else { return };
     let _ = match answer {
-        Ok(None) => ack.send(&json!({ "success": true })),
-        Ok(Some(replay)) => ack.send(&replay),
+        Ok(()) => ack.send(&json!({ "success": true })),
         Err(error) => ack.send(&json!({ "success": false, "error": error })),
     };
 }
 
-/// Join room `id`. With `replay` (the object form): first the logged events after `since`
-/// (all kept ones without it) go to this socket, then live ones, with no gap and no repeat;
-/// the answer is the ack `{ success, lastEventId, replayed, reset? }`.
+/// Join room `id`. With `replay` (the object form) the ack is sent here, first:
+/// `{ success, lastEventId, replayed, reset? }`; then the logged events after `since` go to this
+/// socket, then live ones, with no gap and no repeat.
 async fn try_join(
     socket: &SocketRef,
     shared: &Shared,
     id: String,
     replay: Option<Option<String>>,
-) -> Result<Option<Value>, String> {
+    ack: &mut Option<AckSender>,
+) -> Result<(), String> {
     access::validate_session_id(&id)?;
     if let Some(a) = &shared.authorizer {
         let allowed = match client(socket) {
@@ -345,43 +348,66 @@ async fn try_join(
         }
     }
     let rt = shared.runtime.upgrade().ok_or("The runtime is shutting down")?;
-    match rt.sessions.load_session(&id).await {
-        Ok(session) => {
-            let mut ack = None;
-            match &replay {
-                None => socket.join(room(&id)),
-                Some(since) => {
-                    let c = client(socket).ok_or("Not connected")?;
-                    ack = Some(catch_up(socket, shared, &rt, &c, &id, since.clone()).await?);
-                }
-            }
-            let status = json!({ "sessionId": id, "runtime": session.runtime_state() });
-            let _ = socket.emit("session:status", &redact_status(&shared.redactor, status));
-            // A tab that joins late (or again after a refresh) can answer what is waiting.
-            for r in session.pending_requests() {
-                let name =
-                    if r.kind == "question" { "session:question:requested" } else { "session:permission:requested" };
-                let mut payload = serde_json::to_value(&r).unwrap_or_default();
-                if let Some(o) = payload.as_object_mut() {
-                    o.remove("type");
-                    o.insert("sessionId".into(), json!(id));
-                }
-                let _ = socket.emit(name, &payload);
-            }
-            Ok(ack)
+    let session = match rt.sessions.load_session(&id).await {
+        Ok(session) => session,
+        Err(e) if e.is_not_found() => return Err("Session not found".into()),
+        Err(e) => return Err(shared.redactor.apply(&e.to_string())),
+    };
+    let c = client(socket).ok_or("Not connected")?;
+    // The reference's form gets the snapshot before its ack, as there; after a replay it is
+    // queued behind it (an emit straight into a full engine would be lost).
+    let direct = replay.is_none();
+    let send = |name: &'static str, payload: &Value| {
+        if direct {
+            let _ = socket.emit(name, payload);
+        } else {
+            queue_event(&c, name, payload);
         }
-        Err(e) if e.is_not_found() => Err("Session not found".into()),
-        Err(e) => Err(shared.redactor.apply(&e.to_string())),
+    };
+    match replay {
+        None => socket.join(room(&id)),
+        Some(since) => {
+            if let Err(why) = catch_up(socket, shared, &rt, &c, &id, since, ack).await {
+                // Acked already: the client learns it the way a slow one does, and rejoins.
+                tracing::info!(socket = %socket.id, session_id = %id, "{why}");
+                c.outbox.close();
+                disconnect_when_possible(&shared.tokio, socket.clone());
+                return Ok(());
+            }
+        }
+    }
+    let status = json!({ "sessionId": id, "runtime": session.runtime_state() });
+    send("session:status", &redact_status(&shared.redactor, status));
+    // A tab that joins late (or again after a refresh) can answer what is waiting.
+    for r in session.pending_requests() {
+        let name = if r.kind == "question" { "session:question:requested" } else { "session:permission:requested" };
+        let mut payload = serde_json::to_value(&r).unwrap_or_default();
+        if let Some(o) = payload.as_object_mut() {
+            o.remove("type");
+            o.insert("sessionId".into(), json!(id));
+        }
+        send(name, &payload);
+    }
+    Ok(())
+}
+
+fn queue_event(c: &Client, name: &'static str, payload: &Value) {
+    if let Ok(raw) = RawValue::from_string(payload.to_string()) {
+        let _ = c.outbox.push(Item { name, payload: Arc::from(raw) });
     }
 }
 
 /// Most events one read of the log replays; the rest follow as the client takes them.
 const REPLAY_PAGE: usize = 500;
+/// Handoffs tried before a client that cannot catch up with a fast session is refused.
+const HANDOFF_TRIES: usize = 8;
 
-/// Send `socket` the logged events after `since` (none without it) as fast as it takes them,
-/// then join it to the room under the bus's order lock, so backlog and live events meet with no
-/// gap and no repeat. A long backlog never overflows the client's buffer: each page waits until
-/// half of it is free, and only the last page is read under the lock.
+/// Answer the join, then send `socket` the logged events after `since` (none without it) as
+/// fast as it takes them, then join it to the room under the bus's order lock, so backlog and
+/// live events meet with no gap and no repeat. The ack goes first, while the connection's
+/// buffers are empty: behind a backlog the engine could refuse it, and an ack cannot be retried.
+/// The backlog is fed at the client's pace (never past its buffer); only a tail that fits in its
+/// buffer is read and queued under the lock.
 async fn catch_up(
     socket: &SocketRef,
     shared: &Shared,
@@ -389,45 +415,78 @@ async fn catch_up(
     c: &Client,
     id: &str,
     mut since: Option<String>,
-) -> Result<Value, String> {
-    let mut replayed = 0;
-    while since.is_some() {
-        if !c.outbox.wait_for_room(c.outbox.limit() / 2).await {
-            return Err("Disconnected".into());
-        }
-        let read = rt.events.log().read_since(id, since.as_deref(), REPLAY_PAGE);
-        if read.reset || read.events.len() < REPLAY_PAGE {
-            break;
-        }
-        replayed += replay(shared, c, id, &read.events)?;
-        since = read.events.last().map(|e| e.event_id.clone());
+    ack: &mut Option<AckSender>,
+) -> Result<(), String> {
+    let now = rt.events.log().read_since(id, since.as_deref(), 0);
+    let seq = |e: &Option<String>| e.as_deref().and_then(|e| e.rsplit_once('-')?.1.parse::<u64>().ok()).unwrap_or(0);
+    let backlog = if now.reset || since.is_none() { 0 } else { seq(&now.last_event_id).saturating_sub(seq(&since)) };
+    let mut answer = json!({ "success": true, "lastEventId": now.last_event_id, "replayed": backlog });
+    if now.reset {
+        // Too old or unknown: nothing is replayed, the client refetches the state.
+        answer["reset"] = json!(true);
+        since = None;
     }
-    let _order = rt.events.hold_order();
-    // Without `since`: nothing to replay, the ack says where the log stands.
-    let limit = if since.is_some() { usize::MAX } else { 0 };
-    let read = rt.events.log().read_since(id, since.as_deref(), limit);
-    replayed += replay(shared, c, id, &read.events)?;
-    socket.join(room(id));
-    let mut ack = json!({ "success": true, "lastEventId": read.last_event_id, "replayed": replayed });
-    if read.reset {
-        // Too old or unknown (or dropped from the log while the client caught up): refetch.
-        ack["reset"] = json!(true);
+    if let Some(a) = ack.take() {
+        let _ = a.send(&answer);
     }
-    Ok(ack)
+    for _ in 0..HANDOFF_TRIES {
+        while since.is_some() {
+            let read = rt.events.log().read_since(id, since.as_deref(), REPLAY_PAGE);
+            if read.reset {
+                return Err("the log dropped events this client had not caught up with".into());
+            }
+            if read.events.len() < REPLAY_PAGE {
+                break;
+            }
+            feed(c, client_items(shared, id, &read.events)).await?;
+            since = read.events.last().map(|e| e.event_id.clone());
+        }
+        let (items, last) = {
+            let _order = rt.events.hold_order();
+            let limit = if since.is_some() { usize::MAX } else { 0 };
+            let read = rt.events.log().read_since(id, since.as_deref(), limit);
+            if read.reset {
+                return Err("the log dropped events this client had not caught up with".into());
+            }
+            let items = client_items(shared, id, &read.events);
+            let size: usize = items.iter().map(Weigh::weight).sum();
+            if c.outbox.queued_bytes() + size <= c.outbox.limit() {
+                for item in items {
+                    c.outbox.push(item).map_err(|_| "disconnected".to_string())?;
+                }
+                socket.join(room(id));
+                return Ok(());
+            }
+            (items, read.events.last().map(|e| e.event_id.clone()))
+        };
+        // The tail does not fit yet: feed it at the client's pace and try the handoff again.
+        feed(c, items).await?;
+        since = last;
+    }
+    Err("the session streams faster than this connection takes its events".into())
 }
 
-/// Queue logged events for one client; how many went.
-fn replay(shared: &Shared, c: &Client, id: &str, events: &[crate::event_log::LoggedEvent]) -> Result<usize, String> {
-    let mut n = 0;
-    for e in events {
-        let Some((name, body)) = client_form(shared, e.event, id, &e.payload) else { continue };
-        let Ok(raw) = RawValue::from_string(body.to_string()) else { continue };
-        if c.outbox.push(Item { name, payload: Arc::from(raw) }).is_err() {
-            return Err("Too much to replay for this connection's buffer; fetch the state instead".into());
+/// Logged events as this server's clients receive them.
+fn client_items(shared: &Shared, id: &str, events: &[crate::event_log::LoggedEvent]) -> Vec<Item> {
+    events
+        .iter()
+        .filter_map(|e| {
+            let (name, body) = client_form(shared, e.event, id, &e.payload)?;
+            let raw = RawValue::from_string(body.to_string()).ok()?;
+            Some(Item { name, payload: Arc::from(raw) })
+        })
+        .collect()
+}
+
+/// Queue `items` for one client, each once its buffer has room for it.
+async fn feed(c: &Client, items: Vec<Item>) -> Result<(), String> {
+    for item in items {
+        if !c.outbox.wait_for_room(c.outbox.limit().saturating_sub(item.weight())).await {
+            return Err("disconnected".into());
         }
-        n += 1;
+        c.outbox.push(item).map_err(|_| "disconnected".to_string())?;
     }
-    Ok(n)
+    Ok(())
 }
 
 /// The loaded session `id`, if this socket joined it (joining is where access is decided).
