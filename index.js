@@ -187,7 +187,13 @@ class AgentSession {
     if (typeof message !== 'string') throw new TypeError('sendMessage: message must be a string');
     const mode = options?.mode;
     if (mode !== undefined && typeof mode !== 'string') throw new TypeError('sendMessage: options.mode must be a string');
-    return call(this.#n.sendMessage(this.sessionId, message, mode));
+    let sent;
+    try {
+      sent = this.#n.sendMessage(this.sessionId, message, mode);
+    } catch (err) {
+      throw fromNative(err); // refused at once (queue full, budget spent): keep its code
+    }
+    return call(sent);
   }
   /** Stop the running turn; resolves to whether one was running. */
   async interrupt(options) {

@@ -18,6 +18,8 @@ export interface PermissionSessionOptions {
   permissions?: { allow?: string[]; deny?: string[] };
   /** An unanswered request is denied after this long (default 600000). */
   permissionTimeoutMs?: number;
+  /** This session's spending limits (over the runtime's `budget`). */
+  budget?: Budget;
 }
 export interface ClaudeSDKSessionOptions extends PermissionSessionOptions {
   model?: string;
@@ -62,6 +64,8 @@ export interface SessionRuntimeState {
   queue?: QueuedMessage[];
   /** In a session's state: tool calls and questions waiting for a person. */
   pendingRequests?: PendingRequest[];
+  /** In a session's state, after its first model call: tokens and cost so far. */
+  usage?: SessionUsage;
 }
 
 export interface SessionListItem extends PersistedSessionListData {
@@ -201,6 +205,15 @@ export interface RuntimeConfig {
   /** What the per-session event log keeps for clients that reconnect (defaults 10000 events,
    *  8 MiB per loaded session; the older ones are dropped first). */
   eventLog?: false | { maxEvents?: number; maxBytes?: number };
+  /** Sandboxes reach the model API through a proxy on this host, with a per-session token as
+   *  their key (the real `ANTHROPIC_API_KEY` never enters them); it counts usage and enforces
+   *  budgets. On by default when sandboxes would get an API key; `false`: the key goes in, as the
+   *  reference does. Modal sandboxes need `publicUrl` (where they reach the proxy) to use it. */
+  modelProxy?: false | { publicUrl?: string; host?: string; port?: number; timeoutMs?: number };
+  /** USD per million tokens by model id or id prefix, over the built-in table of Claude models. */
+  pricing?: Record<string, { input: number; output: number; cacheRead: number; cacheWrite: number }>;
+  /** Every session's budget unless its `sessionOptions.budget` sets a limit. */
+  budget?: Budget;
   /** After an interrupt, how long the agent has to stop before its runner is killed (default 5000). */
   interruptGraceMs?: number;
   /** A session's agent process exits after this long without a turn (default 300000); the next
@@ -428,6 +441,46 @@ export interface RequestResolvedEvent {
   behavior: 'allow' | 'deny';
   resolvedBy: 'user' | 'timeout' | 'interrupt' | 'rule';
 }
+/** Limits on what a session may spend. A spent budget stops the running turn (`session:error`
+ *  code `BUDGET_EXCEEDED`) and refuses new messages (402) until it is raised. */
+export interface Budget {
+  maxCostUsd?: number;
+  maxTokens?: number;
+  /** A turn running longer is stopped the interrupt way. */
+  maxTurnMs?: number;
+  maxSandboxSeconds?: number;
+}
+
+export interface TokenCounts {
+  inputTokens: number;
+  outputTokens: number;
+  cacheReadTokens: number;
+  cacheWriteTokens: number;
+}
+
+/** Tokens and cost of a group of model calls; `costUsd` is null when a call's model had no price. */
+export interface UsageSum extends TokenCounts {
+  costUsd: number | null;
+  calls: number;
+  unpriced?: true;
+}
+
+/** `runtime.usage` in `GET /api/sessions/:id`: the session's usage, kept across reloads. */
+export interface SessionUsage extends UsageSum {
+  byModel: Record<string, UsageSum>;
+  /** `main`, or a subagent's id. */
+  byConversation: Record<string, UsageSum>;
+}
+
+/** `session:usage`, after every model call. */
+export interface UsageEvent {
+  sessionId: string;
+  call: TokenCounts & { model: string; conversationId: string; costUsd: number | null };
+  turn: UsageSum;
+  total: UsageSum;
+  costUsd: number | null;
+}
+
 /** `session:queue:changed` */
 export interface QueueChangedEvent {
   sessionId: string;

@@ -140,7 +140,7 @@ function claudeScript(body, headers, subagent) {
 }
 
 function usage(body) {
-  return { input_tokens: 10 + (body.messages?.length ?? 0), output_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
+  return { input_tokens: 10 + (body.messages?.length ?? 0), output_tokens: 0, cache_creation_input_tokens: 2, cache_read_input_tokens: 3 };
 }
 
 async function sse(res, body, reply) {
@@ -233,6 +233,8 @@ export function startFakeAnthropic({ port = 0, log = () => {} } = {}) {
           res.writeHead(500, { 'content-type': 'application/json' });
           return res.end(JSON.stringify({ type: 'error', error: { type: 'api_error', message: 'scripted failure' } }));
         }
+        // What this answer reports as usage, for tests that count it.
+        entry.reported = { ...usage(body), output_tokens: 20 };
         const wait = /wait (\d+)\s*ms/i.exec(turn.prompt);
         const delay = wait && turn.toolUses.length === 0 && !req.headers['x-claude-code-agent-id'] ? Number(wait[1]) : 0;
         const answer = () => (body.stream ? sse(res, body, reply) : json(res, body, reply));

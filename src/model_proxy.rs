@@ -60,6 +60,8 @@ struct Inner {
     upstream: String,
     api_key: String,
     pricing: Pricing,
+    /// Models already warned about for having no price.
+    unpriced: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     client: reqwest::Client,
 }
 
@@ -98,6 +100,7 @@ impl ModelProxy {
             upstream: opts.upstream.trim_end_matches('/').to_string(),
             api_key: opts.api_key,
             pricing,
+            unpriced: Arc::default(),
             client,
         });
         let app = axum::Router::new().fallback(forward).with_state(inner.clone());
@@ -250,6 +253,7 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let mut tap = counted.then(|| Tap {
         meter,
         pricing: inner.pricing.clone(),
+        unpriced: inner.unpriced.clone(),
         model: requested_model,
         conversation_id,
         sse,
@@ -295,6 +299,7 @@ fn without_url(e: &reqwest::Error) -> String {
 struct Tap {
     meter: Arc<dyn Meter>,
     pricing: Pricing,
+    unpriced: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     model: Option<String>,
     conversation_id: String,
     sse: bool,
@@ -388,6 +393,9 @@ impl Drop for Tap {
         }
         let model = self.model.clone().unwrap_or_else(|| "unknown".into());
         let cost_usd = self.pricing.price(&model).map(|p| p.cost(&self.tokens));
+        if cost_usd.is_none() && self.unpriced.lock().unwrap_or_else(|e| e.into_inner()).insert(model.clone()) {
+            tracing::warn!(%model, "no price for this model: its calls are counted in tokens, costUsd null (add it to config pricing)");
+        }
         self.meter.record(Call {
             model,
             conversation_id: std::mem::take(&mut self.conversation_id),
@@ -417,6 +425,7 @@ mod tests {
         Tap {
             meter,
             pricing: Pricing::default(),
+            unpriced: Arc::default(),
             model: Some("requested".into()),
             conversation_id: "main".into(),
             sse,

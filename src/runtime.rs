@@ -82,7 +82,7 @@ impl AgentRuntime {
     /// Sessions whose ledger holds accepted messages or sandboxes (a previous run ended without
     /// finishing them) are loaded, which runs or reports the messages and stops the sandboxes.
     pub async fn start(&self) -> Result<()> {
-        self.start_model_proxy().await?;
+        self.sessions.context().model_proxy().await?;
         let records = self.sessions.context().persistence.list_all_sessions().await?;
         tracing::info!(sessions = records.len(), "runtime started");
         for mut r in records {
@@ -96,38 +96,6 @@ impl AgentRuntime {
                 }
             });
         }
-        Ok(())
-    }
-
-    /// Start the model proxy when it is on and there is a key to keep out of sandboxes (without
-    /// `ANTHROPIC_API_KEY` in the sandbox environment there is nothing to protect or count).
-    async fn start_model_proxy(&self) -> Result<()> {
-        let Some(cfg) = &self.options.model_proxy else { return Ok(()) };
-        let env = &self.options.sandbox_env.0;
-        let Some(api_key) = env.get("ANTHROPIC_API_KEY").filter(|k| !k.is_empty()) else {
-            tracing::info!("model proxy not started: no ANTHROPIC_API_KEY for sandboxes");
-            return Ok(());
-        };
-        let listen = format!("{}:{}", cfg.host, cfg.port)
-            .parse()
-            .map_err(|e| Error::Config(format!("modelProxy.host/port: {e}")))?;
-        let opts = crate::model_proxy::ProxyOptions {
-            listen,
-            public_url: cfg.public_url.clone(),
-            upstream: env.get("ANTHROPIC_BASE_URL").cloned().unwrap_or_else(|| "https://api.anthropic.com".into()),
-            api_key: api_key.clone(),
-            read_timeout: cfg.timeout,
-        };
-        let proxy = crate::model_proxy::ModelProxy::start(opts, self.options.pricing.clone())
-            .await
-            .map_err(|e| Error::Config(format!("the model proxy cannot listen on {listen}: {e}")))?;
-        if matches!(self.options.provider, ProviderKind::Modal) && cfg.public_url.is_none() {
-            tracing::warn!(
-                "Modal sandboxes cannot reach this host's loopback: they get ANTHROPIC_API_KEY itself; set \
-                 modelProxy.publicUrl to where the model proxy is reachable to keep the key out of them"
-            );
-        }
-        let _ = self.sessions.context().model_proxy.set(Arc::new(proxy));
         Ok(())
     }
 

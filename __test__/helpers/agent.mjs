@@ -14,7 +14,7 @@ export const EVENTS = [
   'session:metadata:update', 'session:file:created', 'session:file:modified', 'session:file:deleted',
   'session:subagent:discovered', 'session:subagent:completed', 'session:error', 'session:transcript:changed',
   'session:queue:changed', 'session:permission:requested', 'session:permission:resolved',
-  'session:question:requested', 'session:question:resolved',
+  'session:question:requested', 'session:question:resolved', 'session:usage',
 ];
 
 export const AGENT_PROFILE = {

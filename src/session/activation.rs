@@ -110,7 +110,7 @@ impl AgentSession {
         if let Some(Value::Object(vars)) = self.profile.raw.get("environmentVariables") {
             env.extend(vars.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))));
         }
-        self.model_env(&mut env, provider.name() != "local");
+        self.model_env(&mut env, provider.name() != "local").await.map_err(|e| (e, None))?;
         let sb = provider.create(SandboxSpec { env }).await.map_err(|e| (e.into(), None))?;
         let fail = |e: Error| (e, Some(sb.clone()));
         let id = sb.id().to_string();

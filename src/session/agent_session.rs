@@ -43,8 +43,9 @@ pub struct SessionContext {
     pub active_sandboxes: Arc<std::sync::atomic::AtomicUsize>,
     /// The runtime is shutting down: unloads keep accepted messages for after the restart.
     pub shutting_down: std::sync::atomic::AtomicBool,
-    /// The model proxy, once the runtime started it (absent: sandboxes get the key).
-    pub model_proxy: std::sync::OnceLock<Arc<crate::model_proxy::ModelProxy>>,
+    /// The model proxy, started with the runtime or the first sandbox (`None`: sandboxes get
+    /// the key).
+    pub model_proxy: tokio::sync::OnceCell<Option<Arc<crate::model_proxy::ModelProxy>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

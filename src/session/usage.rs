@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::AgentSession;
 use crate::error::{Error, Result};
 use crate::events::DomainEvent;
-use crate::model_proxy::Meter;
+use crate::model_proxy::{Meter, ModelProxy};
 use crate::sync::Locked as _;
 use crate::usage::{Budget, Call, Sum};
 
@@ -20,13 +20,55 @@ pub struct TurnUsage {
     pub stopped: bool,
 }
 
+impl super::SessionContext {
+    /// The model proxy, started on first use when it is on and there is a key to keep out of
+    /// sandboxes (without `ANTHROPIC_API_KEY` in their environment there is nothing to protect
+    /// or count).
+    pub async fn model_proxy(&self) -> Result<Option<Arc<ModelProxy>>> {
+        self.model_proxy.get_or_try_init(|| start_proxy(&self.options)).await.cloned()
+    }
+}
+
+async fn start_proxy(options: &crate::config::RuntimeOptions) -> Result<Option<Arc<ModelProxy>>> {
+    let Some(cfg) = &options.model_proxy else { return Ok(None) };
+    let env = &options.sandbox_env.0;
+    let Some(api_key) = env.get("ANTHROPIC_API_KEY").filter(|k| !k.is_empty()) else {
+        tracing::info!("model proxy not started: no ANTHROPIC_API_KEY for sandboxes");
+        return Ok(None);
+    };
+    let listen = format!("{}:{}", cfg.host, cfg.port)
+        .parse()
+        .map_err(|e| Error::Config(format!("modelProxy.host/port: {e}")))?;
+    let opts = crate::model_proxy::ProxyOptions {
+        listen,
+        public_url: cfg.public_url.clone(),
+        upstream: env.get("ANTHROPIC_BASE_URL").cloned().unwrap_or_else(|| "https://api.anthropic.com".into()),
+        api_key: api_key.clone(),
+        read_timeout: cfg.timeout,
+    };
+    let proxy = ModelProxy::start(opts, options.pricing.clone())
+        .await
+        .map_err(|e| Error::Config(format!("the model proxy cannot listen on {listen}: {e}")))?;
+    if matches!(options.provider, crate::config::ProviderKind::Modal) && cfg.public_url.is_none() {
+        tracing::warn!(
+            "Modal sandboxes cannot reach this host's loopback: they get ANTHROPIC_API_KEY itself; set \
+             modelProxy.publicUrl to where the model proxy is reachable to keep the key out of them"
+        );
+    }
+    Ok(Some(Arc::new(proxy)))
+}
+
 impl AgentSession {
     /// The environment of a new sandbox: the model API through the proxy, with this session's
     /// token as its key, when the proxy runs and the sandbox can reach it.
-    pub(super) fn model_env(self: &Arc<Self>, env: &mut std::collections::BTreeMap<String, String>, remote: bool) {
-        let Some(proxy) = self.ctx.model_proxy.get() else { return };
+    pub(super) async fn model_env(
+        self: &Arc<Self>,
+        env: &mut std::collections::BTreeMap<String, String>,
+        remote: bool,
+    ) -> Result<()> {
+        let Some(proxy) = self.ctx.model_proxy().await? else { return Ok(()) };
         if remote && !proxy.is_public() {
-            return; // Modal without modelProxy.publicUrl: the key goes in (warned at start).
+            return Ok(()); // Modal without modelProxy.publicUrl: the key goes in (warned at start).
         }
         let me: Arc<dyn Meter> = self.clone();
         let token = proxy.grant(&self.session_id, Arc::downgrade(&me));
@@ -34,11 +76,12 @@ impl AgentSession {
         env.insert("ANTHROPIC_API_KEY".into(), token);
         // Nothing else that could carry a credential of the host's.
         env.remove("ANTHROPIC_AUTH_TOKEN");
+        Ok(())
     }
 
     /// The session unloaded: its token stops working.
     pub(super) fn revoke_model_access(&self) {
-        if let Some(proxy) = self.ctx.model_proxy.get() {
+        if let Some(Some(proxy)) = self.ctx.model_proxy.get() {
             proxy.revoke(&self.session_id);
         }
     }
