@@ -108,6 +108,7 @@ fn harness_on(adapter: Arc<MemoryAdapter>, root: PathBuf, options: serde_json::V
         manager: Default::default(),
         active_sandboxes: Default::default(),
         shutting_down: Default::default(),
+        model_proxy: Default::default(),
     });
     Harness { adapter, manager, events, root }
 }
