@@ -448,6 +448,7 @@ export interface Budget {
   maxTokens?: number;
   /** A turn running longer is stopped the interrupt way. */
   maxTurnMs?: number;
+  /** Accepted, not enforced yet. */
   maxSandboxSeconds?: number;
 }
 

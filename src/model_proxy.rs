@@ -35,7 +35,8 @@ pub trait Meter: Send + Sync {
     fn record(&self, call: Call);
 }
 
-#[derive(Debug, Clone)]
+/// No `Debug`: it holds the key.
+#[derive(Clone)]
 pub struct ProxyOptions {
     /// Where the proxy listens (loopback by default: local sandboxes share the host's network).
     pub listen: SocketAddr,
