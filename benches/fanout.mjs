@@ -42,6 +42,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { num } from './env.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(SCRIPT), '..');
@@ -49,13 +50,6 @@ const ROOT = path.resolve(path.dirname(SCRIPT), '..');
 const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const num = (name, dflt) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got ${JSON.stringify(v)}`);
-  return n;
-};
 
 if (process.argv[2] === '--server') await server(process.argv[3]);
 else if (process.argv[2] === '--clients') await clients(JSON.parse(process.argv[3]));

@@ -21,14 +21,8 @@ import path from 'node:path';
 import { io } from 'socket.io-client';
 import { createAgentRuntime } from '../index.mjs';
 import { startFakeAnthropic } from '../fake-model/fake-anthropic.mjs';
+import { num } from './env.mjs';
 
-const num = (name, dflt) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got ${JSON.stringify(v)}`);
-  return n;
-};
 const SESSIONS = Math.max(1, Math.floor(num('SOAK_SESSIONS', 50)));
 const MINUTES = num('SOAK_MINUTES', 10);
 const SAMPLE_S = Math.max(1, num('SOAK_SAMPLE_SECONDS', 30));

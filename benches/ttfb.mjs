@@ -28,19 +28,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
+import { num } from './env.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const HERE = path.resolve(path.dirname(SCRIPT), '..');
 const OPENCODE_MODEL = 'anthropic/claude-sonnet-4-5';
 const MODEL_BLOCKS = new Set(['assistant_text', 'tool_use', 'thinking']);
 
-const num = (name, dflt) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got ${JSON.stringify(v)}`);
-  return Math.floor(n);
-};
 
 if (process.argv[2] === '--child') await child(process.argv[3]);
 else await parent();
@@ -167,9 +161,9 @@ async function child(dir) {
 // ---------------------------------------------------------------------------------------------
 // Parent: the fake model, the children, the schedule and the table.
 async function parent() {
-  const SESSIONS = Math.max(1, num('TTFB_SESSIONS', 3));
-  const WARM = num('TTFB_WARM_TURNS', 5);
-  const WARMUP = num('TTFB_WARMUP', 1);
+  const SESSIONS = Math.max(1, Math.floor(num('TTFB_SESSIONS', 3)));
+  const WARM = Math.floor(num('TTFB_WARM_TURNS', 5));
+  const WARMUP = Math.floor(num('TTFB_WARMUP', 1));
   const TURN_TIMEOUT_MS = Math.max(1, num('TTFB_TURN_TIMEOUT_SECONDS', 180)) * 1000;
   const ARCHS = (process.env.TTFB_ARCHS ?? 'claude-agent-sdk,opencode').split(',').map((s) => s.trim()).filter(Boolean);
   for (const a of ARCHS) if (a !== 'claude-agent-sdk' && a !== 'opencode') throw new Error(`TTFB_ARCHS: unknown architecture ${JSON.stringify(a)}`);

@@ -265,14 +265,8 @@ struct RawModelProxy {
 
 /// `modelProxy`: `false` turns it off (sandboxes get the key, as the reference does).
 fn model_proxy(v: Option<serde_json::Value>) -> Result<Option<ModelProxyConfig>, String> {
-    let raw: RawModelProxy = match v {
-        None => RawModelProxy::default(),
-        Some(serde_json::Value::Bool(false)) => return Ok(None),
-        Some(v @ serde_json::Value::Object(_)) => serde_path_to_error::deserialize(v).map_err(|e| {
-            let path = e.path().to_string();
-            format!("invalid runtime config at modelProxy.{path}: {}", e.into_inner())
-        })?,
-        Some(other) => return Err(format!("modelProxy must be false or {{ publicUrl, host, port }}, got {other}")),
+    let Some(raw) = off_or_object::<RawModelProxy>(v, "modelProxy", "{ publicUrl, host, port }")? else {
+        return Ok(None);
     };
     let d = ModelProxyConfig::default();
     let port = match raw.port {
@@ -344,19 +338,31 @@ fn positive_ms(field: &str, v: Option<f64>, default: Duration) -> Result<Duratio
     }
 }
 
+/// A feature that is on by default: absent → its defaults, `false` → off (`None`), an object →
+/// its settings; errors name `field`.
+fn off_or_object<T: serde::de::DeserializeOwned + Default>(
+    v: Option<serde_json::Value>,
+    field: &str,
+    shape: &str,
+) -> Result<Option<T>, String> {
+    match v {
+        None => Ok(Some(T::default())),
+        Some(serde_json::Value::Bool(false)) => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => serde_path_to_error::deserialize(v).map(Some).map_err(|e| {
+            let path = e.path().to_string();
+            format!("invalid runtime config at {field}.{path}: {}", e.into_inner())
+        }),
+        Some(other) => Err(format!("{field} must be false or {shape}, got {other}")),
+    }
+}
+
 /// `eventLog`: `false` turns the log off; an object sets its bounds.
 fn event_log(
     v: Option<serde_json::Value>,
     d: crate::event_log::LogLimits,
 ) -> Result<Option<crate::event_log::LogLimits>, String> {
-    let c: EventLogConfig = match v {
-        None => EventLogConfig::default(),
-        Some(serde_json::Value::Bool(false)) => return Ok(None),
-        Some(v @ serde_json::Value::Object(_)) => serde_path_to_error::deserialize(v).map_err(|e| {
-            let path = e.path().to_string();
-            format!("invalid runtime config at eventLog.{path}: {}", e.into_inner())
-        })?,
-        Some(other) => return Err(format!("eventLog must be false or {{ maxEvents, maxBytes }}, got {other}")),
+    let Some(c) = off_or_object::<EventLogConfig>(v, "eventLog", "{ maxEvents, maxBytes }")? else {
+        return Ok(None);
     };
     Ok(Some(crate::event_log::LogLimits {
         max_events: count("eventLog.maxEvents", c.max_events, d.max_events)?,
