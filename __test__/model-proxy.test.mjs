@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { agentRuntime, eventually } from './helpers/agent.mjs';
+import { client, API_KEY } from './helpers/http.mjs';
 
 const REAL_KEY = 'sk-ant-REAL-KEY-never-in-a-sandbox-7f3a';
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
@@ -142,12 +143,60 @@ test('a spent budget stops the turn with BUDGET_EXCEEDED, refuses messages with 
     const callsThen = h.fake.requests.filter((r) => r.path === '/v1/messages').length;
     assert.equal(h.of(id, 'session:error').filter((e) => e.error.code === 'BUDGET_EXCEEDED').length, 1, 'said once');
     await assert.rejects(s.sendMessage('more'), (e) => e.code === 'BUDGET_EXCEEDED');
+    // Over REST: 402 naming the code, until PATCH raises the budget.
+    const rest = client(h.rt.createRestServer({ apiKey: API_KEY }).fetch);
+    const refused = await rest('POST', `/api/sessions/${id}/messages`, { content: 'more' });
+    assert.equal(refused.status, 402);
+    assert.equal(refused.body.code, 'BUDGET_EXCEEDED');
     assert.equal(h.fake.requests.filter((r) => r.path === '/v1/messages').length, callsThen, 'no further upstream call');
-    await s.updateSessionOptions({ budget: { maxTokens: 100_000 } });
-    await s.sendMessage('hello again');
+    const state = (await rest('GET', `/api/sessions/${id}`)).body;
+    assert.ok(state.runtime.usage.inputTokens + state.runtime.usage.outputTokens >= 30, 'usage in the state');
+    assert.equal((await rest('PATCH', `/api/sessions/${id}/options`, { sessionOptions: { budget: { maxTokens: 100_000 } } })).status, 200);
+    assert.equal((await rest('POST', `/api/sessions/${id}/messages`, { content: 'hello again' })).status, 200);
     await h.turnEnd(id, 2);
     assert.ok(h.fake.requests.filter((r) => r.path === '/v1/messages').length > callsThen, 'it works again');
     await assert.rejects(s.updateSessionOptions({ budget: { maxTokens: -1 } }), /sessionOptions\.budget\.maxTokens must be a positive number/);
+  } finally {
+    await h.close();
+  }
+});
+
+test('maxTurnMs stops a turn that runs too long, the interrupt way', { timeout: 120_000 }, async () => {
+  const h = await agentRuntime({ extraSandboxEnv: { ANTHROPIC_API_KEY: REAL_KEY } });
+  try {
+    const s = await h.rt.sessionManager.createSession({ ...CLAUDE, sessionOptions: { budget: { maxTurnMs: 2000 } } });
+    const id = s.sessionId;
+    const started = Date.now();
+    await s.sendMessage('run: echo start; sleep 60; echo done');
+    const [, err] = await h.waitFor((n, p) => n === 'session:error' && p.sessionId === id, 30_000, 'the budget error');
+    assert.equal(err.error.code, 'BUDGET_EXCEEDED');
+    assert.match(err.error.message, /maxTurnMs 2000/);
+    const [, end] = await h.waitFor((n, p) => n === 'session:block:complete' && p.sessionId === id && p.block.metadata?.stopReason, 30_000, 'the end');
+    assert.equal(end.block.metadata.stopReason, 'interrupted');
+    assert.ok(Date.now() - started < 30_000, 'long before the command would have ended');
+  } finally {
+    await h.close();
+  }
+});
+
+test('OpenCode: the key stays out of its sandbox and its calls are counted', { timeout: 240_000 }, async () => {
+  const profile = { id: 'default', name: 'Default Agent', tools: ['write', 'bash'] };
+  const h = await agentRuntime({ profiles: [profile], extraSandboxEnv: { ANTHROPIC_API_KEY: REAL_KEY, AGENT_RUNTIME_OPENCODE_MAX_RETRIES: '0' } });
+  try {
+    const s = await h.rt.sessionManager.createSession({ agentProfileRef: 'default', architecture: 'opencode', sessionOptions: { model: 'anthropic/claude-sonnet-4-5' } });
+    const id = s.sessionId;
+    await s.sendMessage('write haiku.txt');
+    await h.turnEnd(id);
+    assert.deepEqual(processesWith(REAL_KEY).map((p) => p.pid), [], 'no process environment holds the real key');
+    assert.deepEqual(filesWith(h.root, REAL_KEY), [], 'no sandbox file holds it');
+    const calls = h.fake.requests.filter((r) => r.path.startsWith('/v1/messages') && r.method === 'POST' && r.reported);
+    assert.ok(calls.length >= 1);
+    for (const c of calls) assert.equal(c.headers['x-api-key'], REAL_KEY);
+    await eventually(() => h.of(id, 'session:usage').length === calls.length, 10_000, 'a usage event per call');
+    const last = h.of(id, 'session:usage').at(-1);
+    assert.equal(last.total.inputTokens, sum(calls.map((c) => c.reported), 'input_tokens'));
+    assert.equal(last.total.outputTokens, sum(calls.map((c) => c.reported), 'output_tokens'));
+    assert.ok(last.costUsd > 0, 'priced');
   } finally {
     await h.close();
   }
