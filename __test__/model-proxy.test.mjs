@@ -8,6 +8,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { agentRuntime, eventually } from './helpers/agent.mjs';
 import { client, API_KEY } from './helpers/http.mjs';
+import { startFakeModal } from './helpers/fake-modal.mjs';
 
 const REAL_KEY = 'sk-ant-REAL-KEY-never-in-a-sandbox-7f3a';
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
@@ -201,3 +202,54 @@ test('OpenCode: the key stays out of its sandbox and its calls are counted', { t
     await h.close();
   }
 });
+
+/** A port nobody listens on now. */
+async function freePort() {
+  const net = await import('node:net');
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+for (const publicUrl of [true, false]) {
+  test(`Modal (fake control plane) ${publicUrl ? 'with' : 'without'} modelProxy.publicUrl`, { timeout: 240_000 }, async () => {
+    const fake = await startFakeModal();
+    const port = await freePort();
+    process.env.MODAL_SERVER_URL = fake.url;
+    let h;
+    try {
+      h = await agentRuntime({
+        modal: { tokenId: 'ak-test', tokenSecret: 'as-test', appName: 'proxy' },
+        sandbox: { provider: 'modal' },
+        extraSandboxEnv: { ANTHROPIC_API_KEY: REAL_KEY },
+        modelProxy: publicUrl ? { port, publicUrl: `http://127.0.0.1:${port}` } : {},
+      });
+    } finally {
+      delete process.env.MODAL_SERVER_URL;
+    }
+    try {
+      const s = await h.rt.sessionManager.createSession({ ...CLAUDE, sessionOptions: { model: 'claude-sonnet-4-5-20250929' } });
+      await s.sendMessage('hello there');
+      await h.turnEnd(s.sessionId);
+      const calls = h.fake.requests.filter((r) => r.path === '/v1/messages' && r.method === 'POST');
+      assert.ok(calls.length >= 1);
+      for (const c of calls) assert.equal(c.headers['x-api-key'], REAL_KEY);
+      if (publicUrl) {
+        // The sandbox reached the proxy at its public URL with a token; the key stayed out.
+        assert.deepEqual(processesWith(REAL_KEY).map((p) => p.pid), []);
+        assert.ok(processesWith(`ANTHROPIC_BASE_URL=http://127.0.0.1:${port}`).length > 0);
+        await eventually(() => h.of(s.sessionId, 'session:usage').length === calls.length, 10_000, 'usage');
+      } else {
+        // No way in from a remote sandbox: the key goes in, as before (and a warning said so).
+        assert.ok(processesWith(REAL_KEY).length > 0, 'the runner has the key');
+        assert.equal(h.of(s.sessionId, 'session:usage').length, 0, 'not metered');
+      }
+    } finally {
+      await h.close();
+      await fake.stop();
+    }
+  });
+}
