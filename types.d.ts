@@ -448,7 +448,7 @@ export interface Budget {
   maxTokens?: number;
   /** A turn running longer is stopped the interrupt way. */
   maxTurnMs?: number;
-  /** Accepted, not enforced yet. */
+  /** Total lifetime of the session's sandboxes (`runtime.usage.sandboxSeconds`). */
   maxSandboxSeconds?: number;
 }
 
@@ -468,6 +468,8 @@ export interface UsageSum extends TokenCounts {
 
 /** `runtime.usage` in `GET /api/sessions/:id`: the session's usage, kept across reloads. */
 export interface SessionUsage extends UsageSum {
+  /** Lifetime of the session's sandboxes so far, the running one included. */
+  sandboxSeconds: number;
   byModel: Record<string, UsageSum>;
   /** `main`, or a subagent's id. */
   byConversation: Record<string, UsageSum>;

@@ -13,13 +13,16 @@ import { startFakeModal } from './helpers/fake-modal.mjs';
 const REAL_KEY = 'sk-ant-REAL-KEY-never-in-a-sandbox-7f3a';
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
 
-/** Environments of every process that has `needle` in its environment. */
-function processesWith(needle) {
+/** Environments of every process that has `needle` in its environment (only those whose
+ *  command line names `under`, when given: this test's sandboxes, not another runtime's). */
+function processesWith(needle, under) {
   const found = [];
   for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     try {
       const env = fs.readFileSync(`/proc/${pid}/environ`, 'latin1');
-      if (env.includes(needle)) found.push({ pid, env: env.split('\0') });
+      if (!env.includes(needle)) continue;
+      if (under && !fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(under)) continue;
+      found.push({ pid, env: env.split('\0') });
     } catch {}
   }
   return found;
@@ -55,7 +58,7 @@ test('the real key never reaches a sandbox; every call is counted and priced', {
     const running = h.waitFor((n, p) => n === 'session:block:start' && p.sessionId === id && p.block?.type === 'tool_use', 60_000, 'the tool call');
     await s.sendMessage('run: echo start; sleep 3; echo done');
     await running;
-    const sandboxProcs = processesWith('ANTHROPIC_BASE_URL=http://127.0.0.1:');
+    const sandboxProcs = processesWith('ANTHROPIC_BASE_URL=http://127.0.0.1:', h.root);
     assert.ok(sandboxProcs.length > 0, 'the agent processes point at the proxy');
     const token = sandboxProcs[0].env.find((v) => v.startsWith('ANTHROPIC_API_KEY=')).split('=')[1];
     assert.match(token, /^arn-[0-9a-f]{48}$/, 'the sandbox has a token for its key');
@@ -95,8 +98,10 @@ test('the real key never reaches a sandbox; every call is counted and priced', {
     });
     assert.equal(refused.status, 401);
     assert.equal((await refused.json()).error.type, 'authentication_error');
-    const again = await h.rt.sessionManager.loadSession(id);
-    assert.deepEqual(again.getState().runtime.usage, before);
+    const again = (await h.rt.sessionManager.loadSession(id)).getState().runtime.usage;
+    // Sandbox time kept counting until the sandbox stopped at the unload.
+    assert.ok(again.sandboxSeconds >= before.sandboxSeconds && again.sandboxSeconds < before.sandboxSeconds + 30);
+    assert.deepEqual({ ...again, sandboxSeconds: 0 }, { ...before, sandboxSeconds: 0 });
   } finally {
     await h.close();
   }
@@ -108,12 +113,12 @@ test('the proxy refuses missing and unknown tokens and oversized bodies', { time
     const s = await h.rt.sessionManager.createSession(CLAUDE);
     await s.sendMessage('hello');
     await h.turnEnd(s.sessionId);
-    const base = processesWith('ANTHROPIC_BASE_URL=http://127.0.0.1:')[0].env.find((v) => v.startsWith('ANTHROPIC_BASE_URL=')).split('=')[1];
+    const base = processesWith('ANTHROPIC_BASE_URL=http://127.0.0.1:', h.root)[0].env.find((v) => v.startsWith('ANTHROPIC_BASE_URL=')).split('=')[1];
     const post = (headers, body = '{}') => fetch(`${base}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
     assert.equal((await post({})).status, 401, 'no token');
     assert.equal((await post({ 'x-api-key': 'arn-' + '0'.repeat(48) })).status, 401, 'unknown token');
     assert.equal((await post({ 'x-api-key': REAL_KEY })).status, 401, 'the real key is not a token');
-    const token = processesWith('ANTHROPIC_BASE_URL=http://127.0.0.1:')[0].env.find((v) => v.startsWith('ANTHROPIC_API_KEY=')).split('=')[1];
+    const token = processesWith('ANTHROPIC_BASE_URL=http://127.0.0.1:', h.root)[0].env.find((v) => v.startsWith('ANTHROPIC_API_KEY=')).split('=')[1];
     // A body over the upstream's 32 MB limit is refused before it is read.
     const big = await new Promise((resolve, reject) => {
       const req = http.request(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': token, 'content-length': 200 * 1024 * 1024 } }, (res) => {
@@ -175,6 +180,23 @@ test('maxTurnMs stops a turn that runs too long, the interrupt way', { timeout: 
     const [, end] = await h.waitFor((n, p) => n === 'session:block:complete' && p.sessionId === id && p.block.metadata?.stopReason, 30_000, 'the end');
     assert.equal(end.block.metadata.stopReason, 'interrupted');
     assert.ok(Date.now() - started < 30_000, 'long before the command would have ended');
+  } finally {
+    await h.close();
+  }
+});
+
+test('maxSandboxSeconds counts sandbox time: the turn that runs past it stops, later messages get BUDGET_EXCEEDED', { timeout: 120_000 }, async () => {
+  const h = await agentRuntime({ extraSandboxEnv: { ANTHROPIC_API_KEY: REAL_KEY } });
+  try {
+    const s = await h.rt.sessionManager.createSession({ ...CLAUDE, sessionOptions: { budget: { maxSandboxSeconds: 3 } } });
+    const id = s.sessionId;
+    await s.sendMessage('run: echo start; sleep 60; echo done');
+    const [, err] = await h.waitFor((n, p) => n === 'session:error' && p.sessionId === id, 30_000, 'the budget error');
+    assert.equal(err.error.code, 'BUDGET_EXCEEDED');
+    assert.match(err.error.message, /maxSandboxSeconds 3/);
+    await h.waitFor((n, p) => n === 'session:block:complete' && p.sessionId === id && p.block.metadata?.stopReason, 30_000, 'the end');
+    assert.ok(s.getState().runtime.usage.sandboxSeconds >= 3);
+    await assert.rejects(s.sendMessage('more'), (e) => e.code === 'BUDGET_EXCEEDED' && /maxSandboxSeconds/.test(e.message));
   } finally {
     await h.close();
   }

@@ -145,6 +145,8 @@ impl Sum {
 pub struct SessionUsage {
     #[serde(flatten)]
     pub total: Sum,
+    /// Lifetime of the session's sandboxes that have ended (the running one is added live).
+    pub sandbox_seconds: f64,
     pub by_model: BTreeMap<String, Sum>,
     pub by_conversation: BTreeMap<String, Sum>,
 }
@@ -199,8 +201,14 @@ impl Budget {
         }
     }
 
-    /// The spending limit `used` has reached, named with the amounts (`None`: within budget).
-    pub fn exceeded(&self, used: &Sum) -> Option<String> {
+    /// The spending limit `used` (and `sandbox_seconds` of sandbox lifetime) has reached, named
+    /// with the amounts (`None`: within budget).
+    pub fn exceeded(&self, used: &Sum, sandbox_seconds: f64) -> Option<String> {
+        if let Some(max) = self.max_sandbox_seconds {
+            if sandbox_seconds >= max {
+                return Some(format!("maxSandboxSeconds {max} reached: {sandbox_seconds:.0} s of sandbox time used"));
+            }
+        }
         if let Some(max) = self.max_cost_usd {
             if used.cost_or_zero() >= max {
                 return Some(format!("maxCostUsd {max} reached: ${:.6} used", used.cost_or_zero()));

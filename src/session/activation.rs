@@ -87,6 +87,7 @@ impl AgentSession {
             Ok(l) => {
                 let sb = l.sandbox.clone();
                 *live = Some(l);
+                *self.sandbox_clock.locked() = Some(std::time::Instant::now());
                 Ok(sb)
             }
             Err((e, created)) => {
@@ -152,7 +153,11 @@ impl AgentSession {
     async fn stop_sandbox(&self, sandbox: &Arc<dyn Sandbox>) {
         sandbox.terminate().await;
         let id = sandbox.id().to_string();
-        self.update_ledger(|l| l.sandboxes.retain(|s| s.id != id));
+        let lived = self.sandbox_clock.locked().take().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        self.update_ledger(|l| {
+            l.sandboxes.retain(|s| s.id != id);
+            l.usage.sandbox_seconds += lived;
+        });
     }
 
     /// Store everything, then stop the sandbox. When storing fails the sandbox stays (watched

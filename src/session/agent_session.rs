@@ -163,6 +163,8 @@ pub struct AgentSession {
     pub(super) files_in_flight: tokio::sync::watch::Sender<usize>,
     /// The running turn's model usage and whether its budget stop was announced (see `usage`).
     pub(super) turn_usage: Mutex<super::usage::TurnUsage>,
+    /// Since when the current sandbox runs (its lifetime counts toward `maxSandboxSeconds`).
+    pub(super) sandbox_clock: Mutex<Option<std::time::Instant>>,
 }
 
 /// `CreateSessionArgs`.
@@ -236,6 +238,7 @@ impl AgentSession {
             interrupt_tx: tokio::sync::watch::Sender::new(false),
             files_in_flight: tokio::sync::watch::Sender::new(0),
             turn_usage: Mutex::default(),
+            sandbox_clock: Mutex::default(),
         }
     }
 

@@ -390,10 +390,7 @@ impl AgentSession {
         let too_long = || format!("runner output line exceeds {} MiB", MAX_LINE_BYTES >> 20);
         let timeout = self.ctx.options.turn_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        // The budget's maxTurnMs stops a turn the interrupt way (with BUDGET_EXCEEDED).
-        let max_turn_ms = self.budget().max_turn_ms;
-        let mut turn_limit =
-            max_turn_ms.map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64));
+        let (mut turn_limit, limit_reason) = self.budget_deadline();
         let mut kill_at: Option<tokio::time::Instant> = None;
         let exit = runner.exit();
         tokio::pin!(exit);
@@ -455,7 +452,7 @@ impl AgentSession {
                 }
                 _ = tokio::time::sleep_until(turn_limit.unwrap_or(deadline)), if turn_limit.is_some() => {
                     turn_limit = None;
-                    self.stop_for_budget(&format!("maxTurnMs {} reached", max_turn_ms.unwrap_or_default()));
+                    self.stop_for_budget(&limit_reason);
                 }
                 _ = tokio::time::sleep_until(kill_at.unwrap_or(deadline)), if kill_at.is_some() => {
                     tracing::warn!(session_id = %self.session_id, "the agent did not stop within interruptGraceMs; killing its runner");

@@ -98,10 +98,16 @@ impl AgentSession {
         own.over(self.ctx.options.budget)
     }
 
+    /// Sandbox lifetime so far: ended sandboxes plus the running one.
+    pub fn sandbox_seconds(&self) -> f64 {
+        let running = self.sandbox_clock.locked().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        self.data.locked().ledger.usage.sandbox_seconds + running
+    }
+
     /// Why no more model calls may be made (`None`: within budget).
     pub fn budget_spent(&self) -> Option<String> {
         let used = self.data.locked().ledger.usage.total.clone();
-        self.budget().exceeded(&used)
+        self.budget().exceeded(&used, self.sandbox_seconds())
     }
 
     /// Refuse a new message when the budget is spent (402 over REST).
@@ -112,6 +118,24 @@ impl AgentSession {
                 self.session_id
             ))),
             None => Ok(()),
+        }
+    }
+
+    /// When the running turn must stop for its budget (`maxTurnMs` from now, or the sandbox
+    /// time `maxSandboxSeconds` leaves), whichever comes first, and which limit it is.
+    pub(super) fn budget_deadline(&self) -> (Option<tokio::time::Instant>, String) {
+        let budget = self.budget();
+        let now = tokio::time::Instant::now();
+        let by_turn = budget
+            .max_turn_ms
+            .map(|ms| (now + std::time::Duration::from_millis(ms as u64), format!("maxTurnMs {ms} reached")));
+        let by_sandbox = budget.max_sandbox_seconds.map(|max| {
+            let left = (max - self.sandbox_seconds()).max(0.0);
+            (now + std::time::Duration::from_secs_f64(left), format!("maxSandboxSeconds {max} reached"))
+        });
+        match [by_turn, by_sandbox].into_iter().flatten().min_by_key(|(at, _)| *at) {
+            Some((at, why)) => (Some(at), why),
+            None => (None, String::new()),
         }
     }
 
@@ -137,7 +161,10 @@ impl AgentSession {
     /// `runtime.usage` (null before the first model call).
     pub fn usage_view(&self) -> Option<Value> {
         let d = self.data.locked();
-        (d.ledger.usage.total.calls > 0).then(|| serde_json::to_value(&d.ledger.usage).unwrap_or_default())
+        let mut usage = d.ledger.usage.clone();
+        drop(d);
+        usage.sandbox_seconds = self.sandbox_seconds();
+        (usage.total.calls > 0 || usage.sandbox_seconds > 0.0).then(|| serde_json::to_value(&usage).unwrap_or_default())
     }
 }
 
