@@ -107,6 +107,26 @@ test('the real key never reaches a sandbox; every call is counted and priced', {
   }
 });
 
+test('a subagent\'s calls are counted under its own conversation', { timeout: 240_000 }, async () => {
+  const h = await agentRuntime({ extraSandboxEnv: { ANTHROPIC_API_KEY: REAL_KEY } });
+  try {
+    const s = await h.rt.sessionManager.createSession({ ...CLAUDE, sessionOptions: { model: 'claude-sonnet-4-5-20250929' } });
+    await s.sendMessage('ask the helper subagent to check the plan');
+    await h.turnEnd(s.sessionId);
+    const calls = h.fake.requests.filter((r) => r.path === '/v1/messages' && r.method === 'POST');
+    const sub = calls.filter((c) => c.headers['x-claude-code-agent-id']);
+    assert.ok(sub.length >= 1, 'the subagent called the model');
+    await eventually(() => h.of(s.sessionId, 'session:usage').length === calls.length, 10_000, 'a usage event per call');
+    const usage = s.getState().runtime.usage;
+    const subIds = Object.keys(usage.byConversation).filter((k) => k !== 'main');
+    assert.equal(subIds.length, 1, JSON.stringify(usage.byConversation));
+    assert.equal(usage.byConversation[subIds[0]].calls, sub.length);
+    assert.equal(usage.byConversation.main.calls, calls.length - sub.length);
+  } finally {
+    await h.close();
+  }
+});
+
 test('the proxy refuses missing and unknown tokens and oversized bodies', { timeout: 120_000 }, async () => {
   const h = await agentRuntime({ extraSandboxEnv: { ANTHROPIC_API_KEY: REAL_KEY } });
   try {
