@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderName, StatusCode};
 use http_body_util::BodyExt;
@@ -70,12 +71,15 @@ pub struct ModelProxy {
     inner: Arc<Inner>,
     pub addr: SocketAddr,
     public_url: Option<String>,
-    task: tokio::task::JoinHandle<()>,
+    /// Ends the proxy's thread (and every call it serves) when dropped or sent.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for ModelProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -105,15 +109,38 @@ impl ModelProxy {
             client,
         });
         let app = axum::Router::new().fallback(forward).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(opts.listen).await?;
+        let listener = std::net::TcpListener::bind(opts.listen)?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "model proxy stopped");
-            }
-        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // Its own thread and single-threaded runtime: a chunk goes from the upstream connection
+        // to the sandbox's without waking another thread (a cross-thread hand-off per chunk
+        // costs more than the forwarding itself).
+        std::thread::Builder::new().name("model-proxy".into()).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(error = %e, "model proxy runtime could not start"),
+            };
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return tracing::error!(error = %e, "model proxy could not listen"),
+                };
+                // Without it, an answer's first bytes on a reused connection wait ~40 ms for
+                // the client's delayed ACK (every tool loop of an agent).
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                tokio::select! {
+                    r = axum::serve(listener, app) => if let Err(e) = r {
+                        tracing::error!(error = %e, "model proxy stopped");
+                    },
+                    _ = stopped => {}
+                }
+            });
+        })?;
         tracing::info!(%addr, upstream = %inner.upstream, "model proxy");
-        Ok(Self { inner, addr, public_url: opts.public_url, task })
+        Ok(Self { inner, addr, public_url: opts.public_url, stop: Some(stop) })
     }
 
     /// The base URL sandboxes use (`ANTHROPIC_BASE_URL`).
