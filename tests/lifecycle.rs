@@ -306,7 +306,10 @@ async fn an_accepted_message_is_stored_before_it_is_confirmed_and_hidden_from_vi
     // Answered: the ledger no longer holds it.
     h.manager.unload_session(&s.session_id).await.unwrap();
     let record = h.adapter.load_session(&s.session_id).await.unwrap().unwrap().record;
-    assert_eq!(record.metadata.unwrap_or_default().get("_agentRuntime"), None);
+    let ledger = record.metadata.unwrap_or_default().get("_agentRuntime").cloned().unwrap_or_default();
+    assert_eq!(ledger.get("pending"), Some(&serde_json::json!([])), "{ledger}");
+    assert_eq!(ledger.get("sandboxes"), Some(&serde_json::json!([])), "{ledger}");
+    assert!(ledger["usage"]["sandboxSeconds"].as_f64().unwrap() > 0.0, "the sandbox's time is kept: {ledger}");
 }
 
 #[tokio::test]
