@@ -43,6 +43,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { num } from './env.mjs';
+import { memoryAdapter } from './adapter.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(SCRIPT), '..');
@@ -116,18 +117,7 @@ function child(args, name) {
 async function server(log) {
   const { createAgentRuntime } = await import(pathToFileURL(path.join(ROOT, 'index.mjs')).href);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'arn-fanout-'));
-  const store = new Map();
-  const persistence = {
-    listAllSessions: async () => [...store.values()].map(({ rawTranscript, workspaceFiles, ...rec }) => rec),
-    loadSession: async (id) => store.get(id) ?? null,
-    createSessionRecord: async (rec) => void store.set(rec.sessionId, { ...rec, workspaceFiles: [] }),
-    updateSessionRecord: async (id, u) => void (store.has(id) && Object.assign(store.get(id), u)),
-    saveTranscript: async (id, raw) => void (store.has(id) && (store.get(id).rawTranscript = raw)),
-    saveWorkspaceFile: async () => {},
-    deleteSessionFile: async () => {},
-    listAgentProfiles: async () => [{ id: 'default', name: 'Bench Agent' }],
-    loadAgentProfile: async () => ({ id: 'default', name: 'Bench Agent', systemPrompt: 'You are a helpful assistant.', tools: [] }),
-  };
+  const { persistence } = memoryAdapter([]);
   const rt = await createAgentRuntime({
     persistence,
     logLevel: process.env.LOG_LEVEL ?? 'warn',

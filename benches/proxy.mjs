@@ -48,6 +48,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { num } from './env.mjs';
+import { memoryAdapter } from './adapter.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(SCRIPT), '..');
@@ -135,18 +136,7 @@ async function fakeMain() {
 async function runtimeMain(mode, modelUrl) {
   const { createAgentRuntime } = await import(pathToFileURL(path.join(ROOT, 'index.mjs')).href);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'arn-proxy-'));
-  const store = new Map();
-  const persistence = {
-    listAllSessions: async () => [...store.values()].map(({ rawTranscript, workspaceFiles, ...rec }) => rec),
-    loadSession: async (id) => store.get(id) ?? null,
-    createSessionRecord: async (rec) => void store.set(rec.sessionId, { ...rec, workspaceFiles: [] }),
-    updateSessionRecord: async (id, u) => void (store.has(id) && Object.assign(store.get(id), u)),
-    saveTranscript: async (id, raw) => void (store.has(id) && (store.get(id).rawTranscript = raw)),
-    saveWorkspaceFile: async () => {},
-    deleteSessionFile: async () => {},
-    listAgentProfiles: async () => [{ id: 'default', name: 'Bench Agent' }],
-    loadAgentProfile: async () => ({ id: 'default', name: 'Bench Agent', systemPrompt: 'You are a helpful assistant.', tools: ['Read', 'Write', 'Edit', 'Bash'] }),
-  };
+  const { persistence, clear } = memoryAdapter();
   const rt = await createAgentRuntime({
     persistence,
     logLevel: process.env.LOG_LEVEL ?? 'warn',
@@ -236,7 +226,7 @@ async function runtimeMain(mode, modelUrl) {
     close: async () => {
       if (session) await rt.sessionManager.unloadSession(session.sessionId);
       session = null;
-      store.clear();
+      clear();
     },
     exit: async () => {
       await rt.shutdown().catch(() => {});

@@ -29,6 +29,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { num } from './env.mjs';
+import { memoryAdapter } from './adapter.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const HERE = path.resolve(path.dirname(SCRIPT), '..');
@@ -46,29 +47,7 @@ async function child(dir) {
   const { createAgentRuntime } = await import(pathToFileURL(path.join(dir, 'index.mjs')).href);
   const turnTimeoutMs = Number(process.env.TTFB_TURN_TIMEOUT_MS);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'arn-ttfb-'));
-  const store = new Map();
-  const persistence = {
-    listAllSessions: async () => [...store.values()].map(({ rawTranscript, workspaceFiles, ...rec }) => rec),
-    loadSession: async (id) => store.get(id) ?? null,
-    createSessionRecord: async (rec) => void store.set(rec.sessionId, { ...rec, workspaceFiles: [] }),
-    updateSessionRecord: async (id, updates) => void (store.has(id) && Object.assign(store.get(id), updates)),
-    saveTranscript: async (id, raw) => void (store.has(id) && (store.get(id).rawTranscript = raw)),
-    saveWorkspaceFile: async (id, file) => {
-      const s = store.get(id);
-      if (s) s.workspaceFiles = s.workspaceFiles.filter((f) => f.path !== file.path).concat([file]);
-    },
-    deleteSessionFile: async (id, p) => {
-      const s = store.get(id);
-      if (s) s.workspaceFiles = s.workspaceFiles.filter((f) => f.path !== p);
-    },
-    listAgentProfiles: async () => [{ id: 'default', name: 'Bench Agent' }],
-    loadAgentProfile: async () => ({
-      id: 'default',
-      name: 'Bench Agent',
-      systemPrompt: 'You are a helpful assistant.',
-      tools: ['Read', 'Write', 'Edit', 'Bash'],
-    }),
-  };
+  const { persistence, clear } = memoryAdapter();
   const rt = await createAgentRuntime({
     persistence,
     logLevel: process.env.LOG_LEVEL ?? 'warn',
@@ -152,7 +131,7 @@ async function child(dir) {
       out.errors.push(e?.message ?? String(e));
     }
     if (session) await rt.sessionManager.unloadSession(session.sessionId).catch((e) => out.errors.push(`unload: ${e.message}`));
-    store.clear();
+    clear();
     send({ type: 'result', ...out });
   });
   send({ type: 'ready' });
