@@ -324,10 +324,14 @@ test('Socket.IO: a client too slow for its events is disconnected with slow_cons
     const since = JSON.parse(slow.got.at(-1)[2]).eventId;
     const back = await recorder(srv.url, ['websocket']);
     sockets.push(back.s);
+    const backTold = [];
+    back.s.on('error', (e) => backTold.push(['error', e]));
+    const t0 = Date.now();
+    back.s.on('disconnect', (reason) => backTold.push(['disconnect', reason, Date.now() - t0, back.got.length]));
     const ack = await back.s.emitWithAck('session:join', { sessionId: id, since });
     assert.equal(ack.success, true, JSON.stringify(ack));
     assert.ok(!ack.reset && ack.replayed > 0);
-    await eventually(() => back.got.some(([, seq]) => seq === end.seq), 60_000, 'caught up');
+    await eventually(() => back.got.some(([, seq]) => seq === end.seq), 60_000, () => `caught up: got ${back.got.length} of ${ack.replayed}, last seq ${back.got.at(-1)?.[1]}, end ${end.seq}, told ${JSON.stringify(backTold)}`);
     const log = await wholeLog(srv.rest, id);
     assert.ok(slow.got.length < log.length, 'it fell behind');
     const got = [...slow.got, ...back.got].map(([n, seq, p]) => [n, seq, JSON.parse(p)]);

@@ -31,7 +31,7 @@ export async function agentRuntime(options = {}) {
   const rec = recordingAdapter({ profiles });
   const rt = await createAgentRuntime({
     persistence: rec.adapter,
-    logLevel: 'warn',
+    logLevel: process.env.TEST_LOG_LEVEL ?? 'warn',
     ...rest,
     sandbox: {
       provider: 'local',
@@ -85,7 +85,7 @@ export async function agentRuntime(options = {}) {
 export async function eventually(check, ms = 15_000, what = 'condition') {
   const deadline = Date.now() + ms;
   while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "function" ? what() : what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }

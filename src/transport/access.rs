@@ -2,12 +2,10 @@
 //! hook (join a session's room, receive the global session list), allowed browser origins.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::connect_info::ConnectInfo;
 use http::header::ORIGIN;
 use http::HeaderMap;
 use serde::Serialize;
@@ -46,11 +44,7 @@ impl Handshake {
         }
         let query =
             axum::extract::Query::<BTreeMap<String, String>>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
-        let address = parts
-            .extensions
-            .get::<PeerAddr>()
-            .map(|p| p.0.clone())
-            .or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()));
+        let address = parts.extensions.get::<PeerAddr>().map(|p| p.0.clone());
         let url = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
         Self { headers, query, auth, address, url }
     }

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod control;
+pub mod meter;
 pub mod outbox;
 pub mod redact;
 pub mod rest;

@@ -18,6 +18,7 @@ use socketioxide::SocketIo;
 use tokio::sync::Notify;
 
 use super::access::{self, Authorizer, Handshake, Origins};
+use super::meter;
 use super::outbox::{self, Item, Outbox, Weigh};
 use super::redact::Redactor;
 use crate::events::{DomainEvent, Subscription};
@@ -31,7 +32,8 @@ pub type RealtimeService = SocketIoService<NotFoundService>;
 pub struct RealtimeOptions {
     /// Request path, `/socket.io` by default.
     pub path: String,
-    /// Packets the engine holds for one client beyond its byte-bounded outbox.
+    /// Packets the engine's channel holds for one client beyond its byte-bounded outbox. A
+    /// WebSocket's pump keeps far fewer in it (see [`meter`]); long-polling fills it.
     pub max_buffered_packets: usize,
     /// Bytes of events that may wait for one client before it is disconnected as too slow.
     pub max_buffered_bytes: usize,
@@ -51,7 +53,7 @@ impl Default for RealtimeOptions {
     fn default() -> Self {
         Self {
             path: "/socket.io".into(),
-            max_buffered_packets: 64,
+            max_buffered_packets: meter::ENGINE_CAPACITY,
             max_buffered_bytes: 16 * 1024 * 1024,
             max_payload: 1_000_000,
             api_key: None,
@@ -75,6 +77,8 @@ struct Shared {
     list_due: Notify,
     closed: AtomicBool,
     tokio: tokio::runtime::Handle,
+    /// Write meters of WebSocket upgrades, until their socket's pump takes them.
+    upgrades: meter::Upgrades,
 }
 
 /// Per-connection state, kept in the socket's extensions.
@@ -159,6 +163,7 @@ fn shared(runtime: &Arc<AgentRuntime>, opts: &RealtimeOptions) -> Arc<Shared> {
         list_due: Notify::new(),
         closed: AtomicBool::new(false),
         tokio: tokio::runtime::Handle::current(),
+        upgrades: meter::Upgrades::default(),
     })
 }
 
@@ -202,12 +207,28 @@ pub async fn listen(
 ) -> std::io::Result<Listener> {
     let shared = shared(&runtime, opts);
     let (layer, io) = builder(&shared, opts).build_layer();
-    let hub = hub(&runtime, io, shared);
+    let hub = hub(&runtime, io, shared.clone());
     let origins = opts.allowed_origins.clone();
     let path = opts.path.clone();
     // Outermost, so a refused origin never reaches the engine.
-    let guard = axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-        let refused = req.uri().path().starts_with(&path) && !origins.allows(req.headers());
+    let meters = shared.clone();
+    let guard = axum::middleware::from_fn(move |mut req: axum::extract::Request, next: axum::middleware::Next| {
+        let ours = req.uri().path().starts_with(&path);
+        let refused = ours && !origins.allows(req.headers());
+        if ours {
+            // Who is calling, and the meter of the connection a WebSocket would run on.
+            if let Some(peer) = req.extensions().get::<axum::extract::ConnectInfo<Peer>>().map(|c| c.0.clone()) {
+                req.extensions_mut().insert(access::PeerAddr(peer.addr.ip().to_string()));
+                if req.headers().contains_key(http::header::UPGRADE) {
+                    match meter::upgrade_sid(req.uri().query()) {
+                        Some(sid) => meters.upgrades.insert(sid, &peer.meter),
+                        None => {
+                            req.extensions_mut().insert(peer.meter);
+                        }
+                    }
+                }
+            }
+        }
         async move {
             if refused {
                 use axum::response::IntoResponse;
@@ -218,16 +239,65 @@ pub async fn listen(
     });
     let streams = super::sse::Streams::new(&runtime.events, opts.max_buffered_bytes);
     let app = super::rest::router_with(runtime, rest_api_key, streams).layer(layer).layer(guard);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
+    let listener = MeteredListener(tokio::net::TcpListener::bind(addr).await?);
+    let addr = listener.0.local_addr()?;
     let task = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let app = app.into_make_service_with_connect_info::<Peer>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "native listener stopped");
         }
     });
     tracing::info!(%addr, "native listener: REST and Socket.IO");
     Ok(Listener { addr, hub, task })
+}
+
+/// `runtime.listen`'s connections, each with a [`meter::WriteMeter`] for its WebSocket.
+struct MeteredListener(tokio::net::TcpListener);
+
+/// A connection's peer and meter, given to every request on it.
+#[derive(Clone)]
+struct Peer {
+    addr: std::net::SocketAddr,
+    meter: Arc<meter::WriteMeter>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, MeteredListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, MeteredListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+impl axum::serve::Listener for MeteredListener {
+    type Io = meter::Metered<tokio::net::TcpStream>;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Peer) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let io = meter::Metered::new(stream);
+                    let meter = io.meter();
+                    return (io, Peer { addr, meter });
+                }
+                // Out of descriptors and the like: wait instead of spinning (as axum does).
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Peer> {
+        Ok(Peer { addr: self.0.local_addr()?, meter: Arc::default() })
+    }
 }
 
 /// Connect middleware: the opt-in handshake token (compared in constant time), then the
@@ -261,7 +331,7 @@ fn client(s: &SocketRef) -> Option<Arc<Client>> {
 
 /// Handlers are registered synchronously, before the connect future is spawned, so an event a
 /// client sends right after connecting is never missed.
-fn on_connect(socket: SocketRef) -> impl std::future::Future<Output = ()> {
+fn on_connect(socket: SocketRef, State(shared): State<Arc<Shared>>) -> impl std::future::Future<Output = ()> {
     socket.on("session:join", join);
     socket.on("session:leave", leave);
     socket.on("session:interrupt", interrupt);
@@ -273,14 +343,30 @@ fn on_connect(socket: SocketRef) -> impl std::future::Future<Output = ()> {
                 c.outbox.close();
             }
         });
-        tokio::spawn(pump(socket.clone(), c));
+        tokio::spawn(pump(socket.clone(), c, shared));
     }
     std::future::ready(())
 }
 
-/// Move a client's events from its outbox into the engine as the engine takes them.
-async fn pump(socket: SocketRef, client: Arc<Client>) {
+/// Move a client's events from its outbox into the engine as the engine takes them. On a
+/// WebSocket, no more than a window of bytes is left unwritten at a time, so the engine's
+/// channel always has room for its heartbeat (see [`meter`]).
+async fn pump(socket: SocketRef, client: Arc<Client>, shared: Arc<Shared>) {
+    let mut window = meter::Window::default();
+    if let Some(m) = socket.req_parts().extensions.get::<Arc<meter::WriteMeter>>() {
+        tracing::debug!(socket = %socket.id, "websocket writes metered");
+        window.attach(m.clone());
+    }
     while let Some(item) = client.outbox.next().await {
+        if !window.is_metered() {
+            // A long-polling session may have upgraded since.
+            let upgraded = socket.transport_type() == socketioxide::TransportType::Websocket;
+            if let Some(m) = upgraded.then(|| shared.upgrades.take(&socket.id.to_string())).flatten() {
+                tracing::debug!(socket = %socket.id, "upgraded websocket writes metered");
+                window.attach(m);
+            }
+        }
+        window.wait_for_room().await;
         let mut attempt = 0;
         loop {
             match socket.emit(item.name, &*item.payload) {
@@ -295,6 +381,7 @@ async fn pump(socket: SocketRef, client: Arc<Client>) {
                 }
             }
         }
+        window.sent(meter::frame_len(item.name, item.payload.get()));
     }
 }
 
@@ -788,5 +875,19 @@ where
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+    let (stream, request) = metered(&realtime.hub.shared, stream, request);
     realtime.service.clone().oneshot((stream, request)).await.map(drop).map_err(|e| format!("{e:?}"))
+}
+
+/// Count what is written to a WebSocket connection, for its socket's pump: through the
+/// request when it opens a session, through [`Shared::upgrades`] when it upgrades one.
+fn metered<S>(shared: &Shared, stream: S, mut request: http::Request<()>) -> (meter::Metered<S>, http::Request<()>) {
+    let stream = meter::Metered::new(stream);
+    match meter::upgrade_sid(request.uri().query()) {
+        Some(sid) => shared.upgrades.insert(sid, &stream.meter()),
+        None => {
+            request.extensions_mut().insert(stream.meter());
+        }
+    }
+    (stream, request)
 }
