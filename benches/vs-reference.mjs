@@ -11,7 +11,7 @@
 // Setup, once: the scripts live in BENCH_DIR (default: ../shared/bench beside this checkout);
 // `npm install` there. REF_DIR is a reference build made by its setup-reference.sh (default:
 // BENCH_DIR/ref-build). Knobs are smaller than the scripts' defaults so a whole run takes
-// about ten minutes; each script's own env variables still apply.
+// about four minutes here; each script's own env variables still apply.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
