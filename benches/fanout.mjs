@@ -43,6 +43,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { num } from './env.mjs';
+import { fixed as f, median, printTable } from './report.mjs';
 import { memoryAdapter } from './adapter.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -50,7 +51,6 @@ const ROOT = path.resolve(path.dirname(SCRIPT), '..');
 // CLOCK_MONOTONIC µs: the same clock in every process of this machine.
 const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
 
 if (process.argv[2] === '--server') await server(process.argv[3]);
 else if (process.argv[2] === '--clients') await clients(JSON.parse(process.argv[3]));
@@ -430,12 +430,7 @@ async function parent() {
   }
 
   // ---- Report ----
-  const med = (xs) => {
-    const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
-    return s.length ? (s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN;
-  };
   const pick = (mode, l, k) => samples.filter((s) => s.mode === mode && s.log === l).map((s) => s[k]);
-  const f = (x, d) => (Number.isFinite(x) ? x.toFixed(d) : '-');
   const metrics = [['cpuUsPerDelivery', 'CPU µs/delivery', 3], ['p50Ms', 'p50 ms', 1], ['p99Ms', 'p99 ms', 1], ['peakRssMB', 'peak RSS MB', 1], ['deliveredPerSec', 'deliveries/s', 0], ['clientCpuPct', 'clients %core', 0], ['payloadBytes', 'payload B', 0], ['machineBusyPct', 'machine %busy', 0]];
   console.log(`\nsession:block:delta fan-out to ${N} Socket.IO clients (websocket), server CPU per delivered event; median of ${RUNS} run(s)`);
   const rows = [['mode', 'log', 'events', ...metrics.map(([, h]) => h), 'numbered']];
@@ -443,10 +438,10 @@ async function parent() {
     for (const l of ['on', 'off']) {
       const { m, rate } = shape[mode];
       const numbered = pick(mode, l, 'numbered').reduce((a, b) => a + b, 0) / Math.max(1, pick(mode, l, 'delivered').reduce((a, b) => a + b, 0));
-      rows.push([mode, l, rate ? `${m} @${rate}/s` : `${m} at once`, ...metrics.map(([k, , d]) => f(med(pick(mode, l, k)), d)), `${Math.round(numbered * 100)}%`]);
+      rows.push([mode, l, rate ? `${m} @${rate}/s` : `${m} at once`, ...metrics.map(([k, , d]) => f(median(pick(mode, l, k)), d)), `${Math.round(numbered * 100)}%`]);
     }
   }
-  printTable(rows);
+  printTable(rows, { left: 2 });
   // The headline ratio pairs the two streams of the same run (the order flips every run), so
   // drift between runs (other load, a warming allocator) cancels; the ratio of medians is shown too.
   console.log('\nratio log on / log off');
@@ -456,12 +451,12 @@ async function parent() {
     const paired = samples
       .filter((s) => s.mode === mode && s.log === 'on')
       .map((on) => on.cpuUsPerDelivery / samples.find((s) => s.mode === mode && s.log === 'off' && s.run === on.run)?.cpuUsPerDelivery);
-    const r = med(paired);
-    const ofMedians = (k) => f(med(pick(mode, 'on', k)) / med(pick(mode, 'off', k)), 2);
+    const r = median(paired);
+    const ofMedians = (k) => f(median(pick(mode, 'on', k)) / median(pick(mode, 'off', k)), 2);
     ratioRows.push([mode, `${f(r, 2)} [${paired.map((x) => f(x, 2)).join(' ')}]`, ofMedians('cpuUsPerDelivery'), ...metrics.slice(1, 4).map(([k]) => ofMedians(k))]);
     verdict.push(`${mode} ${f(r, 2)} ${r <= 1.15 ? 'holds' : 'MISSED'}`);
   }
-  printTable(ratioRows);
+  printTable(ratioRows, { left: 2 });
   if (PREFILL) console.log(`\nserver RSS after the ${PREFILL}-event prefill, before any client: ${configs.map((c) => `log ${c.log} ${f(c.rssAfterPrefill, 0)} MB`).join(', ')}`);
   console.log(`\ntarget: the log costs at most 15% CPU per delivered event (same-run ratio <= 1.15): ${verdict.join(', ')}`);
   console.log('numbered = share of delivered deltas carrying a seq (on: 100%, off: 0%, else the path is not the one meant);');
@@ -477,7 +472,3 @@ function cpuTimes() {
   return { idle: f[3] + (f[4] || 0), total: f.reduce((a, b) => a + b, 0) };
 }
 
-function printTable(rows) {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
-  for (const r of rows) console.log(r.map((c, i) => (i < 2 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  '));
-}

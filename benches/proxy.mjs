@@ -48,6 +48,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { num } from './env.mjs';
+import { fixed as f, ms, printTable, quantile } from './report.mjs';
 import { memoryAdapter } from './adapter.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -487,7 +488,7 @@ async function parent() {
     const x = S[k];
     lat.push([name, `${x.on.length}/${x.off.length}`, ms(med(x.on)), ms(p90(x.on)), ms(med(x.off)), ms(p90(x.off)), `${sign(med(x.on) - med(x.off))} [${sign(med(x.diffs))}]`, `${f(med(S[reqs].on), 0)}/${f(med(S[reqs].off), 0)}`]);
   }
-  printTable(lat);
+  printTable(lat, { indent: '   ' });
   console.log(`   target: the proxy adds < 2 ms to time to first token. First output seen as: ${Object.entries(S.firstKinds).map(([k, n]) => `${k} x${n}`).join(', ')}`);
   console.log();
 
@@ -501,7 +502,7 @@ async function parent() {
     }
     agentPer[kind] = med([...S.long[kind].on, ...S.long[kind].off].map((r) => r.agentCpuUs / r.words));
   }
-  printTable(cpu);
+  printTable(cpu, { indent: '   ' });
   for (const [kind] of streams) {
     const { on, off } = S.long[kind];
     const d = per(on, 'runtimeCpuUs') - per(off, 'runtimeCpuUs');
@@ -519,7 +520,7 @@ async function parent() {
       tt.push([name, mname, `${proxy.length}/${direct.length}`, f(med(proxy), 2), f(p90(proxy), 2), f(med(direct), 2), f(p90(direct), 2), sign(med(proxy) - med(direct), 2)]);
     }
   }
-  printTable(tt);
+  printTable(tt, { indent: '   ' });
   const rows = [['stream', 'path', 'n', 'runtime µs/tok', 'fake µs/tok', 'client µs/tok', 'wall ms', 'ttfb ms', 'gap p99 ms', 'gap max ms', 'last delta -> end ms']];
   for (const [kind, , words] of streams) {
     for (const p of ['proxy', 'direct']) {
@@ -527,7 +528,7 @@ async function parent() {
       rows.push([`${kind} ${words}`, p, rs.length, f(per(rs, 'runtimeCpuUs'), 2), f(per(rs, 'fakeCpuUs'), 2), f(per(rs, 'clientCpuUs'), 2), f(med(rs.map((r) => r.ms)), 0), f(med(rs.map((r) => r.ttfb)), 2), f(med(rs.map((r) => r.gapP99)), 2), f(med(rs.map((r) => r.gapMax)), 2), f(med(rs.map((r) => r.tail)), 2)]);
     }
   }
-  printTable(rows);
+  printTable(rows, { indent: '   ' });
   for (const [kind] of streams) {
     const c = per(S.raw[kind].proxy, 'runtimeCpuUs') - per(S.raw[kind].direct, 'runtimeCpuUs');
     console.log(`   ${kind}: the proxy's CPU ${f(c, 2)} µs/token (runtime process, proxy - direct) = ${f((c / agentPer[kind]) * 100, 1)}% of the agent's ${f(agentPer[kind], 1)} µs/token for the same answer (section 2)`);
@@ -544,29 +545,7 @@ async function parent() {
   process.exit(failures.length ? 1 : 0);
 }
 
-/** Linear-interpolated quantile (q in [0, 1]); NaN for no samples. */
-function quantile(xs, q) {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const pos = (s.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
-}
-
-function ms(x) {
-  return Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toFixed(1)) : '-';
-}
-
-function f(x, d) {
-  return Number.isFinite(x) ? x.toFixed(d) : '-';
-}
-
 function sign(x, d = 1) {
   return Number.isFinite(x) ? (x >= 0 ? '+' : '') + x.toFixed(d) : '-';
 }
 
-function printTable(rows) {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
-  for (const r of rows) console.log('   ' + r.map((c, i) => (i < 1 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  '));
-}

@@ -29,13 +29,13 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { num } from './env.mjs';
+import { ms, printTable, quantile } from './report.mjs';
 import { memoryAdapter } from './adapter.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const HERE = path.resolve(path.dirname(SCRIPT), '..');
 const OPENCODE_MODEL = 'anthropic/claude-sonnet-4-5';
 const MODEL_BLOCKS = new Set(['assistant_text', 'tool_use', 'thinking']);
-
 
 if (process.argv[2] === '--child') await child(process.argv[3]);
 else await parent();
@@ -275,7 +275,7 @@ async function parent() {
         rows.push(row);
       }
     }
-    printTable(rows);
+    printTable(rows, { left: 2 });
     console.log();
   }
   if (base) console.log('ratio = ours / baseline (< 1.00 means ours is faster); n = ours/baseline samples');
@@ -293,25 +293,7 @@ async function parent() {
   process.exit(exitCode);
 }
 
-/** Linear-interpolated quantile (q in [0, 1]); NaN for no samples. */
-function quantile(xs, q) {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const pos = (s.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
-}
-
-function ms(x) {
-  return Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toFixed(1)) : '-';
-}
-
 function ratio(a, b) {
   return Number.isFinite(a) && Number.isFinite(b) && b > 0 ? (a / b).toFixed(2) : '-';
 }
 
-function printTable(rows) {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
-  for (const r of rows) console.log(r.map((c, i) => (i < 2 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  '));
-}

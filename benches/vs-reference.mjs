@@ -16,6 +16,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { median, printTable } from './report.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ours = path.resolve(here, '..', 'index.mjs');
@@ -93,11 +94,6 @@ function run(script, env, module) {
   return JSON.parse(line);
 }
 
-const median = (xs) => {
-  const s = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
-  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : null;
-};
-
 const samples = new Map(); // label -> { ref: [], ours: [] }
 for (let round = 0; round < rounds; round++) {
   for (const [name, script, env, metrics] of BENCHES) {
@@ -125,14 +121,13 @@ for (const [, , , metrics] of BENCHES) {
     const s = samples.get(label);
     const ref = median(s.ref);
     const us = median(s.ours);
-    const ratio = ref != null && us != null && us > 0 ? better(ref, us) : null;
-    const met = ratio != null && ratio >= target;
+    const ratio = Number.isFinite(ref) && us > 0 ? better(ref, us) : NaN;
+    const met = ratio >= target;
     if (!met) missed++;
-    const fmt = (v) => (v == null ? 'n/a' : v >= 100 ? v.toFixed(0) : v.toFixed(2));
-    rows.push([label, fmt(ref), fmt(us), ratio == null ? 'n/a' : `${ratio.toFixed(2)}x`, `>= ${target}x`, met ? 'met' : 'MISSED']);
+    const fmt = (v) => (!Number.isFinite(v) ? 'n/a' : v >= 100 ? v.toFixed(0) : v.toFixed(2));
+    rows.push([label, fmt(ref), fmt(us), Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : 'n/a', `>= ${target}x`, met ? 'met' : 'MISSED']);
   }
 }
-const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-for (const r of rows) console.log(r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  '));
+printTable(rows);
 console.log(`\n${rounds} round(s), medians; speed-up = reference / ours for times, CPU and memory, ours / reference for req/s.`);
 console.log(`${missed} of ${rows.length - 1} targets missed.`);
