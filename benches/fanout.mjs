@@ -39,12 +39,11 @@
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { num } from './env.mjs';
 import { fixed as f, median, printTable } from './report.mjs';
-import { memoryAdapter } from './adapter.mjs';
+import { localRuntime } from './local.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(SCRIPT), '..');
@@ -115,20 +114,8 @@ function child(args, name) {
 // add a napi hop per event to both configs.
 
 async function server(log) {
-  const { createAgentRuntime } = await import(pathToFileURL(path.join(ROOT, 'index.mjs')).href);
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'arn-fanout-'));
-  const { persistence } = memoryAdapter([]);
-  const rt = await createAgentRuntime({
-    persistence,
-    logLevel: process.env.LOG_LEVEL ?? 'warn',
-    ...(log === 'off' ? { eventLog: false } : {}),
-    sandbox: {
-      provider: 'local',
-      root,
-      env: { ANTHROPIC_BASE_URL: process.env.FANOUT_MODEL_URL, ANTHROPIC_API_KEY: 'fake-key', CLAUDE_CODE_MAX_RETRIES: '0' },
-    },
-  });
-  await rt.start();
+  const config = log === 'off' ? { eventLog: false } : {};
+  const { rt, removeRoot } = await localRuntime({ dir: ROOT, prefix: 'fanout', modelUrl: process.env.FANOUT_MODEL_URL, tools: [], config });
   const httpServer = http.createServer((req, res) => res.writeHead(404).end());
   rt.createWebSocketServer(httpServer);
   await new Promise((r) => httpServer.listen(0, '127.0.0.1', r));
@@ -136,7 +123,7 @@ async function server(log) {
 
   const bye = async () => {
     await rt.shutdown().catch(() => {});
-    fs.rmSync(root, { recursive: true, force: true });
+    removeRoot();
     process.exit(0);
   };
   process.on('disconnect', bye);

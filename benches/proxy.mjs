@@ -43,13 +43,12 @@
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { num } from './env.mjs';
 import { fixed as f, ms, printTable, quantile } from './report.mjs';
-import { memoryAdapter } from './adapter.mjs';
+import { localRuntime } from './local.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(SCRIPT), '..');
@@ -135,22 +134,10 @@ async function fakeMain() {
 // A runtime (proxy on or off) with at most one loaded session.
 
 async function runtimeMain(mode, modelUrl) {
-  const { createAgentRuntime } = await import(pathToFileURL(path.join(ROOT, 'index.mjs')).href);
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'arn-proxy-'));
-  const { persistence, clear } = memoryAdapter();
-  const rt = await createAgentRuntime({
-    persistence,
-    logLevel: process.env.LOG_LEVEL ?? 'warn',
-    ...(mode === 'off' ? { modelProxy: false } : {}),
-    sandbox: {
-      provider: 'local',
-      root,
-      env: { ANTHROPIC_BASE_URL: modelUrl, ANTHROPIC_API_KEY: 'fake-key', CLAUDE_CODE_MAX_RETRIES: '0' },
-    },
-  });
-  await rt.start();
+  const config = mode === 'off' ? { modelProxy: false } : {};
+  const { rt, clear, removeRoot } = await localRuntime({ dir: ROOT, prefix: 'proxy', modelUrl, config });
   const bail = () => {
-    fs.rmSync(root, { recursive: true, force: true });
+    removeRoot();
     process.exit(1);
   };
   process.on('SIGTERM', bail);
@@ -231,7 +218,7 @@ async function runtimeMain(mode, modelUrl) {
     },
     exit: async () => {
       await rt.shutdown().catch(() => {});
-      fs.rmSync(root, { recursive: true, force: true });
+      removeRoot();
       setImmediate(() => process.exit(0));
     },
   }, bail);

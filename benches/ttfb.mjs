@@ -24,13 +24,12 @@
 import { fork, execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { num } from './env.mjs';
 import { ms, printTable, quantile } from './report.mjs';
-import { memoryAdapter } from './adapter.mjs';
+import { localRuntime } from './local.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const HERE = path.resolve(path.dirname(SCRIPT), '..');
@@ -44,24 +43,12 @@ else await parent();
 // Child: one package, one runtime; runs the sessions the parent asks for.
 async function child(dir) {
   const send = (m) => process.send(m);
-  const { createAgentRuntime } = await import(pathToFileURL(path.join(dir, 'index.mjs')).href);
   const turnTimeoutMs = Number(process.env.TTFB_TURN_TIMEOUT_MS);
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'arn-ttfb-'));
-  const { persistence, clear } = memoryAdapter();
-  const rt = await createAgentRuntime({
-    persistence,
-    logLevel: process.env.LOG_LEVEL ?? 'warn',
-    sandbox: {
-      provider: 'local',
-      root,
-      env: { ANTHROPIC_BASE_URL: process.env.TTFB_MODEL_URL, ANTHROPIC_API_KEY: 'fake-key', CLAUDE_CODE_MAX_RETRIES: '0' },
-    },
-  });
-  await rt.start();
+  const { rt, clear, removeRoot } = await localRuntime({ dir, prefix: 'ttfb', modelUrl: process.env.TTFB_MODEL_URL });
   // Stopped from outside (Ctrl-C, the parent gone): leave no sandbox directory behind (the
   // runtime kills the sandboxes' processes when this process exits).
   const bail = () => {
-    fs.rmSync(root, { recursive: true, force: true });
+    removeRoot();
     process.exit(1);
   };
   process.on('SIGTERM', bail);
@@ -105,7 +92,7 @@ async function child(dir) {
     if (m.type === 'exit') {
       process.off('disconnect', bail);
       await rt.shutdown().catch(() => {});
-      fs.rmSync(root, { recursive: true, force: true });
+      removeRoot();
       process.exit(0);
     }
     if (m.type !== 'run') return;
