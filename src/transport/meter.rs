@@ -112,10 +112,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 pub struct Upgrades(Mutex<HashMap<String, Weak<WriteMeter>>>);
 
 impl Upgrades {
-    pub fn insert(&self, sid: &str, meter: &Arc<WriteMeter>) {
+    fn insert(&self, sid: &str, meter: &Arc<WriteMeter>) {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, m| m.strong_count() > 0);
         map.insert(sid.to_string(), Arc::downgrade(meter));
+    }
+
+    /// Where the pump of the socket `req` opens or upgrades will find its connection's meter:
+    /// in the request when it opens a session, here (by sid) when it upgrades one.
+    pub fn route<B>(&self, req: &mut http::Request<B>, meter: Arc<WriteMeter>) {
+        match upgrade_sid(req.uri().query()) {
+            Some(sid) => self.insert(sid, &meter),
+            None => {
+                req.extensions_mut().insert(meter);
+            }
+        }
     }
 
     pub fn take(&self, sid: &str) -> Option<Arc<WriteMeter>> {
@@ -124,7 +135,7 @@ impl Upgrades {
 }
 
 /// The engine session id an upgrade request names, if any.
-pub fn upgrade_sid(query: Option<&str>) -> Option<&str> {
+fn upgrade_sid(query: Option<&str>) -> Option<&str> {
     query?.split('&').find_map(|kv| kv.strip_prefix("sid=")).filter(|s| !s.is_empty())
 }
 

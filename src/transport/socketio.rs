@@ -220,12 +220,7 @@ pub async fn listen(
             if let Some(peer) = req.extensions().get::<axum::extract::ConnectInfo<Peer>>().map(|c| c.0.clone()) {
                 req.extensions_mut().insert(access::PeerAddr(peer.addr.ip().to_string()));
                 if req.headers().contains_key(http::header::UPGRADE) {
-                    match meter::upgrade_sid(req.uri().query()) {
-                        Some(sid) => meters.upgrades.insert(sid, &peer.meter),
-                        None => {
-                            req.extensions_mut().insert(peer.meter);
-                        }
-                    }
+                    meters.upgrades.route(&mut req, peer.meter);
                 }
             }
         }
@@ -859,7 +854,7 @@ where
     if let Some(p) = peer {
         builder = builder.extension(access::PeerAddr(p));
     }
-    let request = builder.body(()).map_err(|e| e.to_string())?;
+    let mut request = builder.body(()).map_err(|e| e.to_string())?;
     if !realtime.origin_allowed(request.headers()) {
         let body = "Origin not allowed";
         let head = format!(
@@ -875,19 +870,8 @@ where
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-    let (stream, request) = metered(&realtime.hub.shared, stream, request);
-    realtime.service.clone().oneshot((stream, request)).await.map(drop).map_err(|e| format!("{e:?}"))
-}
-
-/// Count what is written to a WebSocket connection, for its socket's pump: through the
-/// request when it opens a session, through [`Shared::upgrades`] when it upgrades one.
-fn metered<S>(shared: &Shared, stream: S, mut request: http::Request<()>) -> (meter::Metered<S>, http::Request<()>) {
+    // Count what is written to it, for its socket's pump.
     let stream = meter::Metered::new(stream);
-    match meter::upgrade_sid(request.uri().query()) {
-        Some(sid) => shared.upgrades.insert(sid, &stream.meter()),
-        None => {
-            request.extensions_mut().insert(stream.meter());
-        }
-    }
-    (stream, request)
+    realtime.hub.shared.upgrades.route(&mut request, stream.meter());
+    realtime.service.clone().oneshot((stream, request)).await.map(drop).map_err(|e| format!("{e:?}"))
 }
