@@ -204,6 +204,54 @@ test('opt-in handshake auth, and events user code emits on the EventBus reach cl
   }
 });
 
+// The client reads in another process: the producer's thread is the one that waits.
+const SLOW_READER = `
+  import { io } from 'socket.io-client';
+  const [url, id, want] = process.argv.slice(1);
+  const c = io(url, { transports: ['websocket'], reconnection: false });
+  let got = 0, inOrder = true, told = null;
+  const done = (why) => { console.log(JSON.stringify({ got, inOrder, told, why })); process.exit(0); };
+  c.on('error', (e) => { told = e; });
+  c.on('disconnect', (r) => done(r));
+  c.on('session:block:delta', (p) => {
+    if (Number(p.delta.split('|')[0]) !== got) inOrder = false;
+    got += 1;
+    const until = performance.now() + 0.05; // a client slower than the producer
+    while (performance.now() < until);
+    if (got === Number(want)) done('all');
+  });
+  c.on('connect', async () => { await c.emitWithAck('session:join', id); console.log('joined'); });
+`;
+
+test('a burst user code emits is paced to a slower client instead of cutting it off', { timeout: 240_000 }, async () => {
+  const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
+  // 16 bursts' worth of this limit: without pacing the client would be cut as too slow at once.
+  const srv = await serve(rt, { ws: { maxBufferedBytes: 256 * 1024 } });
+  const { spawn } = await import('node:child_process');
+  try {
+    const id = (await rt.sessionManager.createSession(CLAUDE)).sessionId;
+    const N = 4000;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', SLOW_READER, srv.url, id, String(N)], {
+      cwd: path.dirname(new URL(import.meta.url).pathname),
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    const joined = new Promise((resolve) => child.stdout.on('data', (d) => { out += d; if (out.includes('joined')) resolve(); }));
+    const exited = once(child, 'exit');
+    await joined;
+    const pad = 'x'.repeat(1000);
+    for (let i = 0; i < N; i++) {
+      rt.eventBus.emit('session:block:delta', { sessionId: id, conversationId: 'main', blockId: 'b', delta: `${i}|${pad}` });
+    }
+    await exited;
+    const report = JSON.parse(out.trim().split('\n').at(-1));
+    assert.deepEqual(report, { got: N, inOrder: true, told: null, why: 'all' }, 'every event, in order, no slow_consumer');
+  } finally {
+    await srv.close();
+    await rt.shutdown();
+  }
+});
+
 test('runtime.listen: REST and Socket.IO natively on one port, loopback, Socket.IO behind the same key', { timeout: 240_000 }, async () => {
   const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
   const l = await rt.listen({ port: 0, apiKey: API_KEY });

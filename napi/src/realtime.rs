@@ -159,6 +159,7 @@ impl RealtimeServer {
         let std = unsafe { std::net::TcpStream::from_raw_fd(dup) };
         std.set_nonblocking(true).map_err(|e| Error::from_reason(e.to_string()))?;
         let _ = std.set_nodelay(true);
+        agent_runtime::transport::meter::limit_unsent(&std);
         let peer = std.peer_addr().ok().map(|a| a.ip().to_string());
         let realtime = self.realtime.clone();
         napi::bindgen_prelude::spawn(async move {

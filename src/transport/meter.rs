@@ -29,11 +29,39 @@ pub const ENGINE_CAPACITY: usize = 1024;
 /// that never reached the socket would otherwise stall the pump for good).
 const STUCK: Duration = Duration::from_secs(1);
 
+/// Unsent bytes a WebSocket's kernel send queue may hold (`TCP_NOTSENT_LOWAT`). Left to
+/// autotuning, the queue of a client slower than the server grows to megabytes: events that
+/// wait there are late by seconds, and no pump or producer upstream can see it to slow down.
+/// Bytes in flight are not limited, so throughput over a real network is kept.
+pub const KERNEL_UNSENT: libc::c_int = 16 * 1024;
+
+/// Bound what the kernel keeps unsent for a WebSocket connection (best effort: not every
+/// socket is TCP).
+pub fn limit_unsent(socket: &impl std::os::fd::AsRawFd) {
+    let v = KERNEL_UNSENT;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local value; the
+    // descriptor belongs to a stream the caller holds.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "TCP_NOTSENT_LOWAT not set");
+    }
+}
+
 /// Bytes written to one connection's socket.
 #[derive(Default)]
 pub struct WriteMeter {
     written: AtomicU64,
     progress: Notify,
+    /// The TCP socket, while its stream lives, when the connection is one.
+    socket: Option<std::os::fd::RawFd>,
 }
 
 impl WriteMeter {
@@ -58,6 +86,15 @@ pub struct Metered<S> {
 impl<S> Metered<S> {
     pub fn new(inner: S) -> Self {
         Self { inner, meter: Arc::default() }
+    }
+
+    /// A TCP connection, whose send queue is bounded if it becomes a WebSocket.
+    pub fn tcp(inner: S) -> Self
+    where
+        S: std::os::fd::AsRawFd,
+    {
+        let meter = WriteMeter { socket: Some(inner.as_raw_fd()), ..WriteMeter::default() };
+        Self { inner, meter: Arc::new(meter) }
     }
 
     pub fn meter(&self) -> Arc<WriteMeter> {
@@ -121,6 +158,10 @@ impl Upgrades {
     /// Where the pump of the socket `req` opens or upgrades will find its connection's meter:
     /// in the request when it opens a session, here (by sid) when it upgrades one.
     pub fn route<B>(&self, req: &mut http::Request<B>, meter: Arc<WriteMeter>) {
+        if let Some(fd) = meter.socket {
+            // SAFETY: the connection making this request owns the descriptor and outlives the call.
+            limit_unsent(&unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+        }
         match upgrade_sid(req.uri().query()) {
             Some(sid) => self.insert(sid, &meter),
             None => {

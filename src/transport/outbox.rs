@@ -65,9 +65,9 @@ impl<T: Weigh> Outbox<T> {
         Self { state: Mutex::new(state), ready: Notify::new(), taken: Notify::new(), limit }
     }
 
-    /// Queue an event. One event larger than the limit still goes through an empty outbox, so a
-    /// big file event does not disconnect every client.
-    pub fn push(&self, item: T) -> Result<(), Overflow> {
+    /// Queue an event; gives back the bytes now queued. One event larger than the limit still
+    /// goes through an empty outbox, so a big file event does not disconnect every client.
+    pub fn push(&self, item: T) -> Result<usize, Overflow> {
         let size = item.weight();
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if st.closed || st.finishing {
@@ -77,10 +77,11 @@ impl<T: Weigh> Outbox<T> {
             return Err(Overflow { queued_bytes: st.bytes + size });
         }
         st.bytes += size;
+        let queued = st.bytes;
         st.queue.push_back(item);
         drop(st);
         self.ready.notify_one();
-        Ok(())
+        Ok(queued)
     }
 
     /// Drop everything queued and end the pump.

@@ -86,7 +86,18 @@ struct Client {
     handshake: Handshake,
     may_list: bool,
     outbox: Outbox,
+    /// A producer that paces itself to this client waits for it (see [`Hub::publish`]); off
+    /// once the client took nothing for [`PACE_MAX_WAIT`], on again when it caught up.
+    paced: AtomicBool,
 }
+
+/// A room's clients are behind once this much waits in their outboxes...
+const PACE_HIGH: usize = 16 * 1024;
+/// ...and caught up again at this much.
+const PACE_LOW: usize = 4 * 1024;
+/// The longest one publish waits for a client that takes nothing: a stuck client then stops
+/// pacing anyone and is left to the outbox's byte limit.
+const PACE_MAX_WAIT: Duration = Duration::from_millis(200);
 
 /// The server side shared by both ways of serving: its namespace, its bus subscription.
 pub struct Hub {
@@ -98,8 +109,16 @@ pub struct Hub {
 impl Hub {
     /// Send an event to clients as if the runtime had emitted it (events the user emits on the
     /// JS EventBus reach Socket.IO this way, as they do in the reference).
+    ///
+    /// The producer is paced to its audience: when most of the room's clients are behind, this
+    /// blocks (the caller is JS's synchronous `emit`) until they have caught up, so a burst
+    /// waits at its source instead of in memory, where every later event would queue behind it.
     pub fn publish(&self, e: DomainEvent) {
-        dispatch(&self.shared, &self.io, &e);
+        let behind = dispatch(&self.shared, &self.io, &e);
+        // Only a thread outside tokio may block (JS's is); inside, nothing waits.
+        if !behind.is_empty() && tokio::runtime::Handle::try_current().is_err() {
+            self.shared.tokio.block_on(catch_up_with(behind));
+        }
     }
 
     /// Stop bridging events (the bus subscription goes) and disconnect every client.
@@ -171,7 +190,9 @@ fn shared(runtime: &Arc<AgentRuntime>, opts: &RealtimeOptions) -> Arc<Shared> {
 fn hub(runtime: &Arc<AgentRuntime>, io: SocketIo, shared: Arc<Shared>) -> Hub {
     io.ns("/", on_connect.with(admit));
     let (bus_io, bus_shared) = (io.clone(), shared.clone());
-    let subscription = runtime.events.subscription(move |e| dispatch(&bus_shared, &bus_io, e));
+    let subscription = runtime.events.subscription(move |e| {
+        dispatch(&bus_shared, &bus_io, e);
+    });
     tokio::spawn(send_lists(shared.clone(), io.clone()));
     Hub { io, shared, subscription: Mutex::new(Some(subscription)) }
 }
@@ -277,7 +298,7 @@ impl axum::serve::Listener for MeteredListener {
             match self.0.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    let io = meter::Metered::new(stream);
+                    let io = meter::Metered::tcp(stream);
                     let meter = io.meter();
                     return (io, Peer { addr, meter });
                 }
@@ -316,7 +337,7 @@ async fn admit(
         Some(a) => access::ask("sessions:list", shared.authorize_timeout, a.list(&handshake)).await,
     };
     let outbox = Outbox::new(shared.max_buffered_bytes);
-    socket.extensions.insert(Arc::new(Client { handshake, may_list, outbox }));
+    socket.extensions.insert(Arc::new(Client { handshake, may_list, outbox, paced: AtomicBool::new(true) }));
     Ok(())
 }
 
@@ -663,17 +684,36 @@ async fn leave(socket: SocketRef, TryData(id): TryData<String>, ack: AckSender) 
 }
 
 /// A domain event to the clients that should get it. Runs on the emitter's thread, in emit
-/// order; it only queues (serialized once), so a slow client never holds the emitter up.
-fn dispatch(shared: &Arc<Shared>, io: &SocketIo, e: &DomainEvent) {
+/// order; it only queues (serialized once), so a slow client never holds the emitter up. Gives
+/// back the clients a pacing producer should wait for (see [`Hub::publish`]).
+fn dispatch(shared: &Arc<Shared>, io: &SocketIo, e: &DomainEvent) -> Vec<Arc<Client>> {
     match (e.name, e.session_id.as_deref()) {
         ("sessions:changed", _) => shared.list_due.notify_one(),
         (name, Some(id)) => {
             if let Some((name, body)) = client_form(shared, name, id, &e.payload) {
-                fan_out(shared, io.to(room(id)).sockets(), name, &body);
+                return fan_out(shared, io.to(room(id)).sockets(), name, &body);
             }
         }
         _ => {}
     }
+    Vec::new()
+}
+
+/// Wait until each client is caught up. One that takes nothing for [`PACE_MAX_WAIT`] stops
+/// pacing; a slow one that keeps taking is waited for, which is the point.
+async fn catch_up_with(behind: Vec<Arc<Client>>) {
+    futures::future::join_all(behind.into_iter().map(|c| async move {
+        let mut queued = c.outbox.queued_bytes();
+        while tokio::time::timeout(PACE_MAX_WAIT, c.outbox.wait_for_room(PACE_LOW)).await.is_err() {
+            let now = c.outbox.queued_bytes();
+            if now >= queued {
+                c.paced.store(false, Ordering::Relaxed);
+                return;
+            }
+            queued = now;
+        }
+    }))
+    .await;
 }
 
 /// A session event as its room's clients receive it (none for events they never get).
@@ -704,28 +744,51 @@ fn redact_status(r: &Redactor, mut status: Value) -> Value {
     status
 }
 
-fn fan_out(shared: &Arc<Shared>, sockets: Vec<SocketRef>, name: &'static str, payload: &Value) {
+/// Queue an event for a room's clients. Gives back the paced clients that are behind when they
+/// are most of the room (a minority of slow clients does not hold a producer back).
+fn fan_out(shared: &Arc<Shared>, sockets: Vec<SocketRef>, name: &'static str, payload: &Value) -> Vec<Arc<Client>> {
+    let mut behind = Vec::new();
     if sockets.is_empty() {
-        return;
+        return behind;
     }
-    let Ok(raw) = RawValue::from_string(payload.to_string()) else { return };
+    let Ok(raw) = RawValue::from_string(payload.to_string()) else { return behind };
     let item = Item { name, payload: Arc::from(raw) };
+    let audience = sockets.len();
     for s in sockets {
         let Some(c) = client(&s) else { continue };
-        if let Err(over) = c.outbox.push(item.clone()) {
-            if !s.connected() {
-                continue;
+        match c.outbox.push(item.clone()) {
+            Ok(queued) if queued > PACE_HIGH => {
+                // A long-polling client drains through requests that may need the very thread
+                // that would wait for it.
+                let websocket = s.transport_type() == socketioxide::TransportType::Websocket;
+                if websocket && c.paced.load(Ordering::Relaxed) {
+                    behind.push(c);
+                }
             }
-            tracing::warn!(
-                socket = %s.id,
-                queued_bytes = over.queued_bytes,
-                limit = shared.max_buffered_bytes,
-                "disconnecting a client too slow to take its events"
-            );
-            c.outbox.close();
-            disconnect_when_possible(&shared.tokio, s);
+            Ok(queued) => {
+                if queued <= PACE_LOW && !c.paced.load(Ordering::Relaxed) {
+                    c.paced.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(over) => {
+                if !s.connected() {
+                    continue;
+                }
+                tracing::warn!(
+                    socket = %s.id,
+                    queued_bytes = over.queued_bytes,
+                    limit = shared.max_buffered_bytes,
+                    "disconnecting a client too slow to take its events"
+                );
+                c.outbox.close();
+                disconnect_when_possible(&shared.tokio, s);
+            }
         }
     }
+    if behind.len() * 2 < audience {
+        behind.clear();
+    }
+    behind
 }
 
 /// A full client cannot even be sent its disconnect packet: take it out of every room at once
