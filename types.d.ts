@@ -227,6 +227,12 @@ export interface RuntimeConfig {
   maxActiveSandboxes?: number;
   /** Messages waiting per session (default 100); beyond it messages get 429. */
   maxQueuedMessages?: number;
+  /** Sessions kept started ahead of `createSession` (sandbox, runner and agent CLI running), so
+   *  the first turn is as quick as a later one. A `createSession` with the same architecture,
+   *  profile and `sessionOptions` (none: none) and no `defaultWorkspaceFiles` takes one, and
+   *  another starts in its place. Waiting sessions are not stored and emit nothing until taken;
+   *  each holds a sandbox (and counts toward `maxActiveSandboxes`). Off by default. */
+  warmPool?: Array<{ architecture: AGENT_ARCHITECTURE_TYPE; agentProfileRef: string; sessionOptions?: AgentArchitectureSessionOptions; /** default 1, at most 16 */ size?: number }>;
   /** Absolute host folders that a profile's `bundledMCPs[].localProjectPath` may name (default
    *  none: a bundled MCP with a localProjectPath fails the session's start with an error that
    *  names this option). Links are never followed while copying. */

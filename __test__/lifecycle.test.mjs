@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { agentRuntime, pidsMentioning } from './helpers/agent.mjs';
+import { agentRuntime, eventually, pidsMentioning } from './helpers/agent.mjs';
 
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
 
@@ -151,6 +151,54 @@ test('a second message waits for the running turn; many sessions run in parallel
     const sandboxes = new Set(many.map((m) => m.getRuntimeState().sandbox.sandboxId));
     assert.equal(sandboxes.size, 4);
   } finally {
+    await h.close();
+  }
+});
+
+/** Sandbox ids under `root` that have a live process (argv names <root>/<sandboxId>). */
+function liveSandboxes(root) {
+  const ids = new Set();
+  for (const pid of pidsMentioning(root)) {
+    try {
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      const m = argv.match(new RegExp(`${root.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/([^/\\0]+)`));
+      if (m) ids.add(m[1]);
+    } catch {}
+  }
+  return ids;
+}
+
+test('warmPool: a new session starts with its sandbox and agent already running, and is stored only once taken', { timeout: 240_000 }, async () => {
+  const h = await agentRuntime({ warmPool: [{ architecture: 'claude-agent-sdk', agentProfileRef: 'default' }] });
+  try {
+    await h.rt.start();
+    await eventually(() => liveSandboxes(h.root).size === 1, 60_000, 'the waiting session to start');
+    const [waiting] = liveSandboxes(h.root);
+    assert.deepEqual(await h.rec.adapter.listAllSessions(), [], 'nothing is stored while it waits');
+    assert.deepEqual(h.log, [], 'and nothing is emitted');
+
+    const before = Date.now();
+    const s = await h.rt.sessionManager.createSession(CLAUDE);
+    const state = s.getState();
+    assert.equal(state.runtime.sandbox?.sandboxId, waiting, 'the new session got the waiting sandbox');
+    const stored = (await h.rec.adapter.listAllSessions()).find((r) => r.sessionId === s.sessionId);
+    assert.ok(stored, 'stored when taken');
+    assert.ok(stored.createdAt >= before, 'created when taken, not when it started waiting');
+    await eventually(() => liveSandboxes(h.root).size === 2, 60_000, 'another session to take its place');
+
+    // It is an ordinary session from here on: a turn, its transcript and file stored.
+    await s.sendMessage('write warm.txt containing ready');
+    await h.turnEnd(s.sessionId);
+    const saved = h.rec.sessions.get(s.sessionId);
+    assert.match(saved.rawTranscript, /warm\.txt/);
+    await eventually(() => h.rec.sessions.get(s.sessionId).workspaceFiles.some((f) => f.path === 'warm.txt' && f.content === 'ready'));
+
+    // One that asks for options of its own is made the usual way (no sandbox before a message).
+    const other = await h.rt.sessionManager.createSession({ ...CLAUDE, sessionOptions: { model: 'claude-haiku-4-5' } });
+    assert.equal(other.getState().runtime.sandbox, null);
+  } finally {
+    await h.rt.shutdown();
+    assert.deepEqual([...liveSandboxes(h.root)], [], 'shutdown stops waiting sessions too');
     await h.close();
   }
 });

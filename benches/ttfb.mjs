@@ -18,7 +18,8 @@
 // Env: TTFB_SESSIONS (3 per architecture and build), TTFB_WARM_TURNS (5 per session),
 // TTFB_ARCHS (claude-agent-sdk,opencode), TTFB_WARMUP (1: unmeasured single-turn sessions per
 // architecture and build before measuring; 0 = none), TTFB_TURN_TIMEOUT_SECONDS (180),
-// TTFB_JSON (write every sample to this file), OURS_DIR (default: this script's checkout),
+// TTFB_WARM_POOL (1: warmPool with one session per architecture; each session then starts
+// TTFB_POOL_PAUSE_MS, 2000, after the last, as a person's next chat would), TTFB_JSON (write every sample to this file), OURS_DIR (default: this script's checkout),
 // BASE_DIR, LOG_LEVEL (warn). Needs each package's addon built (`npm run build`); OpenCode
 // needs opencode-ai and rg (see the README). Exit code 1 when any measured turn failed.
 import { fork, execFileSync } from 'node:child_process';
@@ -44,7 +45,14 @@ else await parent();
 async function child(dir) {
   const send = (m) => process.send(m);
   const turnTimeoutMs = Number(process.env.TTFB_TURN_TIMEOUT_MS);
-  const { rt, clear, removeRoot } = await localRuntime({ dir, prefix: 'ttfb', modelUrl: process.env.TTFB_MODEL_URL });
+  // TTFB_WARM_POOL=1: one warm session per architecture, as createSession below asks for it.
+  const warmPool = process.env.TTFB_WARM_POOL === '1'
+    ? [
+        { architecture: 'claude-agent-sdk', agentProfileRef: 'default' },
+        { architecture: 'opencode', agentProfileRef: 'default', sessionOptions: { model: OPENCODE_MODEL } },
+      ]
+    : undefined;
+  const { rt, clear, removeRoot } = await localRuntime({ dir, prefix: 'ttfb', modelUrl: process.env.TTFB_MODEL_URL, config: { warmPool } });
   // Stopped from outside (Ctrl-C, the parent gone): leave no sandbox directory behind (the
   // runtime kills the sandboxes' processes when this process exits).
   const bail = () => {
@@ -96,6 +104,8 @@ async function child(dir) {
       process.exit(0);
     }
     if (m.type !== 'run') return;
+    // A person opens a new chat at human pace: the pool has refilled by then.
+    if (warmPool) await new Promise((r) => setTimeout(r, num('TTFB_POOL_PAUSE_MS', 2000)));
     const out = { cold: null, warm: [], errors: [] };
     let session;
     try {

@@ -181,6 +181,7 @@ struct RawOptions {
     max_active_sandboxes: Option<f64>,
     max_queued_messages: Option<f64>,
     bundled_mcp_roots: Option<Vec<String>>,
+    warm_pool: Option<Vec<WarmSpec>>,
     #[serde(rename = "__host")]
     host: Option<HostInfo>,
 }
@@ -235,6 +236,58 @@ pub struct RuntimeOptions {
     pub pricing: crate::usage::Pricing,
     /// Budget of every session unless its `sessionOptions.budget` says otherwise.
     pub budget: crate::usage::Budget,
+    /// New sessions kept started (sandbox, runner, agent CLI) for `createSession` to hand out.
+    pub warm_pool: Vec<WarmSpec>,
+}
+
+/// `warmPool[]`: how many new sessions of one architecture and profile wait ready.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WarmSpec {
+    pub architecture: crate::agent::Architecture,
+    pub agent_profile_ref: String,
+    /// Only a `createSession` with exactly these options takes one (none: one with none).
+    #[serde(default)]
+    pub session_options: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default = "one")]
+    pub size: usize,
+}
+
+impl WarmSpec {
+    /// Whether a `createSession` for these asks for what a session of this entry is.
+    pub fn fits(
+        &self,
+        architecture: Option<crate::agent::Architecture>,
+        profile: &str,
+        options: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> bool {
+        let empty = serde_json::Map::new();
+        Some(self.architecture) == architecture
+            && self.agent_profile_ref == profile
+            && self.session_options.as_ref().unwrap_or(&empty) == options.unwrap_or(&empty)
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+/// At most this many warm sessions per entry: each holds a sandbox.
+const MAX_WARM: usize = 16;
+
+fn warm_pool(specs: Vec<WarmSpec>) -> Result<Vec<WarmSpec>, String> {
+    for (i, s) in specs.iter().enumerate() {
+        if s.agent_profile_ref.is_empty() {
+            return Err(format!("warmPool[{i}].agentProfileRef must not be empty"));
+        }
+        if !(1..=MAX_WARM).contains(&s.size) {
+            return Err(format!("warmPool[{i}].size must be between 1 and {MAX_WARM} (got {})", s.size));
+        }
+        if specs[..i].iter().any(|o| o.fits(Some(s.architecture), &s.agent_profile_ref, s.session_options.as_ref())) {
+            return Err(format!("warmPool[{i}] repeats an entry listed before it"));
+        }
+    }
+    Ok(specs)
 }
 
 /// `modelProxy`: where the proxy listens, and how sandboxes reach it.
@@ -317,6 +370,7 @@ impl Default for RuntimeOptions {
             model_proxy: Some(ModelProxyConfig::default()),
             pricing: crate::usage::Pricing::default(),
             budget: crate::usage::Budget::default(),
+            warm_pool: Vec::new(),
         }
     }
 }
@@ -449,6 +503,7 @@ impl RuntimeOptions {
             max_active_sandboxes: count("maxActiveSandboxes", raw.max_active_sandboxes, d.max_active_sandboxes)?,
             max_queued_messages: count("maxQueuedMessages", raw.max_queued_messages, d.max_queued_messages)?,
             bundled_mcp_roots,
+            warm_pool: warm_pool(raw.warm_pool.unwrap_or_default())?,
             modal,
             provider_explicit: sandbox.provider.is_some(),
             provider,
@@ -460,6 +515,37 @@ impl RuntimeOptions {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn warm_pool_entries_are_checked_by_name() {
+        let o = RuntimeOptions::from_json(
+            json!({"warmPool": [{"architecture": "claude-agent-sdk", "agentProfileRef": "default"}]}),
+        )
+        .unwrap();
+        assert_eq!(o.warm_pool[0].size, 1);
+        assert!(o.warm_pool[0].fits(
+            Some(crate::agent::Architecture::ClaudeAgentSdk),
+            "default",
+            Some(&Default::default())
+        ));
+        assert!(!o.warm_pool[0].fits(Some(crate::agent::Architecture::OpenCode), "default", None));
+        for (bad, says) in [
+            (
+                json!([{"architecture": "claude-agent-sdk", "agentProfileRef": "default", "size": 0}]),
+                "warmPool[0].size",
+            ),
+            (json!([{"architecture": "claude-agent-sdk", "agentProfileRef": ""}]), "warmPool[0].agentProfileRef"),
+            (json!([{"architecture": "gpt", "agentProfileRef": "default"}]), "warmPool[0].architecture"),
+            (
+                json!([{"architecture": "opencode", "agentProfileRef": "a"}, {"architecture": "opencode", "agentProfileRef": "a", "size": 2}]),
+                "warmPool[1] repeats",
+            ),
+            (json!([{"architecture": "opencode", "agentProfileRef": "a", "sise": 2}]), "sise"),
+        ] {
+            let e = RuntimeOptions::from_json(json!({ "warmPool": bad })).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+    }
 
     #[test]
     fn defaults_and_provider_rule() {

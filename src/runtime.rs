@@ -85,6 +85,7 @@ impl AgentRuntime {
         self.sessions.context().model_proxy().await?;
         let records = self.sessions.context().persistence.list_all_sessions().await?;
         tracing::info!(sessions = records.len(), "runtime started");
+        self.sessions.fill_pool();
         for mut r in records {
             if !Ledger::take_from(&mut r.metadata).has_unfinished() {
                 continue;

@@ -115,7 +115,7 @@ pub(super) struct SessionData {
     pub(super) raw_transcript: Option<String>,
     pub(super) workspace_files: Vec<WorkspaceFile>,
     pub(super) session_options: Map<String, Value>,
-    created_at: i64,
+    pub(super) created_at: i64,
     pub(super) last_activity: i64,
     name: Option<String>,
     metadata: Option<Map<String, Value>>,
@@ -165,6 +165,9 @@ pub struct AgentSession {
     pub(super) turn_usage: Mutex<super::usage::TurnUsage>,
     /// Since when the current sandbox runs (its lifetime counts toward `maxSandboxSeconds`).
     pub(super) sandbox_clock: Mutex<Option<std::time::Instant>>,
+    /// Waiting in the warm pool (see `pool`): started but not created; nothing is emitted and
+    /// storage writes are held.
+    pub(super) warm: std::sync::atomic::AtomicBool,
 }
 
 /// `CreateSessionArgs`.
@@ -189,7 +192,7 @@ struct ListData<'a> {
     agent_profile_reference: &'a str,
     session_options: &'a Map<String, Value>,
     last_activity: i64,
-    created_at: i64,
+    pub(super) created_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: &'a Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -239,14 +242,22 @@ impl AgentSession {
             files_in_flight: tokio::sync::watch::Sender::new(0),
             turn_usage: Mutex::default(),
             sandbox_clock: Mutex::default(),
+            warm: Default::default(),
         }
     }
 
     /// Create a new session: persistence calls in the reference's order (spec §4.1).
     pub(crate) async fn create(args: CreateSessionArgs, ctx: Arc<SessionContext>) -> Result<Arc<Self>> {
+        let session = Self::prepare(args, ctx).await?;
+        session.store_new().await?;
+        Ok(session)
+    }
+
+    /// A new session in memory only: nothing is stored yet.
+    pub(super) async fn prepare(args: CreateSessionArgs, ctx: Arc<SessionContext>) -> Result<Arc<Self>> {
         let architecture = args.architecture.ok_or_else(|| Error::InvalidInput("architecture is required".into()))?;
-        let p = &ctx.persistence;
-        let profile = p
+        let profile = ctx
+            .persistence
             .load_agent_profile(&args.agent_profile_ref)
             .await?
             .ok_or_else(|| Error::AgentProfileNotFound(args.agent_profile_ref.clone()))?;
@@ -256,21 +267,6 @@ impl AgentSession {
         files.extend(args.default_workspace_files.unwrap_or_default());
         let session_options = args.session_options.unwrap_or_default();
         super::permissions::validate_options(&session_options).map_err(Error::InvalidInput)?;
-        let record = SessionRecord {
-            session_id: session_id.clone(),
-            architecture,
-            session_options: Some(session_options.clone()),
-            agent_profile_reference: profile.id.clone(),
-            name: None,
-            last_activity: None,
-            created_at: Some(now),
-            metadata: None,
-        };
-        p.create_session_record(&record).await?;
-        p.save_transcript(&session_id, "").await?;
-        futures::future::try_join_all(files.iter().map(|f| p.save_workspace_file(&session_id, f))).await?;
-        p.update_session_record(&session_id, &SessionRecordUpdate { last_activity: Some(now), ..Default::default() })
-            .await?;
         let data = SessionData {
             conversation: Conversation::new(vec![], vec![]),
             raw_transcript: Some(String::new()),
@@ -284,6 +280,31 @@ impl AgentSession {
             ledger: Ledger::default(),
         };
         Ok(Arc::new(Self::new(session_id, architecture, profile, data, ctx)))
+    }
+
+    /// Store a session made by [`prepare`](Self::prepare): its record, empty transcript and
+    /// first workspace files.
+    pub(super) async fn store_new(&self) -> Result<()> {
+        let (record, files, now) = {
+            let d = self.data.locked();
+            let record = SessionRecord {
+                session_id: self.session_id.clone(),
+                architecture: self.architecture,
+                session_options: Some(d.session_options.clone()),
+                agent_profile_reference: self.profile.id.clone(),
+                name: None,
+                last_activity: None,
+                created_at: Some(d.created_at),
+                metadata: None,
+            };
+            (record, d.workspace_files.clone(), d.last_activity)
+        };
+        let (p, id) = (&self.ctx.persistence, &self.session_id);
+        p.create_session_record(&record).await?;
+        p.save_transcript(id, "").await?;
+        futures::future::try_join_all(files.iter().map(|f| p.save_workspace_file(id, f))).await?;
+        p.update_session_record(id, &SessionRecordUpdate { last_activity: Some(now), ..Default::default() }).await?;
+        Ok(())
     }
 
     /// Load a stored session (spec §4.2). Parsing the transcript runs on a blocking thread so a
@@ -328,7 +349,9 @@ impl AgentSession {
     }
 
     pub(super) fn emit(&self, e: DomainEvent) {
-        self.ctx.events.emit(e);
+        if !self.warm.load(Ordering::Relaxed) {
+            self.ctx.events.emit(e);
+        }
     }
 
     pub(super) fn session_event(&self, name: &'static str, mut payload: Value) -> DomainEvent {

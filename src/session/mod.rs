@@ -7,6 +7,7 @@ pub mod ledger;
 mod monitor;
 pub mod outbox;
 pub mod permissions;
+mod pool;
 mod state;
 mod turn;
 mod usage;
@@ -36,6 +37,8 @@ pub struct SessionManager {
     /// Loads in flight, so concurrent loads of one id share one adapter call and one instance.
     loading: Mutex<HashMap<String, LoadFuture>>,
     sweep: std::sync::OnceLock<()>,
+    /// Sessions started ahead of `createSession` (`warmPool`).
+    pool: pool::WarmPool,
 }
 
 impl SessionManager {
@@ -45,6 +48,7 @@ impl SessionManager {
             sessions: Default::default(),
             loading: Default::default(),
             sweep: Default::default(),
+            pool: Default::default(),
         });
         let _ = m.ctx.manager.set(Arc::downgrade(&m));
         m
@@ -104,9 +108,15 @@ impl SessionManager {
 
     pub async fn create_session(self: &Arc<Self>, args: CreateSessionArgs) -> Result<Arc<AgentSession>> {
         self.make_room().await?;
-        let session = AgentSession::create(args, self.ctx.clone()).await.inspect_err(|e| {
+        let warm = self.take_warm(&args).await.inspect_err(|e| {
             tracing::error!(error = %e, "failed to create session");
         })?;
+        let session = match warm {
+            Some(s) => s,
+            None => AgentSession::create(args, self.ctx.clone()).await.inspect_err(|e| {
+                tracing::error!(error = %e, "failed to create session");
+            })?,
+        };
         tracing::info!(session_id = %session.session_id, architecture = session.architecture.as_str(), "session created");
         self.insert(session.clone());
         Ok(session)
@@ -224,6 +234,7 @@ impl SessionManager {
     /// `deadline`; then stop what is left anyway. Returns the ids that could not be stored.
     pub async fn shutdown(&self, deadline: std::time::Duration) -> Vec<String> {
         self.ctx.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.drain_pool().await;
         let attempts = async {
             let mut pause = std::time::Duration::from_millis(100);
             loop {

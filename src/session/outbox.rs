@@ -86,6 +86,8 @@ struct Queue {
     pending: VecDeque<Write>,
     in_flight: HashSet<Target>,
     writer_running: bool,
+    /// Writes wait until [`Outbox::release`]: the session has no record yet (a warm one).
+    held: bool,
 }
 
 impl Queue {
@@ -158,7 +160,24 @@ impl Outbox {
                 q.enqueue(w, true);
             }
             self.publish(&q);
-            !std::mem::replace(&mut q.writer_running, true)
+            !q.held && !std::mem::replace(&mut q.writer_running, true)
+        };
+        if start {
+            self.runtime.spawn(writer(Arc::downgrade(self)));
+        }
+    }
+
+    /// Keep what is pushed from now on until [`release`](Self::release).
+    pub fn hold(&self) {
+        self.queue.locked().held = true;
+    }
+
+    /// Send what was held, and everything after it as usual.
+    pub fn release(self: &Arc<Self>) {
+        let start = {
+            let mut q = self.queue.locked();
+            q.held = false;
+            !q.pending.is_empty() && !std::mem::replace(&mut q.writer_running, true)
         };
         if start {
             self.runtime.spawn(writer(Arc::downgrade(self)));

@@ -340,7 +340,7 @@ impl AgentSession {
     }
 
     /// The session's runner for `sandbox`: the live one if it still fits, else a new one.
-    async fn ready_runner<'a>(
+    pub(super) async fn ready_runner<'a>(
         &self,
         slot: &'a mut Option<Runner>,
         arch: &dyn AgentArchitecture,
