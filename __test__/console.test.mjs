@@ -163,6 +163,8 @@ test('console: chat, streamed text, a tool block, an approval', { timeout: 120_0
     const tool = await page.waitForSelector('#conversation > li[data-type="tool_use"][data-tool-name="Write"]');
     assert.match(await tool.evaluate((e) => e.querySelector('.subject').textContent), /haiku\.txt/);
     assert.equal(await page.evaluate(() => document.querySelectorAll('#files li').length), 0, 'nothing written before the approval');
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'console.png'), fullPage: true });
     await page.click('article.request.permission button.allow');
     await page.waitForSelector('#requests[hidden]');
     await page.waitForFunction(() => [...document.querySelectorAll('#conversation li[data-type="request-resolved"]')].some((e) => /^Write \S*haiku\.txt: allowed$/.test(e.textContent)));
@@ -173,10 +175,23 @@ test('console: chat, streamed text, a tool block, an approval', { timeout: 120_0
     assert.equal(await page.$eval('#files li[data-path="haiku.txt"] pre', (e) => e.textContent), 'Old pond\nfrog jumps in\nsound of water\n');
     assert.ok((await assistantTexts()).includes("I'll write haiku.txt."));
 
-    fs.mkdirSync(ARTIFACTS, { recursive: true });
-    await page.screenshot({ path: path.join(ARTIFACTS, 'console.png'), fullPage: true });
+    // 3. A question: the options are shown; the chosen one reaches the agent.
+    await send('ask: Which color do you like? [red|blue]');
+    await page.waitForSelector('article.request.question');
+    assert.match(await page.$eval('article.request.question legend', (e) => e.textContent), /Which color do you like\?/);
+    assert.deepEqual(await page.$$eval('article.request.question input[type=radio]', (els) => els.map((e) => e.value)), ['red', 'blue']);
+    await page.click('article.request.question input[value="blue"]');
+    await page.click('article.request.question button');
+    await page.waitForSelector('#requests[hidden]');
+    await page.waitForFunction(() => [...document.querySelectorAll('#conversation > li[data-type="assistant_text"] .text')].some((e) => e.textContent.startsWith('Answer received') && e.textContent.includes('blue')));
 
-    // 3. A reload keeps the key (same tab) and shows the same conversation from the state.
+    // 4. Interrupt stops a turn mid-text.
+    await send('tell it slowly 150ms 200 words');
+    await page.waitForFunction(() => [...document.querySelectorAll('#conversation > li.streaming[data-type="assistant_text"] .text')].some((e) => e.textContent.startsWith('Once upon')));
+    await page.click('#interrupt');
+    await page.waitForFunction(() => [...document.querySelectorAll('#conversation li[data-type="system"]')].some((e) => /Turn ended: interrupted/.test(e.textContent)));
+
+    // 5. A reload keeps the key (same tab) and shows the same conversation from the state.
     const before = await page.$$eval('#conversation > li[data-type]', (els) => els.filter((e) => e.dataset.type !== 'request-resolved').map((e) => e.dataset.type));
     await page.reload();
     await page.waitForFunction((n) => document.querySelectorAll('#conversation > li[data-type="assistant_text"]').length >= n, {}, 3);

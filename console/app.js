@@ -120,6 +120,7 @@
       showConnect();
       return;
     }
+    notice('');
     $('connect-view').hidden = true;
     $('app-view').hidden = false;
     $('forget').hidden = false;
@@ -308,6 +309,7 @@
     for (const list of ['conversation', 'files', 'errors', 'request-list', 'queue']) $(list).replaceChildren();
     $('requests').hidden = true;
     $('queue-section').hidden = true;
+    $('errors-section').hidden = true;
     let state;
     try {
       state = await api('GET', sessionPath(id));
@@ -719,6 +721,7 @@
   function showError(message, code) {
     const text = `${message || 'Unknown error'}${code ? ` (${code})` : ''}`;
     $('errors').append(h('li', { text: `${new Date().toLocaleTimeString()} ${text}` }));
+    $('errors-section').hidden = false;
     if (current) $('conversation').append(h('li', { className: 'block error', 'data-type': 'error' }, h('p', { className: 'label', text: `Error: ${text}` })));
   }
 
