@@ -67,7 +67,7 @@ test('console files: known names only, right types, no escaping the directory', 
   assert.throws(() => createConsole({ basePath: 5 }), TypeError);
 });
 
-test('console: chat, streamed text, a tool block, an approval', { timeout: 120_000 }, async (t) => {
+test('console in Chromium: key, sessions, streamed text, tool approval, question, subagent, interrupt, reload', { timeout: 120_000 }, async (t) => {
   const chromium = findChromium();
   if (!chromium) {
     t.skip('no Chromium found: install it with `apt-get install -y chromium` (or set CHROMIUM_PATH)');
@@ -185,13 +185,22 @@ test('console: chat, streamed text, a tool block, an approval', { timeout: 120_0
     await page.waitForSelector('#requests[hidden]');
     await page.waitForFunction(() => [...document.querySelectorAll('#conversation > li[data-type="assistant_text"] .text')].some((e) => e.textContent.startsWith('Answer received') && e.textContent.includes('blue')));
 
-    // 4. Interrupt stops a turn mid-text.
+    // 4. A subagent: its call (approved) shows the helper's own conversation under it.
+    await send('ask the helper to check the haiku');
+    await page.waitForSelector('article.request.permission');
+    await page.click('article.request.permission button.allow');
+    const helper = await page.waitForFunction(() => [...document.querySelectorAll('#conversation > li[data-type="subagent"]')].find((e) => /Helper here/.test(e.textContent)));
+    assert.equal(await helper.evaluate((e) => e.querySelector('.status').textContent), 'success');
+    assert.match(await helper.evaluate((e) => e.querySelector('.conversation.nested li[data-type="user_message"]').textContent), /Check this: ask the helper/, "the helper's conversation is nested under it");
+    await page.waitForFunction(() => [...document.querySelectorAll('#conversation li[data-type="system"]')].filter((e) => /Turn ended: completed/.test(e.textContent)).length === 4);
+
+    // 5. Interrupt stops a turn mid-text.
     await send('tell it slowly 150ms 200 words');
     await page.waitForFunction(() => [...document.querySelectorAll('#conversation > li.streaming[data-type="assistant_text"] .text')].some((e) => e.textContent.startsWith('Once upon')));
     await page.click('#interrupt');
     await page.waitForFunction(() => [...document.querySelectorAll('#conversation li[data-type="system"]')].some((e) => /Turn ended: interrupted/.test(e.textContent)));
 
-    // 5. A reload keeps the key (same tab) and shows the same conversation from the state.
+    // 6. A reload keeps the key (same tab) and shows the same conversation from the state.
     const before = await page.$$eval('#conversation > li[data-type]', (els) => els.filter((e) => e.dataset.type !== 'request-resolved').map((e) => e.dataset.type));
     await page.reload();
     await page.waitForFunction((n) => document.querySelectorAll('#conversation > li[data-type="assistant_text"]').length >= n, {}, 3);
@@ -199,6 +208,7 @@ test('console: chat, streamed text, a tool block, an approval', { timeout: 120_0
     const after = await page.$$eval('#conversation > li[data-type]', (els) => els.map((e) => e.dataset.type));
     for (const type of ['user_message', 'assistant_text', 'tool_use']) assert.ok(after.includes(type), `${type} after reload (before: ${before})`);
     await page.waitForSelector('#conversation > li[data-type="tool_use"][data-tool-name="Write"] .extras > .result');
+    await page.waitForSelector('#conversation > li[data-type="subagent"] .conversation.nested li[data-type="user_message"]');
 
     assert.deepEqual(pageErrors, [], 'no errors in the page');
   } catch (err) {

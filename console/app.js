@@ -484,16 +484,21 @@
   }
 
   /** Remember where a tool call or subagent is shown, so its result and its subagent's
-   *  conversation go under it. */
+   *  conversation (keyed by the subagent's id, or the call's toolUseId) go under it. */
   function registerCall(block, li) {
-    if ((block.type !== 'tool_use' && block.type !== 'subagent') || !block.toolUseId) return;
-    current.tools.set(block.toolUseId, li);
-    // A subagent conversation shown before its call: move it under the call.
-    const ol = current.conversations.get(block.toolUseId);
-    if (ol && !li.contains(ol)) {
-      const group = ol.parentElement && ol.parentElement.classList.contains('group') ? ol.parentElement : null;
-      li.querySelector('.extras').append(ol);
-      if (group) group.remove();
+    const keys = [];
+    if (block.type === 'tool_use' && block.toolUseId) keys.push(block.toolUseId);
+    if (block.type === 'subagent') keys.push(block.subagentId, block.toolUseId);
+    for (const key of keys) {
+      if (!key) continue;
+      current.tools.set(key, li);
+      // A subagent conversation shown before its call: move it under the call.
+      const ol = current.conversations.get(key);
+      if (ol && !li.contains(ol)) {
+        const group = ol.parentElement && ol.parentElement.classList.contains('group') ? ol.parentElement : null;
+        li.querySelector('.extras').append(ol);
+        if (group) group.remove();
+      }
     }
   }
 
