@@ -359,7 +359,8 @@
       cost,
       `${sum.calls || 0} model call${sum.calls === 1 ? '' : 's'}`,
     ];
-    if (current && typeof current.sandboxSeconds === 'number') parts.push(`sandbox ${Math.round(current.sandboxSeconds)} s`);
+    // Sandbox time is in the state only (not in usage events): shown as of the last load.
+    if (!event && current && typeof current.sandboxSeconds === 'number') parts.push(`sandbox time ${Math.round(current.sandboxSeconds)} s`);
     if (event && event.call && event.call.model) parts.push(`last model ${event.call.model}`);
     out.textContent = parts.join(' · ');
   }
