@@ -108,10 +108,12 @@ test('console in Chromium: key, sessions, streamed text, tool approval, question
     await page.waitForFunction(() => document.querySelector('#create-profile option[value="default"]'));
     await page.waitForFunction(() => document.getElementById('connection').textContent === 'Connected (live)');
 
-    // A session made elsewhere shows up in the list (stored ones included).
+    // A session made elsewhere, then unloaded, is listed as stored.
     const other = (await srv.rest('POST', '/api/sessions', { agentProfileRef: 'default', architecture: 'claude-agent-sdk' })).body.sessionId;
+    assert.equal((await srv.rest('DELETE', `/api/sessions/${other}`)).status, 200);
     await page.click('#refresh-sessions');
-    await page.waitForSelector(`.session-item[data-session-id="${other}"]`);
+    const stored = await page.waitForSelector(`.session-item[data-session-id="${other}"]`);
+    assert.match(await stored.evaluate((e) => e.textContent), /claude-agent-sdk · default · stored/);
 
     // Create a session whose tool calls wait for approval; it opens.
     await page.select('#create-permission', 'ask');
