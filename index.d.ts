@@ -165,6 +165,21 @@ export interface NativeListener {
   close(): void;
 }
 
+export interface ConsoleOptions {
+  /** Where the console is served (default "/console"); the page is at `<basePath>/`. */
+  basePath?: string;
+}
+
+/** The web console as a fetch-style handler: `<basePath>/` (index.html), `app.js`, `style.css`
+ *  and `socket.io.min.js` (socket.io-client's browser build); 404 for every other path, 308 from
+ *  `<basePath>` to `<basePath>/`. The page talks to the REST API and Socket.IO of its own origin
+ *  (or the API URL entered in it) with the API key entered in it. */
+export interface WebConsole {
+  fetch: (request: Request) => Promise<Response>;
+  /** The normalised base path (no trailing slash). */
+  readonly basePath: string;
+}
+
 export interface AgentRuntime {
   sessionManager: SessionManager;
   eventBus: EventBus;
@@ -175,6 +190,8 @@ export interface AgentRuntime {
   createWebSocketServer(httpServer: HttpServer | HttpsServer, options?: WebSocketServerOptions): WebSocketServer;
   /** REST and Socket.IO served natively by Rust on its own port (no JS in the data path). */
   listen(options: ListenOptions): Promise<NativeListener>;
+  /** The optional web console: route `basePath` (default "/console") to its `fetch`. */
+  createConsole(options?: ConsoleOptions): WebConsole;
 }
 
 export declare function createAgentRuntime(config: RuntimeConfig): Promise<AgentRuntime>;
@@ -185,6 +202,9 @@ export declare function createRestServer(options: {
   eventBus: EventBus;
   config: RestServerOptions;
 }): RestServer;
+
+/** Standalone form of `runtime.createConsole` (the console needs no runtime object). */
+export declare function createConsole(options?: ConsoleOptions): WebConsole;
 
 export declare function errorResponse(message: string, code?: string, details?: unknown): { error: string; code?: string };
 

@@ -554,6 +554,78 @@ function attachRealtime(n, eventBus, httpServer, options = {}) {
   };
 }
 
+// ---- web console --------------------------------------------------------------------------
+
+/** The console's files: request name → [file, content type]. Nothing else is ever served. */
+const CONSOLE_FILES = {
+  '': ['index.html', 'text/html; charset=utf-8'],
+  'index.html': ['index.html', 'text/html; charset=utf-8'],
+  'app.js': ['app.js', 'text/javascript; charset=utf-8'],
+  'style.css': ['style.css', 'text/css; charset=utf-8'],
+  'socket.io.min.js': [null, 'text/javascript; charset=utf-8'],
+};
+
+const CONSOLE_HEADERS = {
+  'cache-control': 'no-cache',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+  // Scripts and styles only from the console itself; the API may live on another origin.
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src * ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+};
+
+/** The browser build of socket.io-client, from this package's dependencies. */
+function socketIoClientFile() {
+  const pkg = require.resolve('socket.io-client/package.json');
+  return path.join(path.dirname(pkg), 'dist', 'socket.io.min.js');
+}
+
+/** A fetch handler serving the web console (static files in `console/`) under `basePath`. */
+function createConsole(options = {}) {
+  if (options === null || typeof options !== 'object') throw new TypeError('createConsole: options must be an object');
+  const { basePath = '/console' } = options;
+  if (typeof basePath !== 'string' || !/^(\/[A-Za-z0-9._~-]+)*\/?$/.test(basePath)) {
+    throw new TypeError('createConsole: basePath must be a path like "/console"');
+  }
+  const base = basePath.replace(/\/$/, '');
+  const fs = require('node:fs');
+  const cache = new Map();
+  const read = (name) => {
+    let body = cache.get(name);
+    if (body === undefined) {
+      const file = CONSOLE_FILES[name][0];
+      body = fs.readFileSync(file ? path.join(__dirname, 'console', file) : socketIoClientFile());
+      cache.set(name, body);
+    }
+    return body;
+  };
+  const notFound = () => new Response('404 Not Found', { status: 404, headers: { 'content-type': 'text/plain; charset=utf-8' } });
+  const fetch = async (request) => {
+    const { pathname } = new URL(request.url, 'http://localhost');
+    if (pathname === base) {
+      // The page's relative URLs need the trailing slash.
+      return new Response(null, { status: 308, headers: { location: `${base}/` } });
+    }
+    if (!pathname.startsWith(`${base}/`)) return notFound();
+    const name = pathname.slice(base.length + 1);
+    if (!Object.prototype.hasOwnProperty.call(CONSOLE_FILES, name)) return notFound();
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      return new Response('405 Method Not Allowed', { status: 405, headers: { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' } });
+    }
+    let body;
+    try {
+      body = read(name);
+    } catch (err) {
+      const text = `Console file unavailable: ${messageOf(err)}`;
+      return new Response(text, { status: 500, headers: { 'content-type': 'text/plain; charset=utf-8' } });
+    }
+    const headers = { ...CONSOLE_HEADERS, 'content-type': CONSOLE_FILES[name][1], 'content-length': String(body.length) };
+    return new Response(request.method === 'HEAD' ? null : body, { status: 200, headers });
+  };
+  return { fetch, basePath: base };
+}
+
 // ---- runtime ------------------------------------------------------------------------------
 
 const BRIDGE_EVENTS = new Set(['newListener', 'removeListener']);
@@ -627,6 +699,8 @@ async function createAgentRuntime(config) {
     /** The fast path: REST and Socket.IO served by Rust on its own port, no JS in the data path.
      *  Loopback unless `host` says otherwise; Socket.IO needs the same key (`auth: { token }`)
      *  unless `socketApiKey` names another one or is `false` (the reference's open server). */
+    /** The web console (static files, same-origin REST and Socket.IO) as a fetch handler. */
+    createConsole: (options) => createConsole(options),
     listen: async (options = {}) => {
       const { port = 0, host = '127.0.0.1', apiKey, socketApiKey = apiKey } = options;
       if (typeof apiKey !== 'string' || !apiKey) throw new TypeError('listen: apiKey must be a non-empty string');
@@ -651,6 +725,7 @@ async function createAgentRuntime(config) {
 module.exports = {
   createAgentRuntime,
   createRestServer,
+  createConsole,
   errorResponse,
   EventBus,
   SessionManager,

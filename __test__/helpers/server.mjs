@@ -7,13 +7,18 @@ import { pipeline } from 'node:stream/promises';
 import { io } from 'socket.io-client';
 import { client, API_KEY } from './http.mjs';
 
-/** A seed-style server: the user's own handler answers everything that is not Socket.IO. */
-export async function serve(rt, { secure, rest: restOptions, ws: wsOptions } = {}) {
+/** A seed-style server: the user's own handler answers everything that is not Socket.IO.
+ *  `mounts` routes path prefixes to other fetch handlers (e.g. `{ '/console': console.fetch }`). */
+export async function serve(rt, { secure, rest: restOptions, ws: wsOptions, mounts = {} } = {}) {
   const app = rt.createRestServer({ apiKey: API_KEY, ...restOptions });
+  const route = (url) => {
+    for (const [prefix, fetch] of Object.entries(mounts)) if (url === prefix || url.startsWith(prefix + '/') || url.startsWith(prefix + '?')) return fetch;
+    return app.fetch;
+  };
   const handler = async (req, res) => {
     const chunks = [];
     for await (const c of req) chunks.push(c);
-    const response = await app.fetch(
+    const response = await route(req.url)(
       new Request(`http://${req.headers.host}${req.url}`, {
         method: req.method,
         headers: req.headers,
