@@ -2,7 +2,7 @@
 // Call it from your own node:test file:
 //
 //   import { test } from 'node:test';
-//   import { adapterContract } from 'agent-runtime-native/examples/adapters/contract.mjs'; // or a copy
+//   import { adapterContract } from 'agent-runtime-native/adapters/contract'; // or a copy
 //   adapterContract(async ({ profiles }) => createMyAdapter({ profiles }), { test });
 //
 // `makeAdapter({ profiles })` must return a ready adapter whose profile store holds `profiles`
