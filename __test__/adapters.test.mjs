@@ -13,6 +13,7 @@ import { createPostgresAdapter } from '../examples/adapters/postgres.mjs';
 import { agentRuntime, AGENT_PROFILE } from './helpers/agent.mjs';
 import { client, API_KEY } from './helpers/http.mjs';
 import { startPostgres, findPostgresBin } from './helpers/postgres.mjs';
+import { recordingAdapter } from './helpers/adapter.mjs';
 
 const PROMPT = 'think, then write haiku.txt';
 const HAIKU = 'Old pond\nfrog jumps in\nsound of water\n';
@@ -102,6 +103,12 @@ async function conversationSurvivesRestart(open) {
     await second.close();
   }
 }
+
+// The contract asks nothing of an adapter that the tests' in-memory one (the reference's
+// behaviour) does not do.
+describe('in-memory adapter (helpers/adapter.mjs)', () => {
+  adapterContract(({ profiles }) => recordingAdapter({ profiles }).adapter, { test });
+});
 
 describe('SQLite adapter (node-sqlite3-wasm)', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'arn-sqlite-'));
