@@ -89,6 +89,11 @@ async function conversationSurvivesRestart(open) {
     assert.deepEqual(after.blocks, before.blocks, 'the same conversation');
     assert.deepEqual(after.workspaceFiles, before.workspaceFiles);
     assert.deepEqual(after.workspaceFiles, [{ path: 'haiku.txt', content: HAIKU }]);
+    // Usage lives in the record's metadata (the runtime's ledger): it came back through the JSON column.
+    const tokens = ({ sandboxSeconds, ...rest }) => rest; // sandbox time grew until the shutdown
+    assert.ok(before.runtime.usage?.calls > 0, 'the turn was counted');
+    assert.deepEqual(tokens(after.runtime.usage), tokens(before.runtime.usage));
+    assert.ok(after.runtime.usage.sandboxSeconds >= before.runtime.usage.sandboxSeconds);
 
     // And it goes on: the model gets the history, the file is not duplicated.
     await http('POST', `/api/sessions/${id}/messages`, { content: 'and now say hello' });

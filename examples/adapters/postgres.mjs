@@ -11,7 +11,8 @@
 //   workspace_files one row per (session_id, path); deleted with their session
 //   agent_profiles  id, name, description and the whole profile as jsonb
 // Text that PostgreSQL's `text` cannot hold (a NUL character) and Buffers are kept in a bytea
-// column instead, so what was saved is what loads.
+// column instead, so what was saved is what loads. jsonb keeps values, not the order of object
+// keys (the runtime relies on neither: its own bookkeeping in metadata uses arrays).
 import pg from 'pg';
 
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;

@@ -10,7 +10,8 @@
 //
 // One process should own the file (the WebAssembly build has no WAL mode). Calls are synchronous
 // underneath, so every method runs to completion before the next one starts: concurrent calls
-// from the runtime never interleave inside a write.
+// from the runtime never interleave inside a write. They block the event loop while they run:
+// about a millisecond for a record, ~0.1 s to write a 5 MB transcript.
 // Same tables as the PostgreSQL example; sessionOptions, metadata and profiles are JSON text.
 import sqlite from 'node-sqlite3-wasm';
 
