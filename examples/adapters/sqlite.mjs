@@ -12,7 +12,9 @@
 // underneath, so every method runs to completion before the next one starts: concurrent calls
 // from the runtime never interleave inside a write. They block the event loop while they run:
 // about a millisecond for a record, ~0.1 s to write a 5 MB transcript.
-// Same tables as the PostgreSQL example; sessionOptions, metadata and profiles are JSON text.
+// The PostgreSQL example's tables, but the transcript has its own: SQLite rewrites a whole row on
+// UPDATE, so a record update next to a multi-MB transcript would cost ~10 ms instead of ~1 ms.
+// sessionOptions, metadata and profiles are JSON text.
 import sqlite from 'node-sqlite3-wasm';
 
 const { Database } = sqlite;
@@ -52,9 +54,12 @@ export async function createSqliteAdapter({ filename, profiles = [] } = {}) {
         session_options TEXT,
         metadata TEXT,
         created_at INTEGER,
-        last_activity INTEGER,
-        raw_transcript,
-        raw_transcript_is_buffer INTEGER NOT NULL DEFAULT 0
+        last_activity INTEGER
+      )`);
+      db.exec(`CREATE TABLE IF NOT EXISTS transcripts (
+        session_id TEXT PRIMARY KEY REFERENCES sessions (session_id) ON DELETE CASCADE,
+        is_buffer INTEGER NOT NULL DEFAULT 0,
+        raw_transcript
       )`);
       db.exec(`CREATE TABLE IF NOT EXISTS workspace_files (
         session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
@@ -107,14 +112,18 @@ export async function createSqliteAdapter({ filename, profiles = [] } = {}) {
     },
 
     async loadSession(sessionId) {
-      const row = db.get('SELECT * FROM sessions WHERE session_id = ?', [sessionId]);
+      const row = db.get(
+        `SELECT s.*, t.raw_transcript, t.is_buffer FROM sessions s
+         LEFT JOIN transcripts t ON t.session_id = s.session_id WHERE s.session_id = ?`,
+        [sessionId],
+      );
       if (!row) return null;
       const files = db.all(
         'SELECT path, content, content_is_buffer FROM workspace_files WHERE session_id = ? ORDER BY path',
         [sessionId],
       );
       const session = toListData(row);
-      const raw = decode(row.raw_transcript, row.raw_transcript_is_buffer);
+      const raw = decode(row.raw_transcript, row.is_buffer);
       if (raw !== undefined) session.rawTranscript = raw;
       session.workspaceFiles = files.map((f) => ({ path: f.path, content: decode(f.content, f.content_is_buffer) }));
       return session;
@@ -158,12 +167,14 @@ export async function createSqliteAdapter({ filename, profiles = [] } = {}) {
 
     async saveTranscript(sessionId, rawTranscript) {
       const [value, isBuffer] = encode(rawTranscript);
-      const r = db.run('UPDATE sessions SET raw_transcript = ?, raw_transcript_is_buffer = ? WHERE session_id = ?', [
-        value,
-        isBuffer,
-        sessionId,
-      ]);
-      if (r.changes === 0) throw new Error(`saveTranscript: session ${sessionId} not found`);
+      transaction(() => {
+        mustExist(sessionId, 'saveTranscript');
+        db.run(
+          `INSERT INTO transcripts (session_id, is_buffer, raw_transcript) VALUES (?, ?, ?)
+           ON CONFLICT (session_id) DO UPDATE SET is_buffer = excluded.is_buffer, raw_transcript = excluded.raw_transcript`,
+          [sessionId, isBuffer, value],
+        );
+      });
     },
 
     async saveWorkspaceFile(sessionId, file) {
@@ -198,7 +209,7 @@ export async function createSqliteAdapter({ filename, profiles = [] } = {}) {
     async saveAgentProfile(profile) {
       saveAgentProfile(profile);
     },
-    /** Removes a session and its files (the files go by ON DELETE CASCADE). */
+    /** Removes a session, its transcript and its files (ON DELETE CASCADE). */
     async deleteSession(sessionId) {
       db.run('DELETE FROM sessions WHERE session_id = ?', [sessionId]);
     },
