@@ -48,7 +48,7 @@ async function conversationSurvivesRestart(open) {
   const first = await open();
   const h1 = await agentRuntime({ persistence: first });
   let id;
-  let before;
+  let firstState;
   try {
     const http = client(h1.rt.createRestServer({ apiKey: API_KEY }).fetch);
     const created = await http('POST', '/api/sessions', { agentProfileRef: 'default', architecture: 'claude-agent-sdk' });
@@ -58,8 +58,8 @@ async function conversationSurvivesRestart(open) {
     assert.equal(sent.body.success, true, JSON.stringify(sent.body));
     await h1.turnEnd(id);
     await h1.waitFor((n, p) => n === 'session:file:created' && p.sessionId === id && p.file.path === 'haiku.txt', 30_000, 'haiku.txt');
-    before = (await http('GET', `/api/sessions/${id}`)).body;
-    const types = before.blocks.map((b) => b.type);
+    firstState = (await http('GET', `/api/sessions/${id}`)).body;
+    const types = firstState.blocks.map((b) => b.type);
     for (const t of ['user_message', 'assistant_text', 'tool_use', 'tool_result']) assert.ok(types.includes(t), `${t} in ${types}`);
   } finally {
     await h1.close(); // shutdown stores every loaded session through the adapter
@@ -85,15 +85,15 @@ async function conversationSurvivesRestart(open) {
     const item = listed.body.sessions.find((s) => s.sessionId === id);
     assert.ok(item, 'GET /api/sessions lists it after the restart');
     assert.deepEqual(item.runtime, { isLoaded: false, sandbox: null });
-    const after = (await http('GET', `/api/sessions/${id}`)).body;
-    assert.deepEqual(after.blocks, before.blocks, 'the same conversation');
-    assert.deepEqual(after.workspaceFiles, before.workspaceFiles);
-    assert.deepEqual(after.workspaceFiles, [{ path: 'haiku.txt', content: HAIKU }]);
+    const restored = (await http('GET', `/api/sessions/${id}`)).body;
+    assert.deepEqual(restored.blocks, firstState.blocks, 'the same conversation');
+    assert.deepEqual(restored.workspaceFiles, firstState.workspaceFiles);
+    assert.deepEqual(restored.workspaceFiles, [{ path: 'haiku.txt', content: HAIKU }]);
     // Usage lives in the record's metadata (the runtime's ledger): it came back through the JSON column.
     const tokens = ({ sandboxSeconds, ...rest }) => rest; // sandbox time grew until the shutdown
-    assert.ok(before.runtime.usage?.calls > 0, 'the turn was counted');
-    assert.deepEqual(tokens(after.runtime.usage), tokens(before.runtime.usage));
-    assert.ok(after.runtime.usage.sandboxSeconds >= before.runtime.usage.sandboxSeconds);
+    assert.ok(firstState.runtime.usage?.calls > 0, 'the turn was counted');
+    assert.deepEqual(tokens(restored.runtime.usage), tokens(firstState.runtime.usage));
+    assert.ok(restored.runtime.usage.sandboxSeconds >= firstState.runtime.usage.sandboxSeconds);
 
     // And it goes on: the model gets the history, the file is not duplicated.
     await http('POST', `/api/sessions/${id}/messages`, { content: 'and now say hello' });
