@@ -13,13 +13,16 @@
 // Text that PostgreSQL's `text` cannot hold (a NUL character) and Buffers are kept in a bytea
 // column instead, so what was saved is what loads. jsonb keeps values, not the order of object
 // keys (the runtime relies on neither: its own bookkeeping in metadata uses arrays).
+// Transactions: creating the schema (under an advisory lock), seeding profiles (all or none) and
+// loadSession's reads (record and files from one snapshot); every write method is one statement,
+// and a write for an unknown session is rejected (the files' foreign key, or no row updated).
 import pg from 'pg';
 
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
 /**
  * @param {{ connectionString?: string, pool?: import('pg').Pool, schema?: string,
- *           profiles?: import('../../index.d.ts').AgentProfile[] }} options
+ *           profiles?: import('../../index.d.ts').AgentProfile[], onError?: (err: Error) => void }} options
  *   Either a connection string (the adapter owns its pool and close() ends it) or your own pool
  *   (close() leaves it open, and its 'error' events are yours to handle). `profiles` are upserted
  *   at start (see also saveAgentProfile). `onError`: idle connection errors of our own pool.
