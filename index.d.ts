@@ -157,6 +157,8 @@ export interface ListenOptions extends SocketAccessOptions {
   apiKey: string;
   /** Another key for Socket.IO, or `false` for the reference's open Socket.IO server. */
   socketApiKey?: string | false;
+  /** Serve the web console too (`true`: at `/console/`), from Rust like everything else here. */
+  console?: boolean | { basePath?: string };
 }
 
 export interface NativeListener {

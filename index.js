@@ -581,47 +581,37 @@ function socketIoClientFile() {
   return path.join(path.dirname(pkg), 'dist', 'socket.io.min.js');
 }
 
-/** A fetch handler serving the web console (static files in `console/`) under `basePath`. */
-function createConsole(options = {}) {
-  if (options === null || typeof options !== 'object') throw new TypeError('createConsole: options must be an object');
+/** The web console's pages under `basePath`: path → { status, headers, body }. The one table
+ *  both the fetch handler and `runtime.listen({ console })` serve. */
+function consolePages(options = {}, who = 'createConsole') {
+  if (options === null || typeof options !== 'object') throw new TypeError(`${who}: options must be an object`);
   const { basePath = '/console' } = options;
   if (typeof basePath !== 'string' || !/^(\/[A-Za-z0-9._~-]+)*\/?$/.test(basePath)) {
-    throw new TypeError('createConsole: basePath must be a path like "/console"');
+    throw new TypeError(`${who}: basePath must be a path like "/console"`);
   }
   const base = basePath.replace(/\/$/, '');
   const fs = require('node:fs');
-  const cache = new Map();
-  const read = (name) => {
-    let body = cache.get(name);
-    if (body === undefined) {
-      const file = CONSOLE_FILES[name][0];
-      body = fs.readFileSync(file ? path.join(__dirname, 'console', file) : socketIoClientFile());
-      cache.set(name, body);
-    }
-    return body;
-  };
-  const notFound = () => new Response('404 Not Found', { status: 404, headers: { 'content-type': 'text/plain; charset=utf-8' } });
+  const pages = new Map();
+  // The page's relative URLs need the trailing slash.
+  if (base) pages.set(base, { status: 308, headers: { location: `${base}/` }, body: Buffer.alloc(0) });
+  for (const [name, [file, type]] of Object.entries(CONSOLE_FILES)) {
+    const body = fs.readFileSync(file ? path.join(__dirname, 'console', file) : socketIoClientFile());
+    pages.set(`${base}/${name}`, { status: 200, headers: { ...CONSOLE_HEADERS, 'content-type': type, 'content-length': String(body.length) }, body });
+  }
+  return { base, pages };
+}
+
+/** A fetch handler serving the web console (static files in `console/`) under `basePath`. */
+function createConsole(options = {}) {
+  const { base, pages } = consolePages(options);
+  const plain = (status, text, extra = {}) =>
+    new Response(text, { status, headers: { 'content-type': 'text/plain; charset=utf-8', ...extra } });
   const fetch = async (request) => {
-    const { pathname } = new URL(request.url, 'http://localhost');
-    if (pathname === base) {
-      // The page's relative URLs need the trailing slash.
-      return new Response(null, { status: 308, headers: { location: `${base}/` } });
-    }
-    if (!pathname.startsWith(`${base}/`)) return notFound();
-    const name = pathname.slice(base.length + 1);
-    if (!Object.prototype.hasOwnProperty.call(CONSOLE_FILES, name)) return notFound();
-    if (request.method !== 'GET' && request.method !== 'HEAD') {
-      return new Response('405 Method Not Allowed', { status: 405, headers: { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' } });
-    }
-    let body;
-    try {
-      body = read(name);
-    } catch (err) {
-      const text = `Console file unavailable: ${messageOf(err)}`;
-      return new Response(text, { status: 500, headers: { 'content-type': 'text/plain; charset=utf-8' } });
-    }
-    const headers = { ...CONSOLE_HEADERS, 'content-type': CONSOLE_FILES[name][1], 'content-length': String(body.length) };
-    return new Response(request.method === 'HEAD' ? null : body, { status: 200, headers });
+    const page = pages.get(new URL(request.url, 'http://localhost').pathname);
+    if (!page) return plain(404, '404 Not Found');
+    if (request.method !== 'GET' && request.method !== 'HEAD') return plain(405, '405 Method Not Allowed', { allow: 'GET, HEAD' });
+    const body = request.method === 'HEAD' || page.status !== 200 ? null : page.body;
+    return new Response(body, { status: page.status, headers: page.headers });
   };
   return { fetch, basePath: base };
 }
@@ -696,11 +686,11 @@ async function createAgentRuntime(config) {
     isHealthy: () => n.isHealthy(),
     createRestServer: (options = {}) => restServer(n, options.apiKey, options.maxBufferedBytes),
     createWebSocketServer: (httpServer, options) => attachRealtime(n, eventBus, httpServer, options),
+    /** The web console (static files, same-origin REST and Socket.IO) as a fetch handler. */
+    createConsole: (options) => createConsole(options),
     /** The fast path: REST and Socket.IO served by Rust on its own port, no JS in the data path.
      *  Loopback unless `host` says otherwise; Socket.IO needs the same key (`auth: { token }`)
      *  unless `socketApiKey` names another one or is `false` (the reference's open server). */
-    /** The web console (static files, same-origin REST and Socket.IO) as a fetch handler. */
-    createConsole: (options) => createConsole(options),
     listen: async (options = {}) => {
       const { port = 0, host = '127.0.0.1', apiKey, socketApiKey = apiKey } = options;
       if (typeof apiKey !== 'string' || !apiKey) throw new TypeError('listen: apiKey must be a non-empty string');
@@ -711,7 +701,13 @@ async function createAgentRuntime(config) {
       }
       const { native: nativeOptions, bridge } = socketOptions('listen', options);
       if (typeof socketApiKey === 'string') nativeOptions.apiKey = socketApiKey;
-      const l = await call(n.listen(host, port, apiKey, nativeOptions, bridge));
+      // `console: true` or `{ basePath }`: the web console's pages, served by Rust as given.
+      let pages;
+      if (options.console !== undefined && options.console !== false) {
+        const { pages: table } = consolePages(options.console === true ? {} : options.console, 'listen: console');
+        pages = [...table].map(([p, { status, headers, body }]) => ({ path: p, status, headers: Object.entries(headers).flat(), body }));
+      }
+      const l = await call(n.listen(host, port, apiKey, nativeOptions, bridge, pages));
       listeners.add(l);
       return {
         port: l.port,

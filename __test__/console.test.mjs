@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { agentRuntime } from './helpers/agent.mjs';
 import { serve } from './helpers/server.mjs';
 import { API_KEY } from './helpers/http.mjs';
-import { createConsole } from '../index.mjs';
+import { createAgentRuntime, createConsole } from '../index.mjs';
+import { recordingAdapter } from './helpers/adapter.mjs';
 
 const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
 const WAIT = 20_000;
@@ -34,10 +35,8 @@ function findChromium() {
   return null;
 }
 
-test('console files: known names only, right types, no escaping the directory', async () => {
-  const c = createConsole({ basePath: '/ops/console/' });
-  assert.equal(c.basePath, '/ops/console');
-  const get = (p, method = 'GET') => c.fetch(new Request(`http://x${p}`, { method }));
+/** What a console under /ops/console must answer, whoever serves it. */
+async function checkConsoleFiles(get) {
   const redirect = await get('/ops/console');
   assert.equal(redirect.status, 308);
   assert.equal(redirect.headers.get('location'), '/ops/console/');
@@ -63,8 +62,28 @@ test('console files: known names only, right types, no escaping the directory', 
     const r = await get(p);
     assert.equal(r.status, 404, p);
   }
+}
+
+test('console files: known names only, right types, no escaping the directory', async () => {
+  const c = createConsole({ basePath: '/ops/console/' });
+  assert.equal(c.basePath, '/ops/console');
+  await checkConsoleFiles((p, method = 'GET') => c.fetch(new Request(`http://x${p}`, { method })));
   assert.throws(() => createConsole({ basePath: '../x' }), TypeError);
   assert.throws(() => createConsole({ basePath: 5 }), TypeError);
+});
+
+test('runtime.listen({ console }) serves the same console from Rust, next to the REST API', async () => {
+  const rt = await createAgentRuntime({ persistence: recordingAdapter().adapter, logLevel: 'error' });
+  const l = await rt.listen({ apiKey: API_KEY, console: { basePath: '/ops/console' } });
+  try {
+    const base = `http://127.0.0.1:${l.port}`;
+    await checkConsoleFiles((p, method = 'GET') => fetch(`${base}${p}`, { method, redirect: 'manual' }));
+    assert.equal((await fetch(`${base}/api/sessions`)).status, 401, 'the API keeps its key');
+    await assert.rejects(rt.listen({ apiKey: API_KEY, console: { basePath: 'no slash' } }), /listen: console: basePath/);
+  } finally {
+    l.close();
+    await rt.shutdown();
+  }
 });
 
 test('console in Chromium: key, sessions, streamed text, tool approval, question, subagent, interrupt, reload', { timeout: 120_000 }, async (t) => {

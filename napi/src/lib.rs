@@ -249,15 +249,31 @@ impl NativeRuntime {
         api_key: String,
         options: Value,
         authorize: Option<AuthorizeJs<'_>>,
+        pages: Option<Vec<StaticPage>>,
     ) -> Result<PromiseRaw<'e, realtime::NativeListener>> {
         if api_key.is_empty() {
             return Err(Error::new(Status::InvalidArg, "apiKey must be a non-empty string"));
         }
         let opts = realtime::parse_options(options)?.into_core(authorizer(authorize)?)?;
+        let pages = pages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let headers = p.headers.chunks(2).filter_map(|kv| Some((kv.first()?.clone(), kv.get(1)?.clone())));
+                agent_runtime::transport::static_routes::StaticRoute {
+                    path: p.path,
+                    status: p.status,
+                    headers: headers.collect(),
+                    body: bytes::Bytes::from(p.body.to_vec()),
+                }
+            })
+            .collect();
+        let pages =
+            agent_runtime::transport::static_routes::router(pages).map_err(|e| Error::new(Status::InvalidArg, e))?;
         let addr = format!("{host}:{port}");
         let rt = self.rt.clone();
         env.spawn_future(async move {
-            let l = agent_runtime::transport::socketio::listen(rt, &addr, &api_key, &opts)
+            let l = agent_runtime::transport::socketio::listen(rt, &addr, &api_key, &opts, pages)
                 .await
                 .map_err(|e| Error::new(Status::GenericFailure, format!("cannot listen on {addr}: {e}")))?;
             Ok(realtime::NativeListener { inner: l })
@@ -285,6 +301,16 @@ impl NativeRuntime {
     fn session(&self, id: &str) -> Result<Arc<AgentSession>> {
         self.rt.sessions.get(id).ok_or_else(|| to_napi(agent_runtime::Error::SessionNotLoaded(id.to_string())))
     }
+}
+
+/// A page `runtime.listen` serves as given (the web console's files): headers as name, value,
+/// name, value, ...
+#[napi(object)]
+pub struct StaticPage {
+    pub path: String,
+    pub status: u16,
+    pub headers: Vec<String>,
+    pub body: Buffer,
 }
 
 /// The glue's `(kind, handshakeJson, sessionId) => Promise<{ allow } | { error }>`.

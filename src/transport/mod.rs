@@ -9,6 +9,7 @@ pub mod redact;
 pub mod rest;
 pub mod socketio;
 pub mod sse;
+pub mod static_routes;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};

@@ -219,12 +219,14 @@ impl Listener {
     }
 }
 
-/// Serve the REST router and Socket.IO on `addr` with hyper (through axum).
+/// Serve the REST router, Socket.IO and `pages` (see [`super::static_routes`]) on `addr` with
+/// hyper (through axum).
 pub async fn listen(
     runtime: Arc<AgentRuntime>,
     addr: &str,
     rest_api_key: &str,
     opts: &RealtimeOptions,
+    pages: axum::Router,
 ) -> std::io::Result<Listener> {
     let shared = shared(&runtime, opts);
     let (layer, io) = builder(&shared, opts).build_layer();
@@ -254,7 +256,8 @@ pub async fn listen(
         }
     });
     let streams = super::sse::Streams::new(&runtime.events, opts.max_buffered_bytes);
-    let app = super::rest::router_with(runtime, rest_api_key, streams).layer(layer).layer(guard);
+    // Pages (the web console) answer their own paths; everything else is the REST router's.
+    let app = pages.merge(super::rest::router_with(runtime, rest_api_key, streams)).layer(layer).layer(guard);
     let listener = MeteredListener(tokio::net::TcpListener::bind(addr).await?);
     let addr = listener.0.local_addr()?;
     let task = tokio::spawn(async move {
