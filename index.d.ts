@@ -188,6 +188,8 @@ export interface AgentRuntime {
   start(): Promise<void>;
   shutdown(): Promise<void>;
   isHealthy(): boolean;
+  /** Prometheus metrics (OpenMetrics text), also served at `GET /metrics` with `metrics: true`. */
+  metrics(): string;
   createRestServer(options: RestServerOptions): RestServer;
   createWebSocketServer(httpServer: HttpServer | HttpsServer, options?: WebSocketServerOptions): WebSocketServer;
   /** REST and Socket.IO served natively by Rust on its own port (no JS in the data path). */

@@ -684,6 +684,8 @@ async function createAgentRuntime(config) {
       return call(n.shutdown());
     },
     isHealthy: () => n.isHealthy(),
+    /** Prometheus metrics as text (what `GET /metrics` serves when `metrics` is on). */
+    metrics: () => n.metrics(),
     createRestServer: (options = {}) => restServer(n, options.apiKey, options.maxBufferedBytes),
     createWebSocketServer: (httpServer, options) => attachRealtime(n, eventBus, httpServer, options),
     /** The web console (static files, same-origin REST and Socket.IO) as a fetch handler. */

@@ -232,6 +232,9 @@ export interface RuntimeConfig {
    *  profile and `sessionOptions` (none: none) and no `defaultWorkspaceFiles` takes one, and
    *  another starts in its place. Waiting sessions are not stored and emit nothing until taken;
    *  each holds a sandbox (and counts toward `maxActiveSandboxes`). Off by default. */
+  /** Serve Prometheus metrics at `GET /metrics` (REST handler and `listen()`): `true` behind
+   *  the API key, `{ public: true }` without it. Off by default (404). */
+  metrics?: boolean | { public?: boolean };
   warmPool?: Array<{ architecture: AGENT_ARCHITECTURE_TYPE; agentProfileRef: string; sessionOptions?: AgentArchitectureSessionOptions; /** default 1, at most 16 */ size?: number }>;
   /** Absolute host folders that a profile's `bundledMCPs[].localProjectPath` may name (default
    *  none: a bundled MCP with a localProjectPath fails the session's start with an error that

@@ -182,6 +182,8 @@ struct RawOptions {
     max_queued_messages: Option<f64>,
     bundled_mcp_roots: Option<Vec<String>>,
     warm_pool: Option<Vec<WarmSpec>>,
+    /// `true`, or `{ public }`: serve `GET /metrics`.
+    metrics: Option<serde_json::Value>,
     #[serde(rename = "__host")]
     host: Option<HostInfo>,
 }
@@ -238,6 +240,27 @@ pub struct RuntimeOptions {
     pub budget: crate::usage::Budget,
     /// New sessions kept started (sandbox, runner, agent CLI) for `createSession` to hand out.
     pub warm_pool: Vec<WarmSpec>,
+    /// `GET /metrics` is served (`None`: 404); `Some(true)`: without the API key.
+    pub metrics_public: Option<bool>,
+}
+
+fn metrics(v: Option<serde_json::Value>) -> Result<Option<bool>, String> {
+    use serde_json::Value;
+    match v {
+        None | Some(Value::Bool(false)) | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(true)) => Ok(Some(false)),
+        Some(Value::Object(o)) => {
+            if let Some(k) = o.keys().find(|k| k.as_str() != "public") {
+                return Err(format!("metrics.{k} is not an option (only metrics.public)"));
+            }
+            match o.get("public") {
+                None => Ok(Some(false)),
+                Some(Value::Bool(b)) => Ok(Some(*b)),
+                Some(_) => Err("metrics.public must be a boolean".into()),
+            }
+        }
+        Some(_) => Err("metrics must be true, false or { public: boolean }".into()),
+    }
 }
 
 /// `warmPool[]`: how many new sessions of one architecture and profile wait ready.
@@ -371,6 +394,7 @@ impl Default for RuntimeOptions {
             pricing: crate::usage::Pricing::default(),
             budget: crate::usage::Budget::default(),
             warm_pool: Vec::new(),
+            metrics_public: None,
         }
     }
 }
@@ -504,6 +528,7 @@ impl RuntimeOptions {
             max_queued_messages: count("maxQueuedMessages", raw.max_queued_messages, d.max_queued_messages)?,
             bundled_mcp_roots,
             warm_pool: warm_pool(raw.warm_pool.unwrap_or_default())?,
+            metrics_public: metrics(raw.metrics)?,
             modal,
             provider_explicit: sandbox.provider.is_some(),
             provider,

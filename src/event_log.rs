@@ -60,6 +60,10 @@ pub trait EventLog: Send + Sync {
     fn last_event_id(&self, session_id: &str) -> Option<String>;
     /// The session left memory: forget its events.
     fn forget(&self, session_id: &str);
+    /// Events and bytes kept over all sessions (for metrics; 0 where not known).
+    fn size(&self) -> (usize, usize) {
+        (0, 0)
+    }
 }
 
 /// The embedded default.
@@ -174,6 +178,14 @@ impl EventLog for MemoryLog {
 
     fn forget(&self, session_id: &str) {
         self.sessions.locked().remove(session_id);
+    }
+
+    fn size(&self) -> (usize, usize) {
+        let logs: Vec<_> = self.sessions.locked().values().cloned().collect();
+        logs.iter().fold((0, 0), |(n, b), l| {
+            let l = l.locked();
+            (n + l.events.len(), b + l.bytes)
+        })
     }
 }
 

@@ -22,6 +22,7 @@ pub mod event_log;
 pub mod events;
 pub mod json;
 pub mod logging;
+pub mod metrics;
 pub mod model_proxy;
 pub mod persistence;
 pub mod runtime;

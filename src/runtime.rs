@@ -24,6 +24,7 @@ pub struct AgentRuntime {
     pub options: RuntimeOptions,
     pub events: EventBus,
     pub sessions: Arc<SessionManager>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     sandboxes: Option<Arc<dyn SandboxProvider>>,
     shut_down: AtomicBool,
 }
@@ -55,8 +56,12 @@ impl AgentRuntime {
             open_code_modules: options.host.open_code_modules.clone(),
             bundled_mcp_roots: options.bundled_mcp_roots.clone(),
         };
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let persistence: Arc<dyn PersistenceAdapter> =
+            Arc::new(crate::metrics::Measured::new(persistence, metrics.clone()));
         let sessions = SessionManager::new(SessionContext {
             persistence,
+            metrics: metrics.clone(),
             events: events.clone(),
             retry: RetryPolicy::default(),
             sandboxes: sandboxes.clone(),
@@ -68,7 +73,14 @@ impl AgentRuntime {
             shutting_down: Default::default(),
             model_proxy: Default::default(),
         });
-        Arc::new(Self { options, events, sessions, sandboxes: sandboxes.ok(), shut_down: AtomicBool::new(false) })
+        Arc::new(Self {
+            options,
+            events,
+            sessions,
+            metrics,
+            sandboxes: sandboxes.ok(),
+            shut_down: AtomicBool::new(false),
+        })
     }
 
     /// Kill every sandbox process now (the host is exiting). Synchronous on purpose.
@@ -98,6 +110,18 @@ impl AgentRuntime {
             });
         }
         Ok(())
+    }
+
+    /// The Prometheus text exposition of this runtime's metrics.
+    pub fn metrics_text(&self) -> String {
+        let loaded = self.sessions.loaded();
+        let (event_log_events, event_log_bytes) = self.events.log().size();
+        self.metrics.render(crate::metrics::Snapshot {
+            sessions_loaded: loaded.len(),
+            sessions_active: loaded.iter().filter(|s| s.has_sandbox()).count(),
+            event_log_events,
+            event_log_bytes,
+        })
     }
 
     pub fn is_healthy(&self) -> bool {

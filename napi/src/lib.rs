@@ -80,6 +80,12 @@ impl NativeRuntime {
         self.rt.kill_sandboxes();
     }
 
+    /// The Prometheus text exposition of the runtime's metrics (`runtime.metrics()`).
+    #[napi]
+    pub fn metrics(&self) -> String {
+        self.rt.metrics_text()
+    }
+
     #[napi(catch_unwind)]
     pub fn is_healthy(&self) -> bool {
         self.rt.is_healthy()

@@ -112,6 +112,7 @@ impl AgentSession {
             env.extend(vars.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))));
         }
         self.model_env(&mut env, provider.name() != "local").await.map_err(|e| (e, None))?;
+        let started = std::time::Instant::now();
         let sb = provider.create(SandboxSpec { env }).await.map_err(|e| (e.into(), None))?;
         let fail = |e: Error| (e, Some(sb.clone()));
         let id = sb.id().to_string();
@@ -145,6 +146,7 @@ impl AgentSession {
         let watcher = tokio::spawn(watch_workspace(Arc::downgrade(self), sb.clone(), events));
         let monitor = tokio::spawn(monitor(Arc::downgrade(self), sb.clone()));
         self.set_sandbox_state(Some((SandboxStatus::Ready, Some("Ready"), Some(&id))));
+        self.ctx.metrics.sandbox_started(provider.name(), started.elapsed());
         tracing::info!(session_id = %self.session_id, sandbox_id = %id, "sandbox ready");
         Ok(Live { sandbox: sb, _slot: slot, watcher, monitor })
     }

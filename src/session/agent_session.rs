@@ -46,6 +46,7 @@ pub struct SessionContext {
     /// The model proxy, started with the runtime or the first sandbox (`None`: sandboxes get
     /// the key).
     pub model_proxy: tokio::sync::OnceCell<Option<Arc<crate::model_proxy::ModelProxy>>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +169,8 @@ pub struct AgentSession {
     /// Waiting in the warm pool (see `pool`): started but not created; nothing is emitted and
     /// storage writes are held.
     pub(super) warm: std::sync::atomic::AtomicBool,
+    /// When the running turn started, until its first model block (time to first token).
+    pub(super) first_token_clock: Mutex<Option<std::time::Instant>>,
 }
 
 /// `CreateSessionArgs`.
@@ -243,6 +246,7 @@ impl AgentSession {
             turn_usage: Mutex::default(),
             sandbox_clock: Mutex::default(),
             warm: Default::default(),
+            first_token_clock: Mutex::default(),
         }
     }
 

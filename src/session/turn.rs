@@ -190,7 +190,17 @@ impl AgentSession {
             this.store_ledger();
             this.queue_changed();
             let _busy = Busy(&this);
+            let metrics = this.ctx.metrics.clone();
+            metrics.turn_started();
+            let started = std::time::Instant::now();
+            *this.first_token_clock.locked() = Some(started);
             let result = this.run_turn(&id, &message).await;
+            let outcome = match &result {
+                Err(_) => "failed",
+                Ok(()) if *this.interrupt_tx.borrow() => "interrupted",
+                Ok(()) => "completed",
+            };
+            metrics.turn_ended(outcome, started.elapsed());
             this.update_ledger(|l| l.pending.retain(|p| p.id != id));
             if let Err(e) = &result {
                 tracing::warn!(session_id = %this.session_id, error = %e, "turn failed");
@@ -551,7 +561,14 @@ impl AgentSession {
     fn emit_agent_event(&self, ev: AgentEvent) {
         let e = match ev {
             AgentEvent::BlockStart { conversation_id, block } => {
-                self.session_event("session:block:start", json!({ "conversationId": conversation_id, "block": block }))
+                let e = self
+                    .session_event("session:block:start", json!({ "conversationId": conversation_id, "block": block }));
+                if matches!(e.payload["block"]["type"].as_str(), Some("assistant_text" | "thinking" | "tool_use")) {
+                    if let Some(t) = self.first_token_clock.locked().take() {
+                        self.ctx.metrics.first_token(t.elapsed());
+                    }
+                }
+                e
             }
             AgentEvent::TextDelta { conversation_id, block_id, delta } => self.session_event(
                 "session:block:delta",

@@ -180,6 +180,7 @@ impl Meter for AgentSession {
     }
 
     fn record(&self, call: Call) {
+        self.ctx.metrics.model_call(&call);
         let (turn, total) = {
             let mut d = self.data.locked();
             d.ledger.usage.add(&call);

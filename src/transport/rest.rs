@@ -70,6 +70,7 @@ pub fn router_with(runtime: Arc<AgentRuntime>, api_key: &str, streams: Arc<super
         .route("/agent-profiles", get(list_profiles));
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
@@ -77,6 +78,16 @@ pub fn router_with(runtime: Arc<AgentRuntime>, api_key: &str, streams: Arc<super
         .layer(middleware::from_fn(cors))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// The Prometheus exposition, when `metrics` is on (else the same 404 as any unknown path).
+async fn metrics(State(st): State<RestState>) -> Response {
+    if st.runtime.options.metrics_public.is_none() {
+        return (StatusCode::NOT_FOUND, [("content-type", "text/plain; charset=UTF-8")], "404 Not Found")
+            .into_response();
+    }
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([("content-type", content_type)], st.runtime.metrics_text()).into_response()
 }
 
 fn needs_auth(path: &str) -> bool {
@@ -93,7 +104,8 @@ async fn auth_and_limits(State(st): State<RestState>, req: Request<Body>, next: 
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    if needs_auth(&path) {
+    let private_metrics = path == "/metrics" && st.runtime.options.metrics_public == Some(false);
+    if needs_auth(&path) || private_metrics {
         if let Err(e) = check_api_key(req.headers(), &st.api_key).or_else(|e| stream_token(&req, &st.api_key).ok_or(e))
         {
             return e.into_response();

@@ -86,6 +86,8 @@ struct Client {
     handshake: Handshake,
     may_list: bool,
     outbox: Outbox,
+    /// Counted in the runtime's metrics while connected.
+    _counted: Option<crate::metrics::ClientCounted>,
     /// A producer that paces itself to this client waits for it (see [`Hub::publish`]); off
     /// once the client took nothing for [`PACE_MAX_WAIT`], on again when it caught up.
     paced: AtomicBool,
@@ -340,7 +342,14 @@ async fn admit(
         Some(a) => access::ask("sessions:list", shared.authorize_timeout, a.list(&handshake)).await,
     };
     let outbox = Outbox::new(shared.max_buffered_bytes);
-    socket.extensions.insert(Arc::new(Client { handshake, may_list, outbox, paced: AtomicBool::new(true) }));
+    let counted = shared.runtime.upgrade().map(|rt| rt.metrics.client_connected());
+    socket.extensions.insert(Arc::new(Client {
+        handshake,
+        may_list,
+        outbox,
+        _counted: counted,
+        paced: AtomicBool::new(true),
+    }));
     Ok(())
 }
 
