@@ -279,8 +279,8 @@ mod tests {
         });
         m.adapter_call("saveTranscript", Duration::from_millis(3), false);
         let m = Arc::new(m);
-        let clients = [m.client_connected(), m.client_connected(), m.client_connected()];
-        drop(clients.into_iter().next());
+        let (gone, _a, _b) = (m.client_connected(), m.client_connected(), m.client_connected());
+        drop(gone);
         let text = m.render(Snapshot { sessions_loaded: 2, ..Default::default() });
         for line in [
             "agent_runtime_sessions_loaded 2",
