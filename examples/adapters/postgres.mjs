@@ -17,6 +17,7 @@
 // loadSession's reads (record and files from one snapshot); every write method is one statement,
 // and a write for an unknown session is rejected (the files' foreign key, or no row updated).
 import pg from 'pg';
+import { UPDATABLE, json } from './columns.mjs';
 
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
@@ -260,19 +261,6 @@ export async function createPostgresAdapter({
   return adapter;
 }
 
-const UPDATABLE = [
-  ['type', 'type', (v) => v],
-  ['agentProfileReference', 'agent_profile_reference', (v) => v],
-  ['name', 'name', (v) => v],
-  ['sessionOptions', 'session_options', json],
-  ['metadata', 'metadata', json],
-  ['createdAt', 'created_at', (v) => v],
-  ['lastActivity', 'last_activity', (v) => v],
-];
-
-function json(value) {
-  return value == null ? null : JSON.stringify(value);
-}
 
 /** [text, bytes, isBuffer]: text when `text` can hold it, else the exact bytes. */
 function encode(value) {

@@ -16,6 +16,7 @@
 // UPDATE, so a record update next to a multi-MB transcript would cost ~10 ms instead of ~1 ms.
 // sessionOptions, metadata and profiles are JSON text.
 import sqlite from 'node-sqlite3-wasm';
+import { UPDATABLE, json } from './columns.mjs';
 
 const { Database } = sqlite;
 
@@ -220,19 +221,6 @@ export async function createSqliteAdapter({ filename, profiles = [] } = {}) {
   return adapter;
 }
 
-const UPDATABLE = [
-  ['type', 'type', (v) => v],
-  ['agentProfileReference', 'agent_profile_reference', (v) => v],
-  ['name', 'name', (v) => v],
-  ['sessionOptions', 'session_options', json],
-  ['metadata', 'metadata', json],
-  ['createdAt', 'created_at', (v) => v],
-  ['lastActivity', 'last_activity', (v) => v],
-];
-
-function json(value) {
-  return value == null ? null : JSON.stringify(value);
-}
 
 /** [value, isBuffer]: a string as TEXT, unless it holds a NUL character (which SQLite's text
  *  binding would cut off): then its UTF-8 bytes as a BLOB; a Buffer as a BLOB. */
