@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -129,6 +129,15 @@ test('turns, interrupt, steer and end of input in one OpenCode runner', { timeou
   r.end();
   assert.equal((await r.control('turn_end', 't8')).status, 'completed');
   assert.equal(await r.exited, 0);
+  // Nothing it started outlives it: the OpenCode server is gone too.
+  const inWorkspace = readdirSync('/proc').filter((pid) => {
+    try {
+      return /^\d+$/.test(pid) && readlinkSync(`/proc/${pid}/cwd`).startsWith(r.ws);
+    } catch {
+      return false;
+    }
+  });
+  assert.deepEqual(inWorkspace, []);
 });
 
 test('OpenCode runner: permissions go to the host; kill', { timeout: 120_000 }, async (t) => {

@@ -275,7 +275,10 @@ class Runner {
   }
 
   exit(code) {
+    // `opencode` is a launcher: ending it alone left the server it started running (orphaned,
+    // holding its port and memory until the sandbox stopped). The whole tree goes.
     server?.close();
+    killAll();
     process.exit(code);
   }
 
@@ -546,6 +549,7 @@ async function run() {
   } catch (err) {
     fail(err);
     server?.close();
+    killAll();
     process.exit();
   }
   control('ready', { pid: process.pid });
