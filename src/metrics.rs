@@ -223,7 +223,8 @@ impl Measured {
 
     async fn timed<T>(&self, method: &'static str, f: impl std::future::Future<Output = PResult<T>>) -> PResult<T> {
         let started = Instant::now();
-        let r = f.await;
+        let span = tracing::info_span!("persistence", otel.name = method, db.operation.name = method);
+        let r = tracing::Instrument::instrument(f, span).await;
         self.metrics.adapter_call(method, started.elapsed(), r.is_ok());
         r
     }

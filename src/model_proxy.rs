@@ -34,6 +34,10 @@ pub trait Meter: Send + Sync {
     fn admit(&self) -> Result<(), String>;
     /// After a response (whole, cut off, or failed): what it used.
     fn record(&self, call: Call);
+    /// The span a model call belongs to (the session's running turn).
+    fn span(&self) -> tracing::Span {
+        tracing::Span::none()
+    }
 }
 
 /// No `Debug`: it holds the key.
@@ -255,6 +259,7 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
     }
     let counted = path.starts_with("/v1/messages") && !path.starts_with("/v1/messages/count_tokens");
+    let tap_model = requested_model.clone();
     let upstream = match out.header("x-api-key", &inner.api_key).body(body).send().await {
         Ok(r) => r,
         Err(e) => {
@@ -279,6 +284,7 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut tap = counted.then(|| Tap {
+        span: model_span(&*meter, tap_model.as_deref()),
         meter,
         pricing: inner.pricing.clone(),
         unpriced: inner.unpriced.clone(),
@@ -322,9 +328,28 @@ fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
+/// A model call's trace span (OpenTelemetry GenAI names), under the session's running turn.
+fn model_span(meter: &dyn Meter, model: Option<&str>) -> tracing::Span {
+    let model = model.unwrap_or("unknown");
+    tracing::info_span!(
+        parent: &meter.span(),
+        "chat",
+        otel.name = %format_args!("chat {model}"),
+        otel.kind = "client",
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = "anthropic",
+        gen_ai.request.model = model,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+    )
+}
+
 /// Reads `usage` out of a response as it passes: SSE `message_start` / `message_delta`
 /// events, or a JSON body's `usage`. Records once, when the body is done or dropped.
 struct Tap {
+    /// Ends when the tap does, with the call's usage recorded on it.
+    span: tracing::Span,
     meter: Arc<dyn Meter>,
     pricing: Pricing,
     unpriced: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
@@ -420,6 +445,11 @@ impl Drop for Tap {
             return;
         }
         let model = self.model.clone().unwrap_or_else(|| "unknown".into());
+        self.span.record("gen_ai.response.model", model.as_str());
+        // As i64: tracing-opentelemetry exports a u64 field as a string.
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.span.record("gen_ai.usage.input_tokens", int(self.tokens.input_tokens));
+        self.span.record("gen_ai.usage.output_tokens", int(self.tokens.output_tokens));
         let cost_usd = self.pricing.price(&model).map(|p| p.cost(&self.tokens));
         if cost_usd.is_none() && self.unpriced.lock().unwrap_or_else(|e| e.into_inner()).insert(model.clone()) {
             tracing::warn!(%model, "no price for this model: its calls are counted in tokens, costUsd null (add it to config pricing)");

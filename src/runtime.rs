@@ -143,6 +143,7 @@ impl AgentRuntime {
         let unstored = self.sessions.shutdown(self.options.shutdown_timeout).await;
         self.kill_sandboxes();
         tracing::info!("runtime shut down");
+        crate::logging::flush_traces();
         unstored
     }
 }

@@ -83,9 +83,13 @@ impl AgentSession {
             return Err(Error::Capacity(format!("maxActiveSandboxes ({max}) reached: no sandbox can be started now")));
         };
         self.starting("Preparing...", None);
-        match self.activate(slot).await {
+        let provider = self.ctx.sandboxes.as_ref().map(|p| p.name()).unwrap_or("none");
+        let span =
+            tracing::info_span!("create_sandbox", sandbox.provider = provider, sandbox.id = tracing::field::Empty);
+        match tracing::Instrument::instrument(self.activate(slot), span.clone()).await {
             Ok(l) => {
                 let sb = l.sandbox.clone();
+                span.record("sandbox.id", sb.id());
                 *live = Some(l);
                 *self.sandbox_clock.locked() = Some(std::time::Instant::now());
                 Ok(sb)

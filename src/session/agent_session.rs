@@ -171,6 +171,8 @@ pub struct AgentSession {
     pub(super) warm: std::sync::atomic::AtomicBool,
     /// When the running turn started, until its first model block (time to first token).
     pub(super) first_token_clock: Mutex<Option<std::time::Instant>>,
+    /// The running turn's trace span: model calls made through the proxy are its children.
+    pub(super) turn_span: Mutex<Option<tracing::Span>>,
 }
 
 /// `CreateSessionArgs`.
@@ -247,6 +249,7 @@ impl AgentSession {
             sandbox_clock: Mutex::default(),
             warm: Default::default(),
             first_token_clock: Mutex::default(),
+            turn_span: Mutex::default(),
         }
     }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::events::DomainEvent;
 use crate::sandbox::{OutputLine, Sandbox, MAX_LINE_BYTES};
 use crate::time::{now_iso, now_ms};
+use tracing::Instrument as _;
 
 /// Turns run one at a time: the first message of the ledger that has not started runs when no
 /// turn runs. The order is the ledger's, so a message can be moved ahead (`mode: "interrupt"`)
@@ -194,7 +195,20 @@ impl AgentSession {
             metrics.turn_started();
             let started = std::time::Instant::now();
             *this.first_token_clock.locked() = Some(started);
-            let result = this.run_turn(&id, &message).await;
+            let span = tracing::info_span!(
+                "invoke_agent",
+                otel.name = %format_args!("invoke_agent {}", this.architecture.as_str()),
+                gen_ai.operation.name = "invoke_agent",
+                gen_ai.agent.name = this.architecture.as_str(),
+                gen_ai.conversation.id = %this.session_id,
+                error.type = tracing::field::Empty,
+            );
+            *this.turn_span.locked() = Some(span.clone());
+            let result = this.run_turn(&id, &message).instrument(span.clone()).await;
+            *this.turn_span.locked() = None;
+            if let Err(e) = &result {
+                span.record("error.type", e.code());
+            }
             let outcome = match &result {
                 Err(_) => "failed",
                 Ok(()) if *this.interrupt_tx.borrow() => "interrupted",
@@ -285,7 +299,7 @@ impl AgentSession {
         // goes on by itself (never left half-done) and the sandbox serves the next message.
         let starting = tokio::spawn({
             let this = self.clone();
-            async move { this.ensure_sandbox().await }
+            async move { this.ensure_sandbox().await }.in_current_span()
         });
         let sandbox = tokio::select! {
             r = starting => match r.map_err(|e| Error::AgentRun(format!("sandbox start-up failed: {e}"))).and_then(|r| r) {

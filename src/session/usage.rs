@@ -179,6 +179,10 @@ impl Meter for AgentSession {
         }
     }
 
+    fn span(&self) -> tracing::Span {
+        self.turn_span.locked().clone().unwrap_or_else(tracing::Span::none)
+    }
+
     fn record(&self, call: Call) {
         self.ctx.metrics.model_call(&call);
         let (turn, total) = {

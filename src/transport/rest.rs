@@ -100,7 +100,25 @@ fn needs_auth(path: &str) -> bool {
 
 /// Auth before routing (so unknown `/api/...` paths also need the key, as in the reference),
 /// the body limit, and one debug log line per request.
-async fn auth_and_limits(State(st): State<RestState>, req: Request<Body>, next: Next) -> Response {
+async fn auth_and_limits(state: State<RestState>, req: Request<Body>, next: Next) -> Response {
+    let method = req.method().clone();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_string());
+    let route = route.unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let res = tracing::Instrument::instrument(checked(state, req, next), span.clone()).await;
+    // As i64: tracing-opentelemetry exports an unsigned field as a string.
+    span.record("http.response.status_code", i64::from(res.status().as_u16()));
+    res
+}
+
+async fn checked(State(st): State<RestState>, req: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
