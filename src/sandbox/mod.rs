@@ -122,6 +122,17 @@ pub trait Sandbox: Send + Sync + 'static {
         }
         Ok(())
     }
+    /// Size and modification time of a regular file (never through a link); `None` when there
+    /// is no regular file at `path`. The default reads the file (no modification time).
+    async fn file_meta(&self, path: &Path) -> SResult<Option<beneath::Meta>> {
+        Ok(match self.read_regular(path, MAX_INTERNAL_FILE_BYTES).await? {
+            FileRead::Content(b) => Some(beneath::Meta { size: b.len() as u64, modified_ms: None }),
+            _ => None,
+        })
+    }
+    /// Remove a file (a link itself, never its target); `false` when nothing was there. A
+    /// directory is not removed, and a link on the way is an error.
+    async fn remove_file(&self, path: &Path) -> SResult<bool>;
     async fn mkdir(&self, path: &Path) -> SResult<()>;
     /// Regular files under `dir`, recursively, as paths relative to `dir`, sorted.
     async fn list_files(&self, dir: &Path) -> SResult<Vec<String>>;

@@ -161,6 +161,20 @@ impl Sandbox for ModalSandbox {
         self.check(argv, &archive, "bulk upload (tar -x)").await.map(|_| ())
     }
 
+    async fn remove_file(&self, path: &Path) -> SResult<bool> {
+        let p = self.inside(path)?;
+        // As `list_files`: the parent directory must be reached without a link; the entry
+        // itself is removed, never what a link there points to.
+        let script = r#"d=$(dirname -- "$1"); n=$(basename -- "$1")
+cd -P -- "$d" 2>/dev/null || { echo missing; exit 0; }
+[ "$(pwd -P)" = "$d" ] || { echo "a symbolic link is on the way (links are not followed)" >&2; exit 3; }
+if [ -d "$n" ] && [ ! -L "$n" ]; then echo "a directory (only files are removed)" >&2; exit 4; fi
+if [ -e "$n" ] || [ -L "$n" ]; then rm -f -- "$n" && echo removed; else echo missing; fi"#;
+        let argv = ["sh", "-c", script, "sh", &p].map(String::from).to_vec();
+        let out = self.check(argv, &[], &p).await?;
+        Ok(out.starts_with(b"removed"))
+    }
+
     async fn mkdir(&self, path: &Path) -> SResult<()> {
         let p = self.inside(path)?;
         self.check(vec!["mkdir".into(), "-p".into(), p.clone()], &[], &p).await.map(|_| ())
