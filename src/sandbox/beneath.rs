@@ -43,6 +43,9 @@ fn names(rel: &Path) -> io::Result<Vec<&OsStr>> {
 fn link_refused(e: io::Error) -> io::Error {
     if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
         io::Error::other("a symbolic link is on the way (links are not followed)")
+    } else if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) {
+        // `O_DIRECTORY | O_NOFOLLOW` on a link answers ENOTDIR.
+        io::Error::other("a symbolic link or a file is on the way (links are not followed)")
     } else {
         e
     }
@@ -179,7 +182,7 @@ pub fn stat_regular(root: &Path, rel: &Path) -> io::Result<Option<Meta>> {
     match rustix::fs::statat(&dir, *last, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) if not_regular(&st).is_none() => Ok(Some(Meta {
             size: st.st_size.max(0) as u64,
-            modified_ms: Some(st.st_mtime as i64 * 1000 + st.st_mtime_nsec as i64 / 1_000_000),
+            modified_ms: Some(st.st_mtime * 1000 + st.st_mtime_nsec as i64 / 1_000_000),
         })),
         Ok(_) | Err(Errno::NOENT) => Ok(None),
         Err(e) => Err(e.into()),

@@ -15,7 +15,7 @@ use super::agent_session::AgentSession;
 use super::outbox::Write;
 use crate::error::{Error, Result};
 use crate::persistence::WorkspaceFile;
-use crate::sandbox::{FileRead, Sandbox};
+use crate::sandbox::{FileRead, Sandbox, SandboxError};
 use crate::sync::Locked as _;
 
 /// Longest workspace path accepted from a client, in bytes.
@@ -160,7 +160,7 @@ impl AgentSession {
             let existed = sb.file_meta(&full).await.ok().flatten().is_some();
             sb.write_file(&full, &content)
                 .await
-                .map_err(|e| Error::InvalidInput(format!("Could not write {path} in the sandbox: {e}")))?;
+                .map_err(|e| Error::InvalidInput(format!("Could not write {path}: {}", cause(e))))?;
             return Ok(if existed { Written::Modified } else { Written::Created });
         }
         let text = String::from_utf8(content).map_err(|_| {
@@ -200,7 +200,7 @@ impl AgentSession {
             return sb
                 .remove_file(&sb.paths().workspace.join(path))
                 .await
-                .map_err(|e| Error::InvalidInput(format!("Could not delete {path} in the sandbox: {e}")));
+                .map_err(|e| Error::InvalidInput(format!("Could not delete {path}: {}", cause(e))));
         }
         let _files = self.files_lock.lock().await;
         let existed = {
@@ -253,6 +253,15 @@ impl AgentSession {
         let mut sorted = files;
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         tar_of(&sorted).map_err(|e| Error::Sandbox(format!("Could not build the workspace archive: {e}")))
+    }
+}
+
+/// Why a sandbox file operation failed, without the sandbox's paths (the client named the
+/// file; where the sandbox keeps it is not its business).
+fn cause(e: SandboxError) -> String {
+    match e {
+        SandboxError::Io { message, .. } => message,
+        e => e.to_string(),
     }
 }
 
