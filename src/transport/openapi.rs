@@ -215,6 +215,16 @@ pub struct FileDeleted {
     pub path: String,
 }
 
+/// Raw bytes (a file's content, an archive).
+#[derive(Serialize, ToSchema)]
+#[schema(value_type = String, content_media_type = "application/octet-stream")]
+pub struct Binary(Vec<u8>);
+
+/// A UTF-8 text file's content.
+#[derive(Serialize, ToSchema)]
+#[schema(value_type = String)]
+pub struct Text(String);
+
 /// The seed's aliases: `(method, alias, the route it serves the same as)`.
 pub const ALIASES: &[(&str, &str, &str)] = &[
     ("POST", "/sessions/create", "/api/sessions"),

@@ -864,7 +864,7 @@ async fn list_files(State(st): State<RestState>, SessionId(id): SessionId) -> Re
     summary = "A workspace file's content",
     params(("id" = String, Path, description = "Session id"), ("path" = String, Path, description = "Relative to the workspace; no `..`, absolute paths, NUL or links")),
     responses(
-        (status = 200, description = "The content: text/plain when UTF-8, else application/octet-stream", content(("text/plain"), ("application/octet-stream"))),
+        (status = 200, description = "The content: text/plain when UTF-8, else application/octet-stream", content((crate::transport::openapi::Text = "text/plain"), (crate::transport::openapi::Binary = "application/octet-stream"))),
         (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
         (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
@@ -888,7 +888,7 @@ async fn get_file(State(st): State<RestState>, SessionFile(id, path): SessionFil
     tag = "files",
     summary = "Write a workspace file (the raw body is the content)",
     params(("id" = String, Path, description = "Session id"), ("path" = String, Path, description = "Relative to the workspace; no `..`, absolute paths, NUL or links")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes (any content type)"),
+    request_body(content = crate::transport::openapi::Binary, content_type = "application/octet-stream", description = "The file's bytes (any content type)"),
     responses(
         (status = 200, description = "Written", body = crate::transport::openapi::FileWritten),
         (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
@@ -953,7 +953,7 @@ async fn delete_file(State(st): State<RestState>, SessionFile(id, path): Session
     summary = "The workspace as a tar archive",
     params(("id" = String, Path, description = "Session id")),
     responses(
-        (status = 200, description = "A tar archive of the workspace's regular files", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 200, description = "A tar archive of the workspace's regular files", content_type = "application/x-tar", body = crate::transport::openapi::Binary),
         (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
         (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
