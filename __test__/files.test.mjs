@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { agentRuntime, eventually } from './helpers/agent.mjs';
 import { client, API_KEY } from './helpers/http.mjs';
+import { serve, connect } from './helpers/server.mjs';
 
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
 const KEY = { Authorization: `Bearer ${API_KEY}` };
@@ -245,6 +246,34 @@ test('escapes, limits, unknown sessions and the key', { timeout: 120_000 }, asyn
     assert.equal((await literal(listener.port, 'PUT', `${files}/via-listen.txt`)).status, 200);
   } finally {
     listener.close();
+    await h.close();
+  }
+});
+
+test('Socket.IO clients in the room see PUT and DELETE as file events', { timeout: 120_000 }, async () => {
+  const h = await agentRuntime();
+  const srv = await serve(h.rt);
+  const c = await connect(srv.url, { transports: ['websocket'] });
+  try {
+    const id = (await srv.rest('POST', '/api/sessions', CLAUDE)).body.sessionId;
+    assert.deepEqual(await c.emitWithAck('session:join', id), { success: true });
+    const created = new Promise((resolve) => c.once('session:file:created', resolve));
+    const req = raw(srv.app);
+    assert.equal((await req('PUT', `/api/sessions/${id}/files/doc/readme.md`, '# hi')).status, 200);
+    const ev = await created;
+    assert.equal(ev.sessionId, id);
+    assert.deepEqual(ev.file, { path: 'doc/readme.md', content: '# hi' });
+    const modified = new Promise((resolve) => c.once('session:file:modified', resolve));
+    await req('PUT', `/api/sessions/${id}/files/doc/readme.md`, '# hello');
+    assert.equal((await modified).file.content, '# hello');
+    const deleted = new Promise((resolve) => c.once('session:file:deleted', resolve));
+    assert.equal((await req('DELETE', `/api/sessions/${id}/files/doc/readme.md`)).status, 200);
+    const gone = await deleted;
+    assert.equal(gone.sessionId, id);
+    assert.equal(gone.path, 'doc/readme.md');
+  } finally {
+    c.close();
+    await srv.close();
     await h.close();
   }
 });

@@ -158,10 +158,12 @@ impl AgentSession {
             drop(live);
             let full = sb.paths().workspace.join(path);
             let existed = sb.file_meta(&full).await.ok().flatten().is_some();
-            sb.write_file(&full, &content)
-                .await
-                .map_err(|e| Error::InvalidInput(format!("Could not write {path}: {}", cause(e))))?;
+            sb.write_file(&full, &content).await.map_err(|e| cause(path, "write", e))?;
             return Ok(if existed { Written::Modified } else { Written::Created });
+        }
+        // A session on its way out has stored what it will store.
+        if self.is_closing() {
+            return Err(Error::SessionClosing(self.session_id.clone()));
         }
         let text = String::from_utf8(content).map_err(|_| {
             Error::InvalidInput(format!(
@@ -197,10 +199,10 @@ impl AgentSession {
         let live = self.live.lock().await;
         if let Some(sb) = Self::running(&live).await {
             drop(live);
-            return sb
-                .remove_file(&sb.paths().workspace.join(path))
-                .await
-                .map_err(|e| Error::InvalidInput(format!("Could not delete {path}: {}", cause(e))));
+            return sb.remove_file(&sb.paths().workspace.join(path)).await.map_err(|e| cause(path, "delete", e));
+        }
+        if self.is_closing() {
+            return Err(Error::SessionClosing(self.session_id.clone()));
         }
         let _files = self.files_lock.lock().await;
         let existed = {
@@ -258,10 +260,10 @@ impl AgentSession {
 
 /// Why a sandbox file operation failed, without the sandbox's paths (the client named the
 /// file; where the sandbox keeps it is not its business).
-fn cause(e: SandboxError) -> String {
+fn cause(path: &str, what: &str, e: SandboxError) -> Error {
     match e {
-        SandboxError::Io { message, .. } => message,
-        e => e.to_string(),
+        SandboxError::Io { message, .. } => Error::InvalidInput(format!("Could not {what} {path}: {message}")),
+        e => Error::Sandbox(format!("Could not {what} {path}: {e}")),
     }
 }
 

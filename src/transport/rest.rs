@@ -1,14 +1,11 @@
 //! The REST API (spec §2) as an axum router. The same router answers `fetch` calls from JS
 //! (one napi crossing per request) and can be served on a native listener.
 //!
-//! Routes: `GET /health` (no auth); under auth: `/api/sessions` (POST, GET),
-//! `/api/sessions/{id}` (GET, DELETE), `/api/sessions/{id}/sync` (POST),
-//! `/api/sessions/{id}/options` (PATCH), `/api/sessions/{id}/messages` (POST),
-//! `/api/sessions/{id}/messages/{messageId}` (DELETE a queued message),
-//! `/api/sessions/{id}/interrupt`, `/api/sessions/{id}/permissions/{requestId}`,
-//! `/api/sessions/{id}/events` and `/api/sessions/{id}/events/stream` (GET; see [`super::sse`]),
-//! `/api/sessions/{id}/questions/{requestId}` (POST), `/api/agent-profiles` (GET), and the seed's documented aliases `/sessions/create`,
-//! `/sessions`, `/sessions/{id}`, `/sessions/{id}/message`, `/agent-profiles`.
+//! Routes: the table in [`route_table!`] below (also [`ROUTES`]): `GET /health` and
+//! `GET /api/openapi.json` (no auth); under auth the sessions API, control (interrupt, queued
+//! messages, permissions, questions), the event log and its SSE stream, the workspace files
+//! (`/api/sessions/{id}/files`, `/files/{*path}`, `/archive`), agent profiles, and the seed's
+//! documented aliases. The OpenAPI document ([`super::openapi`]) is checked against the table.
 
 use std::sync::Arc;
 use std::time::Instant;

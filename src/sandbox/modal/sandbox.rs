@@ -161,6 +161,26 @@ impl Sandbox for ModalSandbox {
         self.check(argv, &archive, "bulk upload (tar -x)").await.map(|_| ())
     }
 
+    /// One `stat` instead of reading the file; the parent must be reached without a link and
+    /// the file must be a regular file (not a link).
+    async fn file_meta(&self, path: &Path) -> SResult<Option<crate::sandbox::beneath::Meta>> {
+        let p = self.inside(path)?;
+        let script = r#"d=$(dirname -- "$1"); n=$(basename -- "$1")
+cd -P -- "$d" 2>/dev/null || exit 0
+[ "$(pwd -P)" = "$d" ] || exit 0
+if [ -f "$n" ] && [ ! -L "$n" ]; then exec stat -c '%s %Y' -- "$n"; fi"#;
+        let argv = ["sh", "-c", script, "sh", &p].map(String::from).to_vec();
+        let out = self.check(argv, &[], &p).await?;
+        let text = String::from_utf8_lossy(&out);
+        let mut fields = text.split_whitespace().map(|f| f.parse::<i64>().ok());
+        Ok(match (fields.next().flatten(), fields.next().flatten()) {
+            (Some(size), Some(secs)) => {
+                Some(crate::sandbox::beneath::Meta { size: size.max(0) as u64, modified_ms: Some(secs * 1000) })
+            }
+            _ => None,
+        })
+    }
+
     async fn remove_file(&self, path: &Path) -> SResult<bool> {
         let p = self.inside(path)?;
         // As `list_files`: the parent directory must be reached without a link; the entry
