@@ -1,10 +1,11 @@
 //! The OpenAPI 3.1 document of the REST API (`GET /api/openapi.json`), generated with utoipa
-//! from the handlers' `#[utoipa::path]` annotations in [`super::rest`] and the schemas here.
+//! from the handlers' `#[utoipa::path]` annotations in [`super::rest`] and the schemas here
+//! (most handlers answer with these very types).
 //! The seed's aliases are copies of the operations they alias. A test checks that the
 //! document lists exactly the routes of [`super::rest::ROUTES`], the table the router is built
 //! from.
 
-#![allow(dead_code)] // schema types describe JSON built elsewhere; they are never constructed
+#![allow(dead_code)] // some schema types describe JSON built elsewhere (`json!`, cached state) and are never constructed
 
 use std::sync::OnceLock;
 

@@ -21,6 +21,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::openapi as doc;
 use super::{check_api_key, cors, parse_json_body, ApiError};
 use crate::agent::Architecture;
 use crate::error::Error;
@@ -162,12 +163,12 @@ fn stream_token(req: &Request<Body>, key: &str) -> Option<()> {
         (status = 200, description = "ok or degraded", body = crate::transport::openapi::Health)
     )
 )]
-async fn health(State(st): State<RestState>) -> Json<Value> {
+async fn health(State(st): State<RestState>) -> Json<doc::Health> {
     let unstored = st.runtime.sessions.unstored_sessions().len();
     if unstored == 0 {
-        return Json(json!({ "status": "ok" }));
+        return Json(doc::Health { status: doc::HealthStatus::Ok, unstored_sessions: None });
     }
-    Json(json!({ "status": "degraded", "unstoredSessions": unstored }))
+    Json(doc::Health { status: doc::HealthStatus::Degraded, unstored_sessions: Some(unstored as u64) })
 }
 
 /// The `{id}` of a session route, refused with 400 when it is not a plausible session id.
@@ -345,14 +346,17 @@ async fn get_session(State(st): State<RestState>, SessionId(id): SessionId) -> R
         (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
     )
 )]
-async fn delete_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<Value>, ApiError> {
+async fn delete_session(
+    State(st): State<RestState>,
+    SessionId(id): SessionId,
+) -> Result<Json<doc::SessionDone>, ApiError> {
     loaded(&st, &id)?;
     st.runtime
         .sessions
         .unload_session(&id)
         .await
         .map_err(|e| failed("Failed to destroy session", "SESSION_DESTROY_FAILED", e))?;
-    Ok(Json(json!({ "success": true, "sessionId": id })))
+    Ok(Json(doc::SessionDone { success: true, session_id: id }))
 }
 
 #[utoipa::path(
@@ -371,10 +375,13 @@ async fn delete_session(State(st): State<RestState>, SessionId(id): SessionId) -
         (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
     )
 )]
-async fn sync_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<Value>, ApiError> {
+async fn sync_session(
+    State(st): State<RestState>,
+    SessionId(id): SessionId,
+) -> Result<Json<doc::SessionDone>, ApiError> {
     let session = loaded(&st, &id)?;
     session.sync_to_storage().await.map_err(|e| failed("Failed to sync session", "SESSION_SYNC_FAILED", e))?;
-    Ok(Json(json!({ "success": true, "sessionId": id })))
+    Ok(Json(doc::SessionDone { success: true, session_id: id }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -651,10 +658,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SessionItem {
 async fn remove_queued(
     State(st): State<RestState>,
     SessionItem(id, message_id): SessionItem,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::QueuedRemoved>, ApiError> {
     let session = loaded(&st, &id)?;
     session.remove_queued(&message_id).map_err(rejected)?;
-    Ok(Json(json!({ "success": true, "sessionId": id, "messageId": message_id })))
+    Ok(Json(doc::QueuedRemoved { success: true, session_id: id, message_id }))
 }
 
 #[derive(Deserialize, Default)]
@@ -685,11 +692,11 @@ async fn interrupt(
     State(st): State<RestState>,
     SessionId(id): SessionId,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::Interrupted>, ApiError> {
     let b: InterruptBody = parse_json_body(&body)?;
     let session = load(&st, &id).await?;
     let interrupted = session.interrupt(b.clear_queue);
-    Ok(Json(json!({ "success": true, "sessionId": id, "interrupted": interrupted })))
+    Ok(Json(doc::Interrupted { success: true, session_id: id, interrupted }))
 }
 
 #[utoipa::path(
@@ -714,11 +721,11 @@ async fn respond_permission(
     State(st): State<RestState>,
     SessionItem(id, request_id): SessionItem,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::RequestAnswered>, ApiError> {
     let answer = super::control::permission_answer(&body)?;
     let session = loaded(&st, &id).map_err(|_| no_request(&id, &request_id))?;
     session.respond_permission(&request_id, answer).map_err(rejected)?;
-    Ok(Json(json!({ "success": true, "sessionId": id, "requestId": request_id })))
+    Ok(Json(doc::RequestAnswered { success: true, session_id: id, request_id }))
 }
 
 #[utoipa::path(
@@ -743,11 +750,11 @@ async fn answer_question(
     State(st): State<RestState>,
     SessionItem(id, request_id): SessionItem,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::RequestAnswered>, ApiError> {
     let answers = super::control::question_answers(&body)?;
     let session = loaded(&st, &id).map_err(|_| no_request(&id, &request_id))?;
     session.answer_question(&request_id, &answers).map_err(rejected)?;
-    Ok(Json(json!({ "success": true, "sessionId": id, "requestId": request_id })))
+    Ok(Json(doc::RequestAnswered { success: true, session_id: id, request_id }))
 }
 
 /// Requests live in loaded sessions only.
@@ -846,10 +853,10 @@ fn no_file(path: &str) -> ApiError {
         (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
     )
 )]
-async fn list_files(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<Value>, ApiError> {
+async fn list_files(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<doc::FileList>, ApiError> {
     let session = load(&st, &id).await?;
     let files = session.list_workspace().await.map_err(file_error)?;
-    Ok(Json(json!({ "files": files })))
+    Ok(Json(doc::FileList { files }))
 }
 
 /// `GET /api/sessions/:id/files/*path`: the content, as text when it is UTF-8.
@@ -900,7 +907,7 @@ async fn put_file(
     State(st): State<RestState>,
     SessionFile(id, path): SessionFile,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::FileWritten>, ApiError> {
     let limit = st.runtime.options.max_workspace_file_bytes;
     if body.len() > limit {
         return Err(ApiError::new(
@@ -913,7 +920,7 @@ async fn put_file(
     let size = body.len();
     let written = session.write_workspace_file(&path, body.to_vec()).await.map_err(file_error)?;
     let created = written == crate::session::files::Written::Created;
-    Ok(Json(json!({ "success": true, "sessionId": id, "path": path, "size": size, "created": created })))
+    Ok(Json(doc::FileWritten { success: true, session_id: id, path, size: size as u64, created }))
 }
 
 /// `DELETE /api/sessions/:id/files/*path`: `{ success: true }`, 404 when there is no such file.
@@ -933,12 +940,15 @@ async fn put_file(
         (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
     )
 )]
-async fn delete_file(State(st): State<RestState>, SessionFile(id, path): SessionFile) -> Result<Json<Value>, ApiError> {
+async fn delete_file(
+    State(st): State<RestState>,
+    SessionFile(id, path): SessionFile,
+) -> Result<Json<doc::FileDeleted>, ApiError> {
     let session = load(&st, &id).await?;
     if !session.delete_workspace_file(&path).await.map_err(file_error)? {
         return Err(no_file(&path));
     }
-    Ok(Json(json!({ "success": true, "sessionId": id, "path": path })))
+    Ok(Json(doc::FileDeleted { success: true, session_id: id, path }))
 }
 
 /// `GET /api/sessions/:id/archive`: the workspace as a tar archive.
