@@ -103,6 +103,12 @@ test('files of a session without a sandbox, then in its sandbox', { timeout: 240
     r = await req('PUT', `${files}/blob.bin`, new Uint8Array([0, 255, 1]));
     assert.equal(r.status, 400);
     assert.match(r.json.error, /binary content can only be written while the session's sandbox runs/);
+    r = await req('PUT', `${files}/notes`, 'a file where a directory is');
+    assert.equal(r.status, 400);
+    assert.match(r.json.error, /it is a directory in the workspace \(it holds notes\/a\.txt\)/);
+    r = await req('PUT', `${files}/seed.txt/x`, 'under a file');
+    assert.equal(r.status, 400);
+    assert.match(r.json.error, /seed\.txt is a file, not a directory/);
     r = await req('PUT', `${files}/.claude/settings.json`, '{}');
     assert.equal(r.status, 400);
     assert.match(r.json.error, /\.claude\/ belongs to the agent's configuration/);

@@ -175,6 +175,10 @@ impl AgentSession {
         let file = WorkspaceFile { path: path.to_string(), content: Some(text) };
         let written = {
             let mut d = self.data.locked();
+            // A file where a directory is (or the reverse) could not be materialized.
+            if let Some(other) = d.workspace_files.iter().find_map(|f| conflict(path, &f.path)) {
+                return Err(Error::InvalidInput(other));
+            }
             match d.workspace_files.iter_mut().find(|f| f.path == path) {
                 Some(existing) if existing.content == file.content => return Ok(Written::Modified),
                 Some(existing) => {
@@ -258,6 +262,18 @@ impl AgentSession {
     }
 }
 
+/// Why a file at `path` cannot sit beside the stored file `other`: one would be the other's
+/// directory.
+fn conflict(path: &str, other: &str) -> Option<String> {
+    if other.len() > path.len() && other.starts_with(path) && other.as_bytes()[path.len()] == b'/' {
+        return Some(format!("Invalid file path {path:?}: it is a directory in the workspace (it holds {other})"));
+    }
+    if path.len() > other.len() && path.starts_with(other) && path.as_bytes()[other.len()] == b'/' {
+        return Some(format!("Invalid file path {path:?}: {other} is a file, not a directory"));
+    }
+    None
+}
+
 /// Why a sandbox file operation failed, without the sandbox's paths (the client named the
 /// file; where the sandbox keeps it is not its business).
 fn cause(path: &str, what: &str, e: SandboxError) -> Error {
@@ -305,6 +321,15 @@ mod tests {
         bad("./a", "segments");
         bad("dir/", "directory");
         bad(&"a".repeat(MAX_PATH_BYTES + 1), "longer than");
+    }
+
+    #[test]
+    fn files_and_directories_do_not_collide() {
+        assert!(conflict("notes", "notes/a.txt").unwrap().contains("is a directory"));
+        assert!(conflict("seed.txt/x", "seed.txt").unwrap().contains("is a file"));
+        assert_eq!(conflict("notes.txt", "notes/a.txt"), None);
+        assert_eq!(conflict("notes/a.txt", "notes/a.txt"), None);
+        assert_eq!(conflict("note", "notes/a.txt"), None);
     }
 
     #[test]
