@@ -109,6 +109,10 @@ async fn sandbox_operations_round_trip() {
     assert_eq!(meta.size, 5);
     assert!(meta.modified_ms.unwrap() > 0);
     assert_eq!(sb.file_meta(Path::new("/workspace/a")).await.unwrap(), None, "a directory");
+    let listed = sb.list_files_meta(Path::new("/workspace")).await.unwrap();
+    let names: Vec<_> = listed.iter().map(|(p, m)| (p.as_str(), m.size)).collect();
+    assert_eq!(names, [("2.txt", 8), ("a/b.txt", 5), ("x/1.txt", 3)]);
+    assert!(listed.iter().all(|(_, m)| m.modified_ms.unwrap() > 0));
     assert_eq!(sb.file_meta(Path::new("/workspace/none.txt")).await.unwrap(), None);
     // Separate arguments: the fake translates sandbox paths only where an argument starts with one.
     assert_eq!(run(&*sb, &["ln", "-s", "/workspace/a", "/workspace/link"], b"").await.0, 0);

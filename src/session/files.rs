@@ -113,11 +113,8 @@ impl AgentSession {
         drop(live);
         let ws = sb.paths().workspace.clone();
         let mut out = Vec::new();
-        for path in sb.list_files(&ws).await?.into_iter().filter(|p| !self.ignored(p)) {
-            // Gone or replaced by something else since the listing: left out.
-            if let Some(meta) = sb.file_meta(&ws.join(&path)).await? {
-                out.push(FileInfo { path, size: meta.size, modified_at: meta.modified_ms.map(crate::time::iso_of_ms) });
-            }
+        for (path, meta) in sb.list_files_meta(&ws).await?.into_iter().filter(|(p, _)| !self.ignored(p)) {
+            out.push(FileInfo { path, size: meta.size, modified_at: meta.modified_ms.map(crate::time::iso_of_ms) });
         }
         Ok(out)
     }
@@ -239,12 +236,9 @@ impl AgentSession {
                 drop(live);
                 let ws = sb.paths().workspace.clone();
                 let mut files = Vec::new();
-                for path in sb.list_files(&ws).await?.into_iter().filter(|p| !self.ignored(p)) {
+                for (path, meta) in sb.list_files_meta(&ws).await?.into_iter().filter(|(p, _)| !self.ignored(p)) {
                     let full = ws.join(&path);
-                    let mtime = match sb.file_meta(&full).await? {
-                        Some(m) => m.modified_ms.map_or(0, |ms| (ms / 1000).max(0) as u64),
-                        None => continue,
-                    };
+                    let mtime = meta.modified_ms.map_or(0, |ms| (ms / 1000).max(0) as u64);
                     match sb.read_regular(&full, self.file_limit()).await? {
                         FileRead::Content(b) => files.push((path, b, mtime)),
                         FileRead::Missing => {}

@@ -161,6 +161,30 @@ impl Sandbox for ModalSandbox {
         self.check(argv, &archive, "bulk upload (tar -x)").await.map(|_| ())
     }
 
+    /// One `find -printf` for the whole listing (size, time, path); where `find` cannot print
+    /// (not GNU findutils), one `stat` per file.
+    async fn list_files_meta(&self, dir: &Path) -> SResult<Vec<(String, crate::sandbox::beneath::Meta)>> {
+        let d = self.inside(dir)?;
+        let script = r#"cd -P -- "$1" 2>/dev/null || exit 0
+[ "$(pwd -P)" = "$1" ] || exit 0
+exec find . -type f -printf '%s %T@ %P\0'"#;
+        let argv = ["sh", "-c", script, "sh", &d].map(String::from).to_vec();
+        let Ok(out) = self.check(argv, &[], &d).await else {
+            return crate::sandbox::list_files_meta_each(self, dir).await;
+        };
+        let mut files = Vec::new();
+        for rec in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+            let rec = String::from_utf8_lossy(rec);
+            let mut parts = rec.splitn(3, ' ');
+            let (Some(size), Some(time), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let (Ok(size), Ok(secs)) = (size.parse::<u64>(), time.parse::<f64>()) else { continue };
+            let meta = crate::sandbox::beneath::Meta { size, modified_ms: Some((secs * 1000.0) as i64) };
+            files.push((path.to_string(), meta));
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(files)
+    }
+
     /// One `stat` instead of reading the file; the parent must be reached without a link and
     /// the file must be a regular file (not a link).
     async fn file_meta(&self, path: &Path) -> SResult<Option<crate::sandbox::beneath::Meta>> {
