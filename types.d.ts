@@ -510,6 +510,33 @@ export interface SendMessageResponse {
   /** `mode: "steer"` only: handed to the running turn (false: no turn ran, or the agent cannot be steered, so it was queued). */
   steered?: boolean;
 }
+/** One entry of `GET /api/sessions/:id/files`. */
+export interface WorkspaceFileInfo {
+  /** Relative to the workspace, `/`-separated. */
+  path: string;
+  size: number;
+  /** ISO 8601 from the running sandbox; null for stored files. */
+  modifiedAt: string | null;
+}
+/** Response of `GET /api/sessions/:id/files`. */
+export interface WorkspaceFileListResponse {
+  files: WorkspaceFileInfo[];
+}
+/** Response of `PUT /api/sessions/:id/files/*path`. */
+export interface WorkspaceFileWrittenResponse {
+  success: true;
+  sessionId: string;
+  path: string;
+  size: number;
+  /** False when an existing file was replaced. */
+  created: boolean;
+}
+/** Response of `DELETE /api/sessions/:id/files/*path`. */
+export interface WorkspaceFileDeletedResponse {
+  success: true;
+  sessionId: string;
+  path: string;
+}
 /** Response of `POST /api/sessions/:id/interrupt` and the `session:interrupt` ack. */
 export interface InterruptResponse {
   success: true;

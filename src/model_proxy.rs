@@ -481,6 +481,7 @@ mod tests {
 
     fn tap(meter: Arc<Recorder>, sse: bool) -> Tap {
         Tap {
+            span: tracing::Span::none(),
             meter,
             pricing: Pricing::default(),
             unpriced: Arc::default(),

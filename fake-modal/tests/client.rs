@@ -104,6 +104,28 @@ async fn sandbox_operations_round_trip() {
     p.stdout.read_to_string(&mut out).await.unwrap();
     assert_eq!(out, "yes\n1.txt\n");
 
+    // Metadata and removal, never through links (the workspace file API uses them).
+    let meta = sb.file_meta(Path::new("/workspace/a/b.txt")).await.unwrap().expect("meta of a file");
+    assert_eq!(meta.size, 5);
+    assert!(meta.modified_ms.unwrap() > 0);
+    assert_eq!(sb.file_meta(Path::new("/workspace/a")).await.unwrap(), None, "a directory");
+    let listed = sb.list_files_meta(Path::new("/workspace")).await.unwrap();
+    let names: Vec<_> = listed.iter().map(|(p, m)| (p.as_str(), m.size)).collect();
+    assert_eq!(names, [("2.txt", 8), ("a/b.txt", 5), ("x/1.txt", 3)]);
+    assert!(listed.iter().all(|(_, m)| m.modified_ms.unwrap() > 0));
+    assert_eq!(sb.file_meta(Path::new("/workspace/none.txt")).await.unwrap(), None);
+    // Separate arguments: the fake translates sandbox paths only where an argument starts with one.
+    assert_eq!(run(&*sb, &["ln", "-s", "/workspace/a", "/workspace/link"], b"").await.0, 0);
+    assert_eq!(run(&*sb, &["ln", "-s", "/workspace/2.txt", "/workspace/l2"], b"").await.0, 0);
+    assert_eq!(sb.file_meta(Path::new("/workspace/link/b.txt")).await.unwrap(), None, "through a link");
+    assert_eq!(sb.file_meta(Path::new("/workspace/l2")).await.unwrap(), None, "a link");
+    assert!(sb.remove_file(Path::new("/workspace/link/b.txt")).await.is_err(), "through a link");
+    assert!(sb.remove_file(Path::new("/workspace/l2")).await.unwrap(), "the link itself");
+    assert_eq!(sb.read_file(Path::new("/workspace/2.txt")).await.unwrap().as_deref(), Some("zwei ✓".as_bytes()));
+    assert!(sb.remove_file(Path::new("/workspace/x/1.txt")).await.unwrap());
+    assert!(!sb.remove_file(Path::new("/workspace/x/1.txt")).await.unwrap());
+    assert!(sb.remove_file(Path::new("/workspace/a")).await.is_err(), "a directory");
+
     assert_eq!(sb.poll().await, None);
     sb.terminate().await;
     assert_eq!(sb.poll().await, Some(137));

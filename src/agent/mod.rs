@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use blocks::ParsedTranscript;
 
 /// `AGENT_ARCHITECTURE_TYPE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Architecture {
     #[serde(rename = "claude-agent-sdk")]
     ClaudeAgentSdk,

@@ -17,7 +17,7 @@ use crate::agent::Architecture;
 use crate::time::millis;
 
 /// A file in a session's workspace; `path` is relative to the workspace root.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkspaceFile {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

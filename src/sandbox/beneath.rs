@@ -43,6 +43,9 @@ fn names(rel: &Path) -> io::Result<Vec<&OsStr>> {
 fn link_refused(e: io::Error) -> io::Error {
     if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
         io::Error::other("a symbolic link is on the way (links are not followed)")
+    } else if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) {
+        // `O_DIRECTORY | O_NOFOLLOW` on a link answers ENOTDIR.
+        io::Error::other("a symbolic link or a file is on the way (links are not followed)")
     } else {
         e
     }
@@ -154,6 +157,62 @@ pub fn write_file(root: &Path, rel: &Path, content: &[u8]) -> io::Result<()> {
     }
     rustix::fs::ftruncate(&fd, 0)?;
     File::from(fd).write_all(content)
+}
+
+/// Size and modification time of a file, read without following links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub size: u64,
+    /// Milliseconds since the epoch.
+    pub modified_ms: Option<i64>,
+}
+
+/// [`Meta`] of `rel` under `root` when it is a regular file reached without links; `None` for
+/// anything else (missing, a link, a directory, a FIFO).
+pub fn stat_regular(root: &Path, rel: &Path) -> io::Result<Option<Meta>> {
+    let names = names(rel)?;
+    let Some((last, parents)) = names.split_last() else { return Ok(None) };
+    let dir = match open_dir(root, parents, false) {
+        Ok(d) => d,
+        Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NOENT | Errno::NOTDIR | Errno::LOOP)) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    match rustix::fs::statat(&dir, *last, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if not_regular(&st).is_none() => Ok(Some(Meta {
+            size: st.st_size.max(0) as u64,
+            modified_ms: Some(st.st_mtime * 1000 + st.st_mtime_nsec as i64 / 1_000_000),
+        })),
+        Ok(_) | Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Remove the file (or link, FIFO, ...) `rel` under `root`; `false` when nothing was there. A
+/// directory is not removed, and a link on the way is an error (what it points to is untouched).
+pub fn remove_file(root: &Path, rel: &Path) -> io::Result<bool> {
+    let names = names(rel)?;
+    let Some((last, parents)) = names.split_last() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file name"));
+    };
+    let dir = match open_dir(root, parents, false) {
+        Ok(d) => d,
+        Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NOENT | Errno::NOTDIR)) => return Ok(false),
+        Err(e) => return Err(link_refused(e)),
+    };
+    match rustix::fs::statat(&dir, *last, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+            Err(io::Error::other("a directory (only files are removed)"))
+        }
+        Ok(_) => match rustix::fs::unlinkat(&dir, *last, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        },
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Create the directory `rel` under `root` and its parents; a link on the way is an error.
@@ -286,6 +345,31 @@ mod tests {
         assert_eq!(std::fs::read_to_string(root.join("ws/sym")).unwrap(), "new");
         assert_eq!(std::fs::read_to_string(root.join("ws/hard")).unwrap(), "new");
         assert!(!root.join("ws/x").exists() && !root.join("ws/sub").exists());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn stat_and_remove_do_not_follow_links() {
+        let root = tmp();
+        let outside = root.join("outside.txt");
+        std::fs::write(&outside, "host").unwrap();
+        std::fs::write(root.join("ws/a.txt"), "abc").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("ws/sym")).unwrap();
+        std::os::unix::fs::symlink(&root, root.join("ws/dirlink")).unwrap();
+        let meta = stat_regular(&root, Path::new("ws/a.txt")).unwrap().unwrap();
+        assert_eq!(meta.size, 3);
+        assert!(meta.modified_ms.unwrap() > 0);
+        assert_eq!(stat_regular(&root, Path::new("ws/sym")).unwrap(), None);
+        assert_eq!(stat_regular(&root, Path::new("ws/dirlink/outside.txt")).unwrap(), None);
+        assert_eq!(stat_regular(&root, Path::new("ws/nope")).unwrap(), None);
+        // Through a link to a directory: refused or nothing there, never the file behind it.
+        assert!(!remove_file(&root, Path::new("ws/dirlink/outside.txt")).unwrap_or(false));
+        assert!(remove_file(&root, Path::new("ws")).is_err());
+        assert!(remove_file(&root, Path::new("ws/sym")).unwrap());
+        assert!(remove_file(&root, Path::new("ws/a.txt")).unwrap());
+        assert!(!remove_file(&root, Path::new("ws/a.txt")).unwrap());
+        assert!(!remove_file(&root, Path::new("ws/no/such")).unwrap());
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host");
         let _ = std::fs::remove_dir_all(root);
     }
 

@@ -339,6 +339,16 @@ impl Sandbox for LocalSandbox {
         .map_err(|e| SandboxError::Io { path: "workspace files".into(), message: e.to_string() })?
     }
 
+    async fn file_meta(&self, path: &Path) -> SResult<Option<beneath::Meta>> {
+        let rel = self.rel(path)?;
+        self.beneath(path, move |root| beneath::stat_regular(root, &rel)).await
+    }
+
+    async fn remove_file(&self, path: &Path) -> SResult<bool> {
+        let rel = self.rel(path)?;
+        self.beneath(path, move |root| beneath::remove_file(root, &rel)).await
+    }
+
     async fn mkdir(&self, path: &Path) -> SResult<()> {
         let rel = self.rel(path)?;
         self.beneath(path, move |root| beneath::mkdir_all(root, &rel)).await

@@ -122,6 +122,22 @@ pub trait Sandbox: Send + Sync + 'static {
         }
         Ok(())
     }
+    /// Size and modification time of a regular file (never through a link); `None` when there
+    /// is no regular file at `path`. The default reads the file (no modification time).
+    async fn file_meta(&self, path: &Path) -> SResult<Option<beneath::Meta>> {
+        Ok(match self.read_regular(path, MAX_INTERNAL_FILE_BYTES).await? {
+            FileRead::Content(b) => Some(beneath::Meta { size: b.len() as u64, modified_ms: None }),
+            _ => None,
+        })
+    }
+    /// [`Sandbox::list_files`] with each file's [`Sandbox::file_meta`] (files gone in between
+    /// are left out). Providers where each call is a round trip list both at once.
+    async fn list_files_meta(&self, dir: &Path) -> SResult<Vec<(String, beneath::Meta)>> {
+        list_files_meta_each(self, dir).await
+    }
+    /// Remove a file (a link itself, never its target); `false` when nothing was there. A
+    /// directory is not removed, and a link on the way is an error.
+    async fn remove_file(&self, path: &Path) -> SResult<bool>;
     async fn mkdir(&self, path: &Path) -> SResult<()>;
     /// Regular files under `dir`, recursively, as paths relative to `dir`, sorted.
     async fn list_files(&self, dir: &Path) -> SResult<Vec<String>>;
@@ -130,6 +146,17 @@ pub trait Sandbox: Send + Sync + 'static {
     /// `None` while the sandbox runs, else its exit code.
     async fn poll(&self) -> Option<i32>;
     async fn terminate(&self);
+}
+
+/// [`Sandbox::list_files_meta`] by one [`Sandbox::file_meta`] call per listed file.
+pub async fn list_files_meta_each<S: Sandbox + ?Sized>(sb: &S, dir: &Path) -> SResult<Vec<(String, beneath::Meta)>> {
+    let mut out = Vec::new();
+    for path in sb.list_files(dir).await? {
+        if let Some(meta) = sb.file_meta(&dir.join(&path)).await? {
+            out.push((path, meta));
+        }
+    }
+    Ok(out)
 }
 
 #[async_trait]

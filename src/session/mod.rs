@@ -3,6 +3,7 @@
 mod activation;
 mod agent_session;
 mod control;
+pub mod files;
 pub mod ledger;
 mod monitor;
 pub mod outbox;

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod control;
 pub mod meter;
+pub mod openapi;
 pub mod outbox;
 pub mod redact;
 pub mod rest;

@@ -1,14 +1,11 @@
 //! The REST API (spec §2) as an axum router. The same router answers `fetch` calls from JS
 //! (one napi crossing per request) and can be served on a native listener.
 //!
-//! Routes: `GET /health` (no auth); under auth: `/api/sessions` (POST, GET),
-//! `/api/sessions/{id}` (GET, DELETE), `/api/sessions/{id}/sync` (POST),
-//! `/api/sessions/{id}/options` (PATCH), `/api/sessions/{id}/messages` (POST),
-//! `/api/sessions/{id}/messages/{messageId}` (DELETE a queued message),
-//! `/api/sessions/{id}/interrupt`, `/api/sessions/{id}/permissions/{requestId}`,
-//! `/api/sessions/{id}/events` and `/api/sessions/{id}/events/stream` (GET; see [`super::sse`]),
-//! `/api/sessions/{id}/questions/{requestId}` (POST), `/api/agent-profiles` (GET), and the seed's documented aliases `/sessions/create`,
-//! `/sessions`, `/sessions/{id}`, `/sessions/{id}/message`, `/agent-profiles`.
+//! Routes: the table in [`route_table!`] below (also [`ROUTES`]): `GET /health` and
+//! `GET /api/openapi.json` (no auth); under auth the sessions API, control (interrupt, queued
+//! messages, permissions, questions), the event log and its SSE stream, the workspace files
+//! (`/api/sessions/{id}/files`, `/files/{*path}`, `/archive`), agent profiles, and the seed's
+//! documented aliases. The OpenAPI document ([`super::openapi`]) is checked against the table.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,13 +15,13 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
 use axum::Json;
 pub use axum::Router;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::openapi as doc;
 use super::{check_api_key, cors, parse_json_body, ApiError};
 use crate::agent::Architecture;
 use crate::error::Error;
@@ -45,33 +42,56 @@ pub fn router(runtime: Arc<AgentRuntime>, api_key: &str) -> Router {
     router_with(runtime, api_key, streams)
 }
 
+/// Every route the router serves, as `METHOD "path" => handler`: the router is built from this
+/// table and [`ROUTES`] lists it, so the OpenAPI document can be checked against it
+/// (`super::openapi`).
+macro_rules! route_table {
+    ($($method:ident $path:literal => $handler:ident),* $(,)?) => {
+        /// `(method, path)` of every route, in axum's syntax (`{id}`, `{*path}`).
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        fn add_routes(r: Router<RestState>) -> Router<RestState> {
+            r$(.route($path, axum::routing::on(axum::routing::MethodFilter::$method, $handler)))*
+        }
+    };
+}
+
+route_table! {
+    GET "/health" => health,
+    GET "/metrics" => metrics,
+    GET "/api/openapi.json" => openapi_document,
+    POST "/api/sessions" => create_session,
+    GET "/api/sessions" => list_sessions,
+    GET "/api/sessions/{id}" => get_session,
+    DELETE "/api/sessions/{id}" => delete_session,
+    POST "/api/sessions/{id}/sync" => sync_session,
+    PATCH "/api/sessions/{id}/options" => update_options,
+    POST "/api/sessions/{id}/messages" => send_message,
+    DELETE "/api/sessions/{id}/messages/{message_id}" => remove_queued,
+    POST "/api/sessions/{id}/interrupt" => interrupt,
+    GET "/api/sessions/{id}/events" => session_events,
+    GET "/api/sessions/{id}/events/stream" => session_event_stream,
+    POST "/api/sessions/{id}/permissions/{request_id}" => respond_permission,
+    POST "/api/sessions/{id}/questions/{request_id}" => answer_question,
+    GET "/api/sessions/{id}/files" => list_files,
+    GET "/api/sessions/{id}/files/{*path}" => get_file,
+    PUT "/api/sessions/{id}/files/{*path}" => put_file,
+    DELETE "/api/sessions/{id}/files/{*path}" => delete_file,
+    GET "/api/sessions/{id}/archive" => workspace_archive,
+    GET "/api/agent-profiles" => list_profiles,
+    POST "/sessions/create" => create_session,
+    GET "/sessions" => list_sessions,
+    GET "/sessions/{id}" => get_session,
+    POST "/sessions/{id}/message" => send_message,
+    GET "/agent-profiles" => list_profiles,
+}
+
 /// [`router`] serving its event streams from `streams`.
 pub fn router_with(runtime: Arc<AgentRuntime>, api_key: &str, streams: Arc<super::sse::Streams>) -> Router {
     let state = RestState { runtime, api_key: Arc::from(api_key), streams };
     let not_found =
         || async { (StatusCode::NOT_FOUND, [("content-type", "text/plain; charset=UTF-8")], "404 Not Found") };
-    let protected = Router::new()
-        .route("/api/sessions", post(create_session).get(list_sessions))
-        .route("/api/sessions/{id}", get(get_session).delete(delete_session))
-        .route("/api/sessions/{id}/sync", post(sync_session))
-        .route("/api/sessions/{id}/options", patch(update_options))
-        .route("/api/sessions/{id}/messages", post(send_message))
-        .route("/api/sessions/{id}/messages/{message_id}", axum::routing::delete(remove_queued))
-        .route("/api/sessions/{id}/interrupt", post(interrupt))
-        .route("/api/sessions/{id}/events", get(session_events))
-        .route("/api/sessions/{id}/events/stream", get(session_event_stream))
-        .route("/api/sessions/{id}/permissions/{request_id}", post(respond_permission))
-        .route("/api/sessions/{id}/questions/{request_id}", post(answer_question))
-        .route("/api/agent-profiles", get(list_profiles))
-        .route("/sessions/create", post(create_session))
-        .route("/sessions", get(list_sessions))
-        .route("/sessions/{id}", get(get_session))
-        .route("/sessions/{id}/message", post(send_message))
-        .route("/agent-profiles", get(list_profiles));
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .merge(protected)
+    add_routes(Router::new())
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth_and_limits))
@@ -81,6 +101,18 @@ pub fn router_with(runtime: Arc<AgentRuntime>, api_key: &str, streams: Arc<super
 }
 
 /// The Prometheus exposition, when `metrics` is on (else the same 404 as any unknown path).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "meta",
+    summary = "Prometheus metrics (OpenMetrics text); served with the runtime option `metrics`, without a key with `metrics: { public: true }`",
+    responses(
+        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = crate::transport::openapi::Text),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Metrics are off", content_type = "text/plain", body = crate::transport::openapi::Text)
+    )
+)]
 async fn metrics(State(st): State<RestState>) -> Response {
     if st.runtime.options.metrics_public.is_none() {
         return (StatusCode::NOT_FOUND, [("content-type", "text/plain; charset=UTF-8")], "404 Not Found")
@@ -91,6 +123,9 @@ async fn metrics(State(st): State<RestState>) -> Response {
 }
 
 fn needs_auth(path: &str) -> bool {
+    if path == OPENAPI_PATH {
+        return false;
+    }
     path == "/api"
         || path.starts_with("/api/")
         || path == "/sessions"
@@ -160,12 +195,22 @@ fn stream_token(req: &Request<Body>, key: &str) -> Option<()> {
 /// `{ status: "ok" }` as in the reference; `"degraded"` with how many sessions' state cannot be
 /// stored (kept loaded, retried), so a load balancer or an operator sees data at risk. Only a
 /// count: this route needs no key (ids and errors are in the log).
-async fn health(State(st): State<RestState>) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "meta",
+    summary = "Liveness and stored-state health",
+    responses(
+        (status = 200, description = "ok or degraded", body = crate::transport::openapi::Health)
+    )
+)]
+async fn health(State(st): State<RestState>) -> Json<doc::Health> {
     let unstored = st.runtime.sessions.unstored_sessions().len();
     if unstored == 0 {
-        return Json(json!({ "status": "ok" }));
+        return Json(doc::Health { status: doc::HealthStatus::Ok, unstored_sessions: None });
     }
-    Json(json!({ "status": "degraded", "unstoredSessions": unstored }))
+    Json(doc::Health { status: doc::HealthStatus::Degraded, unstored_sessions: Some(unstored as u64) })
 }
 
 /// The `{id}` of a session route, refused with 400 when it is not a plausible session id.
@@ -183,17 +228,33 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SessionId {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CreateBody {
+pub(crate) struct CreateBody {
     agent_profile_ref: String,
     architecture: Architecture,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     session_options: Option<Map<String, Value>>,
     #[serde(default)]
     default_workspace_files: Option<Vec<crate::persistence::WorkspaceFile>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions",
+    operation_id = "createSession",
+    tag = "sessions",
+    summary = "Create a session",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = crate::transport::openapi::SessionCreated),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn create_session(State(st): State<RestState>, body: Bytes) -> Result<Response, ApiError> {
     let b: CreateBody = parse_json_body(&body)?;
     let args = CreateSessionArgs {
@@ -218,6 +279,19 @@ async fn create_session(State(st): State<RestState>, body: Bytes) -> Result<Resp
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions",
+    operation_id = "listSessions",
+    tag = "sessions",
+    summary = "List stored sessions",
+    responses(
+        (status = 200, description = "Sessions", body = crate::transport::openapi::SessionList),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn list_sessions(State(st): State<RestState>) -> Result<Json<Value>, ApiError> {
     let sessions = st
         .runtime
@@ -276,34 +350,106 @@ fn loaded(st: &RestState, id: &str) -> Result<Arc<AgentSession>, ApiError> {
     st.runtime.sessions.get(id).ok_or_else(not_found)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}",
+    operation_id = "getSession",
+    tag = "sessions",
+    summary = "A session's full state (loads it)",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "AgentSessionState", body = crate::transport::openapi::SessionState),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn get_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Response, ApiError> {
     let session = load(&st, &id).await?;
     // The state is serialized once in the core; send it as is.
     Ok(([("content-type", "application/json")], session.state_json()).into_response())
 }
 
-async fn delete_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{id}",
+    operation_id = "unloadSession",
+    tag = "sessions",
+    summary = "Store and unload a loaded session (stops its sandbox)",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "Unloaded", body = crate::transport::openapi::SessionDone),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
+async fn delete_session(
+    State(st): State<RestState>,
+    SessionId(id): SessionId,
+) -> Result<Json<doc::SessionDone>, ApiError> {
     loaded(&st, &id)?;
     st.runtime
         .sessions
         .unload_session(&id)
         .await
         .map_err(|e| failed("Failed to destroy session", "SESSION_DESTROY_FAILED", e))?;
-    Ok(Json(json!({ "success": true, "sessionId": id })))
+    Ok(Json(doc::SessionDone { success: true, session_id: id }))
 }
 
-async fn sync_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/sync",
+    operation_id = "syncSession",
+    tag = "sessions",
+    summary = "Pull the sandbox's transcript and files and store everything",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "Stored", body = crate::transport::openapi::SessionDone),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
+async fn sync_session(
+    State(st): State<RestState>,
+    SessionId(id): SessionId,
+) -> Result<Json<doc::SessionDone>, ApiError> {
     let session = loaded(&st, &id)?;
     session.sync_to_storage().await.map_err(|e| failed("Failed to sync session", "SESSION_SYNC_FAILED", e))?;
-    Ok(Json(json!({ "success": true, "sessionId": id })))
+    Ok(Json(doc::SessionDone { success: true, session_id: id }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct OptionsBody {
+pub(crate) struct OptionsBody {
+    #[schema(value_type = Object)]
     session_options: Map<String, Value>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/sessions/{id}/options",
+    operation_id = "updateSessionOptions",
+    tag = "sessions",
+    summary = "Replace the session's options",
+    params(("id" = String, Path, description = "Session id")),
+    request_body = OptionsBody,
+    responses(
+        (status = 200, description = "Updated", body = crate::transport::openapi::OptionsUpdated),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn update_options(
     State(st): State<RestState>,
     SessionId(id): SessionId,
@@ -325,6 +471,26 @@ struct MessageBody {
     mode: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/messages",
+    operation_id = "sendMessage",
+    tag = "sessions",
+    summary = "Send a message (answers once it is stored, before it runs)",
+    params(("id" = String, Path, description = "Session id")),
+    request_body = crate::transport::openapi::MessageRequest,
+    responses(
+        (status = 200, description = "Accepted", body = crate::transport::openapi::MessageAccepted),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 402, description = "The session's budget is spent", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 429, description = "The session's queue is full", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 501, description = "No sandbox provider or agent architecture", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn send_message(
     State(st): State<RestState>,
     SessionId(id): SessionId,
@@ -393,6 +559,22 @@ struct EventsQuery {
 }
 
 /// `GET /api/sessions/:id/events?since=&limit=`: what the session's log holds after `since`.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/events",
+    operation_id = "readEvents",
+    tag = "sessions",
+    summary = "Events from the session's log after `since`",
+    params(("id" = String, Path, description = "Session id"), ("since" = Option<String>, Query, description = "An eventId; events after it"), ("limit" = Option<u32>, Query, description = "1 to 1000 (default 1000)")),
+    responses(
+        (status = 200, description = "A page of events", body = crate::transport::openapi::EventsRead),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn session_events(
     State(st): State<RestState>,
     SessionId(id): SessionId,
@@ -432,6 +614,22 @@ struct StreamQuery {
 
 /// `GET /api/sessions/:id/events/stream`: Server-Sent Events, resuming after `Last-Event-ID`
 /// (an `EventSource` reconnecting sends it) or else `?since=`.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/events/stream",
+    operation_id = "streamEvents",
+    tag = "sessions",
+    summary = "Server-Sent Events: the log after `since` / `Last-Event-ID`, then live events",
+    params(("id" = String, Path, description = "Session id"), ("since" = Option<String>, Query, description = "An eventId to resume after"), ("token" = Option<String>, Query, description = "The API key, for EventSource (no Authorization header)"), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this eventId (sent by a reconnecting EventSource)")),
+    responses(
+        (status = 200, description = "text/event-stream frames: id (eventId), event (name), data (JSON payload)", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn session_event_stream(
     State(st): State<RestState>,
     SessionId(id): SessionId,
@@ -483,13 +681,29 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SessionItem {
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{id}/messages/{message_id}",
+    operation_id = "removeQueuedMessage",
+    tag = "sessions",
+    summary = "Withdraw a queued message",
+    params(("id" = String, Path, description = "Session id"), ("message_id" = String, Path, description = "The queued message's id")),
+    responses(
+        (status = 200, description = "Removed", body = crate::transport::openapi::QueuedRemoved),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn remove_queued(
     State(st): State<RestState>,
     SessionItem(id, message_id): SessionItem,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::QueuedRemoved>, ApiError> {
     let session = loaded(&st, &id)?;
     session.remove_queued(&message_id).map_err(rejected)?;
-    Ok(Json(json!({ "success": true, "sessionId": id, "messageId": message_id })))
+    Ok(Json(doc::QueuedRemoved { success: true, session_id: id, message_id }))
 }
 
 #[derive(Deserialize, Default)]
@@ -499,37 +713,90 @@ struct InterruptBody {
     clear_queue: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/interrupt",
+    operation_id = "interrupt",
+    tag = "sessions",
+    summary = "Stop the running turn",
+    params(("id" = String, Path, description = "Session id")),
+    request_body(content = Option<crate::transport::openapi::InterruptRequest>, description = "Optional; an empty body is `{}`"),
+    responses(
+        (status = 200, description = "Done", body = crate::transport::openapi::Interrupted),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn interrupt(
     State(st): State<RestState>,
     SessionId(id): SessionId,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::Interrupted>, ApiError> {
     let b: InterruptBody = parse_json_body(&body)?;
     let session = load(&st, &id).await?;
     let interrupted = session.interrupt(b.clear_queue);
-    Ok(Json(json!({ "success": true, "sessionId": id, "interrupted": interrupted })))
+    Ok(Json(doc::Interrupted { success: true, session_id: id, interrupted }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/permissions/{request_id}",
+    operation_id = "respondPermission",
+    tag = "sessions",
+    summary = "Allow or deny a pending tool call",
+    params(("id" = String, Path, description = "Session id"), ("request_id" = String, Path, description = "The pending request's id")),
+    request_body = crate::transport::openapi::PermissionAnswerBody,
+    responses(
+        (status = 200, description = "Answered", body = crate::transport::openapi::RequestAnswered),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 409, description = "Already answered", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn respond_permission(
     State(st): State<RestState>,
     SessionItem(id, request_id): SessionItem,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::RequestAnswered>, ApiError> {
     let answer = super::control::permission_answer(&body)?;
     let session = loaded(&st, &id).map_err(|_| no_request(&id, &request_id))?;
     session.respond_permission(&request_id, answer).map_err(rejected)?;
-    Ok(Json(json!({ "success": true, "sessionId": id, "requestId": request_id })))
+    Ok(Json(doc::RequestAnswered { success: true, session_id: id, request_id }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/questions/{request_id}",
+    operation_id = "answerQuestion",
+    tag = "sessions",
+    summary = "Answer a pending question of the agent",
+    params(("id" = String, Path, description = "Session id"), ("request_id" = String, Path, description = "The pending request's id")),
+    request_body = crate::transport::openapi::QuestionAnswersBody,
+    responses(
+        (status = 200, description = "Answered", body = crate::transport::openapi::RequestAnswered),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 409, description = "Already answered", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn answer_question(
     State(st): State<RestState>,
     SessionItem(id, request_id): SessionItem,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<doc::RequestAnswered>, ApiError> {
     let answers = super::control::question_answers(&body)?;
     let session = loaded(&st, &id).map_err(|_| no_request(&id, &request_id))?;
     session.answer_question(&request_id, &answers).map_err(rejected)?;
-    Ok(Json(json!({ "success": true, "sessionId": id, "requestId": request_id })))
+    Ok(Json(doc::RequestAnswered { success: true, session_id: id, request_id }))
 }
 
 /// Requests live in loaded sessions only.
@@ -541,6 +808,19 @@ fn no_request(id: &str, request_id: &str) -> ApiError {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/agent-profiles",
+    operation_id = "listAgentProfiles",
+    tag = "profiles",
+    summary = "Agent profiles from persistence",
+    responses(
+        (status = 200, description = "Profiles", body = crate::transport::openapi::ProfileList),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
 async fn list_profiles(State(st): State<RestState>) -> Result<Json<Value>, ApiError> {
     let profiles = st
         .runtime
@@ -551,6 +831,197 @@ async fn list_profiles(State(st): State<RestState>) -> Result<Json<Value>, ApiEr
         .await
         .map_err(|e| failed("Failed to list agent profiles", "AGENT_PROFILES_LIST_FAILED", e.into()))?;
     Ok(Json(json!({ "profiles": profiles })))
+}
+
+/// Where the OpenAPI document is served (no key needed, like `/health`).
+pub const OPENAPI_PATH: &str = "/api/openapi.json";
+
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    operation_id = "openapi",
+    tag = "meta",
+    summary = "This OpenAPI document",
+    responses(
+        (status = 200, description = "OpenAPI 3.1 document", content_type = "application/json", body = Object)
+    )
+)]
+async fn openapi_document() -> Response {
+    ([("content-type", "application/json")], super::openapi::document_json()).into_response()
+}
+
+/// The `{id}` and `{*path}` of a workspace file route; the path is checked by the session
+/// (relative, no `..`, no NUL, not the agent's configuration).
+struct SessionFile(String, String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SessionFile {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((id, path)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("Invalid path: {e}")))?;
+        super::access::validate_session_id(&id).map_err(ApiError::bad_request)?;
+        crate::session::files::check_path(&path).map_err(ApiError::bad_request)?;
+        Ok(SessionFile(id, path))
+    }
+}
+
+fn file_error(e: Error) -> ApiError {
+    match e {
+        e @ Error::InvalidInput(_) => rejected(e),
+        e => failed("Workspace file operation failed", "WORKSPACE_FILE_FAILED", e),
+    }
+}
+
+fn no_file(path: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "FILE_NOT_FOUND", format!("No file {path:?} in the workspace"))
+}
+
+/// `GET /api/sessions/:id/files`: `{ files: [{ path, size, modifiedAt }] }`.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/files",
+    operation_id = "listFiles",
+    tag = "files",
+    summary = "Workspace files (from the running sandbox, else the stored files)",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "Files, sorted by path", body = crate::transport::openapi::FileList),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
+async fn list_files(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<doc::FileList>, ApiError> {
+    let session = load(&st, &id).await?;
+    let files = session.list_workspace().await.map_err(file_error)?;
+    Ok(Json(doc::FileList { files }))
+}
+
+/// `GET /api/sessions/:id/files/*path`: the content, as text when it is UTF-8.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/files/{path}",
+    operation_id = "getFile",
+    tag = "files",
+    summary = "A workspace file's content",
+    params(("id" = String, Path, description = "Session id"), ("path" = String, Path, description = "Relative to the workspace; no `..`, absolute paths, NUL or links")),
+    responses(
+        (status = 200, description = "The content: text/plain when UTF-8, else application/octet-stream", content((crate::transport::openapi::Text = "text/plain"), (crate::transport::openapi::Binary = "application/octet-stream"))),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
+async fn get_file(State(st): State<RestState>, SessionFile(id, path): SessionFile) -> Result<Response, ApiError> {
+    let session = load(&st, &id).await?;
+    let content = session.read_workspace_file(&path).await.map_err(file_error)?.ok_or_else(|| no_file(&path))?;
+    let kind =
+        if std::str::from_utf8(&content).is_ok() { "text/plain; charset=utf-8" } else { "application/octet-stream" };
+    Ok(([(axum::http::header::CONTENT_TYPE, kind)], content).into_response())
+}
+
+/// `PUT /api/sessions/:id/files/*path`: the raw body becomes the file.
+#[utoipa::path(
+    put,
+    path = "/api/sessions/{id}/files/{path}",
+    operation_id = "putFile",
+    tag = "files",
+    summary = "Write a workspace file (the raw body is the content)",
+    params(("id" = String, Path, description = "Session id"), ("path" = String, Path, description = "Relative to the workspace; no `..`, absolute paths, NUL or links")),
+    request_body(content = crate::transport::openapi::Binary, content_type = "application/octet-stream", description = "The file's bytes (any content type)"),
+    responses(
+        (status = 200, description = "Written", body = crate::transport::openapi::FileWritten),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 413, description = "Body larger than the limit", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
+async fn put_file(
+    State(st): State<RestState>,
+    SessionFile(id, path): SessionFile,
+    body: Bytes,
+) -> Result<Json<doc::FileWritten>, ApiError> {
+    let limit = st.runtime.options.max_workspace_file_bytes;
+    if body.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("File content is larger than maxWorkspaceFileBytes ({limit} bytes)"),
+        ));
+    }
+    let session = load(&st, &id).await?;
+    let size = body.len();
+    let written = session.write_workspace_file(&path, body.to_vec()).await.map_err(file_error)?;
+    let created = written == crate::session::files::Written::Created;
+    Ok(Json(doc::FileWritten { success: true, session_id: id, path, size: size as u64, created }))
+}
+
+/// `DELETE /api/sessions/:id/files/*path`: `{ success: true }`, 404 when there is no such file.
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{id}/files/{path}",
+    operation_id = "deleteFile",
+    tag = "files",
+    summary = "Delete a workspace file",
+    params(("id" = String, Path, description = "Session id"), ("path" = String, Path, description = "Relative to the workspace")),
+    responses(
+        (status = 200, description = "Deleted", body = crate::transport::openapi::FileDeleted),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
+async fn delete_file(
+    State(st): State<RestState>,
+    SessionFile(id, path): SessionFile,
+) -> Result<Json<doc::FileDeleted>, ApiError> {
+    let session = load(&st, &id).await?;
+    if !session.delete_workspace_file(&path).await.map_err(file_error)? {
+        return Err(no_file(&path));
+    }
+    Ok(Json(doc::FileDeleted { success: true, session_id: id, path }))
+}
+
+/// `GET /api/sessions/:id/archive`: the workspace as a tar archive.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/archive",
+    operation_id = "getArchive",
+    tag = "files",
+    summary = "The workspace as a tar archive",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "A tar archive of the workspace's regular files", content_type = "application/x-tar", body = crate::transport::openapi::Binary),
+        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
+        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
+        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+    )
+)]
+async fn workspace_archive(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Response, ApiError> {
+    let session = load(&st, &id).await?;
+    let tar = session.workspace_archive().await.map_err(file_error)?;
+    let disposition = format!("attachment; filename=\"{id}-workspace.tar\"");
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        tar,
+    )
+        .into_response())
 }
 
 /// A request as plain data, the shape the JS `fetch` glue hands over in one call.

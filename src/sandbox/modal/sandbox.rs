@@ -161,6 +161,64 @@ impl Sandbox for ModalSandbox {
         self.check(argv, &archive, "bulk upload (tar -x)").await.map(|_| ())
     }
 
+    /// One `find -printf` for the whole listing (size, time, path); where `find` cannot print
+    /// (not GNU findutils), one `stat` per file.
+    async fn list_files_meta(&self, dir: &Path) -> SResult<Vec<(String, crate::sandbox::beneath::Meta)>> {
+        let d = self.inside(dir)?;
+        let script = r#"cd -P -- "$1" 2>/dev/null || exit 0
+[ "$(pwd -P)" = "$1" ] || exit 0
+exec find . -type f -printf '%s %T@ %P\0'"#;
+        let argv = ["sh", "-c", script, "sh", &d].map(String::from).to_vec();
+        let Ok(out) = self.check(argv, &[], &d).await else {
+            return crate::sandbox::list_files_meta_each(self, dir).await;
+        };
+        let mut files = Vec::new();
+        for rec in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+            let rec = String::from_utf8_lossy(rec);
+            let mut parts = rec.splitn(3, ' ');
+            let (Some(size), Some(time), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let (Ok(size), Ok(secs)) = (size.parse::<u64>(), time.parse::<f64>()) else { continue };
+            let meta = crate::sandbox::beneath::Meta { size, modified_ms: Some((secs * 1000.0) as i64) };
+            files.push((path.to_string(), meta));
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(files)
+    }
+
+    /// One `stat` instead of reading the file; the parent must be reached without a link and
+    /// the file must be a regular file (not a link).
+    async fn file_meta(&self, path: &Path) -> SResult<Option<crate::sandbox::beneath::Meta>> {
+        let p = self.inside(path)?;
+        let script = r#"d=$(dirname -- "$1"); n=$(basename -- "$1")
+cd -P -- "$d" 2>/dev/null || exit 0
+[ "$(pwd -P)" = "$d" ] || exit 0
+if [ -f "$n" ] && [ ! -L "$n" ]; then exec stat -c '%s %Y' -- "$n"; fi"#;
+        let argv = ["sh", "-c", script, "sh", &p].map(String::from).to_vec();
+        let out = self.check(argv, &[], &p).await?;
+        let text = String::from_utf8_lossy(&out);
+        let mut fields = text.split_whitespace().map(|f| f.parse::<i64>().ok());
+        Ok(match (fields.next().flatten(), fields.next().flatten()) {
+            (Some(size), Some(secs)) => {
+                Some(crate::sandbox::beneath::Meta { size: size.max(0) as u64, modified_ms: Some(secs * 1000) })
+            }
+            _ => None,
+        })
+    }
+
+    async fn remove_file(&self, path: &Path) -> SResult<bool> {
+        let p = self.inside(path)?;
+        // As `list_files`: the parent directory must be reached without a link; the entry
+        // itself is removed, never what a link there points to.
+        let script = r#"d=$(dirname -- "$1"); n=$(basename -- "$1")
+cd -P -- "$d" 2>/dev/null || { echo missing; exit 0; }
+[ "$(pwd -P)" = "$d" ] || { echo "a symbolic link is on the way (links are not followed)" >&2; exit 3; }
+if [ -d "$n" ] && [ ! -L "$n" ]; then echo "a directory (only files are removed)" >&2; exit 4; fi
+if [ -e "$n" ] || [ -L "$n" ]; then rm -f -- "$n" && echo removed; else echo missing; fi"#;
+        let argv = ["sh", "-c", script, "sh", &p].map(String::from).to_vec();
+        let out = self.check(argv, &[], &p).await?;
+        Ok(out.starts_with(b"removed"))
+    }
+
     async fn mkdir(&self, path: &Path) -> SResult<()> {
         let p = self.inside(path)?;
         self.check(vec!["mkdir".into(), "-p".into(), p.clone()], &[], &p).await.map(|_| ())
