@@ -109,6 +109,7 @@ fn harness_on(adapter: Arc<MemoryAdapter>, root: PathBuf, options: serde_json::V
         active_sandboxes: Default::default(),
         shutting_down: Default::default(),
         model_proxy: Default::default(),
+        metrics: Default::default(),
     });
     Harness { adapter, manager, events, root }
 }
