@@ -55,14 +55,29 @@ test('health polling sees a dead sandbox; the next message starts a new one', { 
     assert.equal(first.restartCount, 0);
     // Destroy it from outside.
     const dir = path.join(h.root, first.sandboxId);
-    // (Killing one may already have taken others with it.)
-    for (const pid of pidsMentioning(dir)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch (e) {
-        if (e.code !== 'ESRCH') throw e;
+    // Everything that runs there: named on its command line, or working inside (the agent CLI,
+    // which would otherwise still write its session files while the folder goes).
+    const inside = () => {
+      const cwdInside = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+        try {
+          return fs.readlinkSync(`/proc/${p}/cwd`).startsWith(dir);
+        } catch {
+          return false;
+        }
+      });
+      return [...new Set([...pidsMentioning(dir), ...cwdInside.map(Number)])];
+    };
+    await eventually(() => {
+      // (Killing one may already have taken others with it.)
+      for (const pid of inside()) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch (e) {
+          if (e.code !== 'ESRCH') throw e;
+        }
       }
-    }
+      return inside().length === 0;
+    }, 15_000, () => `processes still in ${dir}: ${inside().join(', ')}`);
     fs.rmSync(dir, { recursive: true, force: true });
     const [, dead] = await h.waitFor((n, p) => n === 'session:status' && p.sessionId === s.sessionId && p.runtime.sandbox?.status === 'terminated');
     assert.match(dead.runtime.sandbox.statusMessage, /Sandbox stopped/);

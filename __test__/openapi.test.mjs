@@ -33,11 +33,11 @@ test('GET /api/openapi.json is a valid OpenAPI 3.1 document of the REST API', { 
       'PATCH /api/sessions/{id}/options', 'POST /api/sessions/{id}/sync', 'GET /api/sessions/{id}/files',
       'GET /api/sessions/{id}/files/{path}', 'PUT /api/sessions/{id}/files/{path}', 'DELETE /api/sessions/{id}/files/{path}',
       'GET /api/sessions/{id}/archive', 'GET /api/agent-profiles', 'POST /sessions/create', 'GET /sessions',
-      'GET /sessions/{id}', 'POST /sessions/{id}/message', 'GET /agent-profiles',
+      'GET /sessions/{id}', 'POST /sessions/{id}/message', 'GET /agent-profiles', 'GET /metrics',
     ]) {
       assert.ok(ops.includes(op), `${op} is documented`);
     }
-    assert.equal(ops.length, 26);
+    assert.equal(ops.length, 27);
     const ids = ops.map((op) => { const [m, p] = op.split(' '); return doc.paths[p][m.toLowerCase()].operationId; });
     assert.equal(new Set(ids).size, ids.length, 'operation ids are unique');
 

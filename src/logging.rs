@@ -31,12 +31,15 @@ pub fn init(level: Option<&str>) {
             .or_else(|| env_level.as_deref().and_then(normalize_level))
             .unwrap_or("info");
         let filter = tracing_subscriber::EnvFilter::new(format!("agent_runtime={level},agent_runtime_node={level}"));
+        // Events only: spans are for traces, so without an exporter no layer wants them and
+        // they cost nothing, and log lines keep their one-line shape.
+        let events = tracing_subscriber::filter::filter_fn(|m| m.is_event());
         let logs = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .with_target(false)
             .compact()
-            .with_filter(filter);
+            .with_filter(tracing_subscriber::filter::FilterExt::and(filter, events));
         let traces = traces().map(|tracer| {
             // Spans only (events stay logs), whatever the log level.
             let spans =
