@@ -25,6 +25,22 @@ pub struct ErrorBody {
     pub code: String,
 }
 
+/// The errors most session routes can answer, documented once (`responses(..., SessionErrors)`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only its documentation is used
+pub enum SessionErrors {
+    #[response(status = 400, description = "Invalid input (the message names it)")]
+    Invalid(ErrorBody),
+    #[response(status = 401, description = "Missing or wrong API key")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "Not found")]
+    NotFound(ErrorBody),
+    #[response(status = 500, description = "Failed (adapter or sandbox)")]
+    Failed(ErrorBody),
+    #[response(status = 503, description = "No capacity now, or shutting down")]
+    Unavailable(ErrorBody),
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {

@@ -359,11 +359,7 @@ fn loaded(st: &RestState, id: &str) -> Result<Arc<AgentSession>, ApiError> {
     params(("id" = String, Path, description = "Session id")),
     responses(
         (status = 200, description = "AgentSessionState", body = crate::transport::openapi::SessionState),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn get_session(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Response, ApiError> {
@@ -381,11 +377,7 @@ async fn get_session(State(st): State<RestState>, SessionId(id): SessionId) -> R
     params(("id" = String, Path, description = "Session id")),
     responses(
         (status = 200, description = "Unloaded", body = crate::transport::openapi::SessionDone),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn delete_session(
@@ -410,11 +402,7 @@ async fn delete_session(
     params(("id" = String, Path, description = "Session id")),
     responses(
         (status = 200, description = "Stored", body = crate::transport::openapi::SessionDone),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn sync_session(
@@ -443,11 +431,7 @@ pub(crate) struct OptionsBody {
     request_body = OptionsBody,
     responses(
         (status = 200, description = "Updated", body = crate::transport::openapi::OptionsUpdated),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn update_options(
@@ -568,11 +552,7 @@ struct EventsQuery {
     params(("id" = String, Path, description = "Session id"), ("since" = Option<String>, Query, description = "An eventId; events after it"), ("limit" = Option<u32>, Query, description = "1 to 1000 (default 1000)")),
     responses(
         (status = 200, description = "A page of events", body = crate::transport::openapi::EventsRead),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn session_events(
@@ -623,11 +603,7 @@ struct StreamQuery {
     params(("id" = String, Path, description = "Session id"), ("since" = Option<String>, Query, description = "An eventId to resume after"), ("token" = Option<String>, Query, description = "The API key, for EventSource (no Authorization header)"), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this eventId (sent by a reconnecting EventSource)")),
     responses(
         (status = 200, description = "text/event-stream frames: id (eventId), event (name), data (JSON payload)", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn session_event_stream(
@@ -690,11 +666,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SessionItem {
     params(("id" = String, Path, description = "Session id"), ("message_id" = String, Path, description = "The queued message's id")),
     responses(
         (status = 200, description = "Removed", body = crate::transport::openapi::QueuedRemoved),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn remove_queued(
@@ -723,11 +695,7 @@ struct InterruptBody {
     request_body(content = Option<crate::transport::openapi::InterruptRequest>, description = "Optional; an empty body is `{}`"),
     responses(
         (status = 200, description = "Done", body = crate::transport::openapi::Interrupted),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn interrupt(
@@ -888,11 +856,7 @@ fn no_file(path: &str) -> ApiError {
     params(("id" = String, Path, description = "Session id")),
     responses(
         (status = 200, description = "Files, sorted by path", body = crate::transport::openapi::FileList),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn list_files(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Json<doc::FileList>, ApiError> {
@@ -911,11 +875,7 @@ async fn list_files(State(st): State<RestState>, SessionId(id): SessionId) -> Re
     params(("id" = String, Path, description = "Session id"), ("path" = String, Path, description = "Relative to the workspace; no `..`, absolute paths, NUL or links")),
     responses(
         (status = 200, description = "The content: text/plain when UTF-8, else application/octet-stream", content((crate::transport::openapi::Text = "text/plain"), (crate::transport::openapi::Binary = "application/octet-stream"))),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn get_file(State(st): State<RestState>, SessionFile(id, path): SessionFile) -> Result<Response, ApiError> {
@@ -975,11 +935,7 @@ async fn put_file(
     params(("id" = String, Path, description = "Session id"), ("path" = String, Path, description = "Relative to the workspace")),
     responses(
         (status = 200, description = "Deleted", body = crate::transport::openapi::FileDeleted),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn delete_file(
@@ -1003,11 +959,7 @@ async fn delete_file(
     params(("id" = String, Path, description = "Session id")),
     responses(
         (status = 200, description = "A tar archive of the workspace's regular files", content_type = "application/x-tar", body = crate::transport::openapi::Binary),
-        (status = 400, description = "Invalid input (the message names it)", body = crate::transport::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = crate::transport::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::transport::openapi::ErrorBody),
-        (status = 500, description = "Failed (adapter or sandbox)", body = crate::transport::openapi::ErrorBody),
-        (status = 503, description = "No capacity now, or shutting down", body = crate::transport::openapi::ErrorBody)
+        crate::transport::openapi::SessionErrors
     )
 )]
 async fn workspace_archive(State(st): State<RestState>, SessionId(id): SessionId) -> Result<Response, ApiError> {
