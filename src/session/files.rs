@@ -9,10 +9,8 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::json;
 
 use super::agent_session::AgentSession;
-use super::outbox::Write;
 use crate::error::{Error, Result};
 use crate::persistence::WorkspaceFile;
 use crate::sandbox::{FileRead, Sandbox, SandboxError};
@@ -170,28 +168,14 @@ impl AgentSession {
         })?;
         let _files = self.files_lock.lock().await;
         let file = WorkspaceFile { path: path.to_string(), content: Some(text) };
-        let written = {
-            let mut d = self.data.locked();
-            // A file where a directory is (or the reverse) could not be materialized.
-            if let Some(other) = d.workspace_files.iter().find_map(|f| conflict(path, &f.path)) {
-                return Err(Error::InvalidInput(other));
-            }
-            match d.workspace_files.iter_mut().find(|f| f.path == path) {
-                Some(existing) if existing.content == file.content => return Ok(Written::Modified),
-                Some(existing) => {
-                    *existing = file.clone();
-                    Written::Modified
-                }
-                None => {
-                    d.workspace_files.push(file.clone());
-                    Written::Created
-                }
-            }
-        };
-        let name = if written == Written::Created { "session:file:created" } else { "session:file:modified" };
-        self.emit(self.session_event(name, json!({ "file": file })));
-        self.outbox.push([Write::SaveFile(file)]);
-        Ok(written)
+        // A file where a directory is (or the reverse) could not be materialized.
+        if let Some(other) = self.data.locked().workspace_files.iter().find_map(|f| conflict(path, &f.path)) {
+            return Err(Error::InvalidInput(other));
+        }
+        Ok(match self.store_file(file) {
+            Some(true) => Written::Created,
+            _ => Written::Modified,
+        })
     }
 
     /// Delete a file; `false` when there was none.
@@ -206,17 +190,7 @@ impl AgentSession {
             return Err(Error::SessionClosing(self.session_id.clone()));
         }
         let _files = self.files_lock.lock().await;
-        let existed = {
-            let mut d = self.data.locked();
-            let before = d.workspace_files.len();
-            d.workspace_files.retain(|f| f.path != path);
-            before != d.workspace_files.len()
-        };
-        if existed {
-            self.emit(self.session_event("session:file:deleted", json!({ "path": path })));
-            self.outbox.push([Write::DeleteFile(path.to_string())]);
-        }
-        Ok(existed)
+        Ok(self.forget_stored_file(path))
     }
 
     /// The workspace as a tar archive (regular files only; what cannot be read is left out).

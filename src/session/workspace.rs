@@ -61,16 +61,7 @@ impl AgentSession {
         // Gone, whatever the event said (a rename reported as one event names its source as
         // well as its target).
         if read == FileRead::Missing {
-            let existed = {
-                let mut d = self.data.locked();
-                let before = d.workspace_files.len();
-                d.workspace_files.retain(|f| f.path != path);
-                before != d.workspace_files.len()
-            };
-            if existed {
-                self.emit(self.session_event("session:file:deleted", json!({ "path": path })));
-                self.outbox.push([Write::DeleteFile(path)]);
-            }
+            self.forget_stored_file(&path);
             return;
         }
         let content = match file_content(read) {
@@ -80,23 +71,47 @@ impl AgentSession {
                 return;
             }
         };
-        let file = WorkspaceFile { path: path.clone(), content: Some(content) };
-        let name = {
+        self.store_file(WorkspaceFile { path, content: Some(content) });
+    }
+
+    /// Keep `file` among the stored files, announce it and queue its save. `None` when it was
+    /// already stored as it is (nothing announced); else whether it is new. Callers hold
+    /// `files_lock`.
+    pub(super) fn store_file(&self, file: WorkspaceFile) -> Option<bool> {
+        let created = {
             let mut d = self.data.locked();
-            match d.workspace_files.iter_mut().find(|f| f.path == path) {
-                Some(existing) if existing.content == file.content => return,
+            match d.workspace_files.iter_mut().find(|f| f.path == file.path) {
+                Some(existing) if existing.content == file.content => return None,
                 Some(existing) => {
                     *existing = file.clone();
-                    "session:file:modified"
+                    false
                 }
                 None => {
                     d.workspace_files.push(file.clone());
-                    "session:file:created"
+                    true
                 }
             }
         };
+        let name = if created { "session:file:created" } else { "session:file:modified" };
         self.emit(self.session_event(name, json!({ "file": file })));
         self.outbox.push([Write::SaveFile(file)]);
+        Some(created)
+    }
+
+    /// Drop `path` from the stored files, announce it and queue its deletion; false when it
+    /// was not stored. Callers hold `files_lock`.
+    pub(super) fn forget_stored_file(&self, path: &str) -> bool {
+        let existed = {
+            let mut d = self.data.locked();
+            let before = d.workspace_files.len();
+            d.workspace_files.retain(|f| f.path != path);
+            before != d.workspace_files.len()
+        };
+        if existed {
+            self.emit(self.session_event("session:file:deleted", json!({ "path": path })));
+            self.outbox.push([Write::DeleteFile(path.to_string())]);
+        }
+        existed
     }
 
     /// Pull transcript and files from the sandbox (if any), then persist everything (§4.5).
