@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { agentRuntime, eventually, pidsMentioning } from './helpers/agent.mjs';
+import { agentRuntime, eventually, pidsMentioning, pidsWorkingIn } from './helpers/agent.mjs';
 
 const CLAUDE = { agentProfileRef: 'default', architecture: 'claude-agent-sdk' };
 
@@ -57,16 +57,7 @@ test('health polling sees a dead sandbox; the next message starts a new one', { 
     const dir = path.join(h.root, first.sandboxId);
     // Everything that runs there: named on its command line, or working inside (the agent CLI,
     // which would otherwise still write its session files while the folder goes).
-    const inside = () => {
-      const cwdInside = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-        try {
-          return fs.readlinkSync(`/proc/${p}/cwd`).startsWith(dir);
-        } catch {
-          return false;
-        }
-      });
-      return [...new Set([...pidsMentioning(dir), ...cwdInside.map(Number)])];
-    };
+    const inside = () => [...new Set([...pidsMentioning(dir), ...pidsWorkingIn(dir)])];
     await eventually(() => {
       // (Killing one may already have taken others with it.)
       for (const pid of inside()) {

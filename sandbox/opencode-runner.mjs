@@ -276,8 +276,8 @@ class Runner {
 
   exit(code) {
     // `opencode` is a launcher: ending it alone left the server it started running (orphaned,
-    // holding its port and memory until the sandbox stopped). The whole tree goes.
-    server?.close();
+    // holding its port and memory until the sandbox stopped). The whole tree goes, walked
+    // while it is intact (a launcher that died first would have orphaned the server).
     killAll();
     process.exit(code);
   }
@@ -548,7 +548,6 @@ async function run() {
     await Promise.race([isConnected, late]);
   } catch (err) {
     fail(err);
-    server?.close();
     killAll();
     process.exit();
   }

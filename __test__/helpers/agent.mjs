@@ -90,6 +90,17 @@ export async function eventually(check, ms = 15_000, what = 'condition') {
   }
 }
 
+/** Pids of processes whose working directory is `dir` or inside it. */
+export function pidsWorkingIn(dir) {
+  const out = [];
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/cwd`).startsWith(dir)) out.push(Number(pid));
+    } catch {}
+  }
+  return out;
+}
+
 /** Pids of processes whose command line mentions `needle`. */
 export function pidsMentioning(needle) {
   const out = [];
