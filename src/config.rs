@@ -184,6 +184,8 @@ struct RawOptions {
     warm_pool: Option<Vec<WarmSpec>>,
     /// `true`, or `{ public }`: serve `GET /metrics`.
     metrics: Option<serde_json::Value>,
+    /// `{ redisUrl, nodeId?, leaseTtlMs? }`: several servers sharing Redis.
+    cluster: Option<RawCluster>,
     #[serde(rename = "__host")]
     host: Option<HostInfo>,
 }
@@ -242,6 +244,87 @@ pub struct RuntimeOptions {
     pub warm_pool: Vec<WarmSpec>,
     /// `GET /metrics` is served (`None`: 404); `Some(true)`: without the API key.
     pub metrics_public: Option<bool>,
+    /// Several servers sharing Redis (`cluster`, or `AGENT_RUNTIME_REDIS_URL`); `None`: one node.
+    pub cluster: Option<ClusterConfig>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCluster {
+    redis_url: Option<String>,
+    node_id: Option<String>,
+    lease_ttl_ms: Option<f64>,
+}
+
+/// `cluster`: where the shared state lives and how long a node's hold on a session lasts
+/// without renewal.
+#[derive(Clone, PartialEq)]
+pub struct ClusterConfig {
+    pub redis_url: String,
+    /// Unique per process; given, or `<host>-<random>`.
+    pub node_id: String,
+    pub lease_ttl: Duration,
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("node_id", &self.node_id)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`: URLs are logged and put in errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((cred, host)) => match cred.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    match path {
+        Some(p) => format!("{scheme}://{authority}/{p}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
+fn cluster(raw: Option<RawCluster>, env_url: Option<String>) -> Result<Option<ClusterConfig>, String> {
+    let raw = match (raw, env_url.filter(|u| !u.is_empty())) {
+        (Some(r), env) => RawCluster { redis_url: r.redis_url.or(env), ..r },
+        (None, Some(url)) => RawCluster { redis_url: Some(url), ..Default::default() },
+        (None, None) => return Ok(None),
+    };
+    let redis_url = raw.redis_url.filter(|u| !u.is_empty()).ok_or(
+        "cluster.redisUrl is required (or set AGENT_RUNTIME_REDIS_URL), e.g. redis://127.0.0.1:6379",
+    )?;
+    if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://") || redis_url.starts_with("unix://")) {
+        return Err(format!(
+            "cluster.redisUrl must start with redis://, rediss:// or unix:// (got {})",
+            redact_url(&redis_url)
+        ));
+    }
+    let node_id = match raw.node_id {
+        Some(n) if n.is_empty() || n.len() > 64 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+            return Err(format!("cluster.nodeId must be 1 to 64 letters, digits, '-', '_' or '.' (got {n:?})"))
+        }
+        Some(n) => n,
+        None => {
+            let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "node".into());
+            let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect();
+            format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+        }
+    };
+    let lease_ttl = match raw.lease_ttl_ms {
+        None => Duration::from_secs(15),
+        Some(ms) if ms.is_finite() && (1000.0..=600_000.0).contains(&ms) => Duration::from_millis(ms as u64),
+        Some(ms) => return Err(format!("cluster.leaseTtlMs must be from 1000 to 600000 ms (got {ms})")),
+    };
+    Ok(Some(ClusterConfig { redis_url, node_id, lease_ttl }))
 }
 
 fn metrics(v: Option<serde_json::Value>) -> Result<Option<bool>, String> {
@@ -395,6 +478,7 @@ impl Default for RuntimeOptions {
             budget: crate::usage::Budget::default(),
             warm_pool: Vec::new(),
             metrics_public: None,
+            cluster: None,
         }
     }
 }
@@ -495,6 +579,11 @@ impl RuntimeOptions {
             bundled_mcp_roots.push(r.into());
         }
         let provider = choose_provider(sandbox.provider, &modal, node_env)?;
+        let cluster = cluster(raw.cluster, std::env::var("AGENT_RUNTIME_REDIS_URL").ok())?;
+        let event_log = event_log(raw.event_log, d.event_log.unwrap_or_default())?;
+        if cluster.is_some() && event_log.is_none() {
+            return Err("eventLog: false cannot be combined with cluster: the nodes share one numbered event log".into());
+        }
         Ok(Self {
             idle_timeout: positive_ms("idleTimeoutMs", raw.idle_timeout_ms, d.idle_timeout)?,
             sync_interval: positive_ms("syncIntervalMs", raw.sync_interval_ms, d.sync_interval)?,
@@ -516,7 +605,7 @@ impl RuntimeOptions {
             turn_timeout: positive_ms("turnTimeoutMs", raw.turn_timeout_ms, d.turn_timeout)?,
             interrupt_grace: positive_ms("interruptGraceMs", raw.interrupt_grace_ms, d.interrupt_grace)?,
             runner_idle: positive_ms("runnerIdleMs", raw.runner_idle_ms, d.runner_idle)?,
-            event_log: event_log(raw.event_log, d.event_log.unwrap_or_default())?,
+            event_log,
             model_proxy: model_proxy(raw.model_proxy)?,
             pricing: crate::usage::Pricing::with_overrides(raw.pricing.unwrap_or_default()),
             budget: match raw.budget {
@@ -529,6 +618,7 @@ impl RuntimeOptions {
             bundled_mcp_roots,
             warm_pool: warm_pool(raw.warm_pool.unwrap_or_default())?,
             metrics_public: metrics(raw.metrics)?,
+            cluster,
             modal,
             provider_explicit: sandbox.provider.is_some(),
             provider,

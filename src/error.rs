@@ -43,6 +43,12 @@ pub enum Error {
     /// The session's budget is spent (raise it with `sessionOptions.budget`).
     #[error("{0}")]
     BudgetExceeded(String),
+    /// The cluster cannot act now (Redis unreachable, a lease lost, an owner not answering).
+    #[error("{0}")]
+    Cluster(String),
+    /// Another node of the cluster holds the session.
+    #[error("Session {session} is held by node {node}")]
+    OwnedElsewhere { session: String, node: String },
 }
 
 impl Error {
@@ -63,6 +69,8 @@ impl Error {
             Error::AlreadyResolved(_) => "ALREADY_RESOLVED",
             Error::Config(_) => "INVALID_CONFIG",
             Error::BudgetExceeded(_) => "BUDGET_EXCEEDED",
+            Error::Cluster(_) => "CLUSTER_UNAVAILABLE",
+            Error::OwnedElsewhere { .. } => "OWNED_ELSEWHERE",
         }
     }
 

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -64,6 +65,20 @@ pub trait EventLog: Send + Sync {
     fn size(&self) -> (usize, usize) {
         (0, 0)
     }
+    /// The read made under the bus's order lock, just before a reader joins the live events.
+    /// `None`: this process cannot answer it yet (in a cluster its copy of another node's
+    /// events may be behind the reader or have a gap): read [`read_durable`](Self::read_durable)
+    /// and try again.
+    fn read_tail(&self, session_id: &str, since: Option<&str>, limit: usize) -> Option<LogRead> {
+        Some(self.read_since(session_id, since, limit))
+    }
+    /// [`read_since`](Self::read_since) from wherever the whole log is (in a cluster: Redis,
+    /// when this process's copy does not reach back to `since`).
+    fn read_durable<'a>(&'a self, session_id: &'a str, since: Option<&'a str>, limit: usize) -> BoxFuture<'a, LogRead> {
+        Box::pin(std::future::ready(self.read_since(session_id, since, limit)))
+    }
+    /// An event another node numbered (it carries `eventId` and `seq`): keep it as it is.
+    fn insert_numbered(&self, _session_id: &str, _event: &'static str, _payload: &Value) {}
 }
 
 /// The embedded default.
@@ -106,19 +121,87 @@ impl MemoryLog {
         Self { limits, sessions: Mutex::default() }
     }
 
+    pub fn limits(&self) -> LogLimits {
+        self.limits
+    }
+
+    /// Continue session `id`'s log at `epoch`/`next_seq` (a node taking a session over). What
+    /// this process already holds is kept when it is the same log up to there.
+    pub fn adopt(&self, id: &str, epoch: &str, next_seq: u64) {
+        let mut sessions = self.sessions.locked();
+        if let Some(l) = sessions.get(id) {
+            let l = l.locked();
+            if l.epoch == epoch && l.next_seq == next_seq {
+                return;
+            }
+        }
+        sessions.insert(id.to_string(), Arc::new(Mutex::new(SessionLog::empty(epoch.to_string(), next_seq))));
+    }
+
+    /// Keep an event numbered elsewhere. One that does not follow what is held (another
+    /// epoch, a gap) starts the held copy again from it.
+    pub fn insert_numbered(&self, id: &str, event: &'static str, payload: &Value) {
+        let Some((epoch, seq)) = payload.get("eventId").and_then(Value::as_str).and_then(|e| {
+            let (epoch, seq) = e.rsplit_once('-')?;
+            Some((epoch.to_string(), seq.parse::<u64>().ok()?))
+        }) else {
+            return;
+        };
+        let log = self.session(id);
+        let mut l = log.locked();
+        if seq < l.next_seq && l.epoch == epoch {
+            return; // Held already.
+        }
+        if l.epoch != epoch || seq != l.next_seq {
+            *l = SessionLog::empty(epoch, seq);
+        }
+        l.next_seq = seq + 1;
+        self.keep(&mut l, Kept { seq, event, payload: payload.to_string().into_boxed_str() });
+    }
+
+    fn keep(&self, l: &mut SessionLog, kept: Kept) {
+        l.bytes += kept.size();
+        l.events.push_back(kept);
+        while l.events.len() > self.limits.max_events || (l.bytes > self.limits.max_bytes && l.events.len() > 1) {
+            if let Some(k) = l.events.pop_front() {
+                l.bytes -= k.size();
+            }
+        }
+    }
+
+    /// What this process holds after `since`, if it can tell: `None` when `since` is of
+    /// another epoch, before what is held (a gap), or after it (events still on their way).
+    /// Nothing held reads as nothing after `since`.
+    pub fn tail(&self, id: &str, since: Option<&str>, limit: usize) -> Option<LogRead> {
+        let Some(log) = self.sessions.locked().get(id).cloned() else {
+            return Some(LogRead::default());
+        };
+        let l = log.locked();
+        if let Some(since) = since {
+            let seq = seq_of(since, &l.epoch)?;
+            let first_kept = l.events.front().map(|k| k.seq).unwrap_or(l.next_seq);
+            if seq + 1 < first_kept || seq >= l.next_seq {
+                return None;
+            }
+        }
+        drop(l);
+        Some(self.read_since(id, since, limit))
+    }
+
     fn session(&self, id: &str) -> Arc<Mutex<SessionLog>> {
         self.sessions
             .locked()
             .entry(id.to_string())
             .or_insert_with(|| {
-                Arc::new(Mutex::new(SessionLog {
-                    epoch: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
-                    next_seq: 1,
-                    events: VecDeque::new(),
-                    bytes: 0,
-                }))
+                Arc::new(Mutex::new(SessionLog::empty(uuid::Uuid::new_v4().simple().to_string()[..12].to_string(), 1)))
             })
             .clone()
+    }
+}
+
+impl SessionLog {
+    fn empty(epoch: String, next_seq: u64) -> Self {
+        Self { epoch, next_seq, events: VecDeque::new(), bytes: 0 }
     }
 }
 
@@ -138,14 +221,7 @@ impl EventLog for MemoryLog {
             o.insert("eventId".into(), Value::String(format!("{}-{seq}", l.epoch)));
             o.insert("seq".into(), Value::from(seq));
         }
-        let kept = Kept { seq, event, payload: payload.to_string().into_boxed_str() };
-        l.bytes += kept.size();
-        l.events.push_back(kept);
-        while l.events.len() > self.limits.max_events || (l.bytes > self.limits.max_bytes && l.events.len() > 1) {
-            if let Some(k) = l.events.pop_front() {
-                l.bytes -= k.size();
-            }
-        }
+        self.keep(&mut l, Kept { seq, event, payload: payload.to_string().into_boxed_str() });
         seq
     }
 

@@ -20,15 +20,18 @@ pub struct DomainEvent {
     pub session_id: Option<String>,
     /// The payload object, `Null` for `sessions:changed`.
     pub payload: Value,
+    /// Published by another node of the cluster (numbered there already); not this process's
+    /// to publish again or to hand to `runtime.eventBus`.
+    pub remote: bool,
 }
 
 impl DomainEvent {
     fn session(name: &'static str, session_id: &str, payload: Value) -> Self {
-        Self { name, session_id: Some(session_id.to_string()), payload }
+        Self { name, session_id: Some(session_id.to_string()), payload, remote: false }
     }
 
     pub fn sessions_changed() -> Self {
-        Self { name: "sessions:changed", session_id: None, payload: Value::Null }
+        Self { name: "sessions:changed", session_id: None, payload: Value::Null, remote: false }
     }
 
     pub fn status(session_id: &str, runtime: &RuntimeState) -> Self {
@@ -169,6 +172,24 @@ impl EventBus {
             None
         };
         // Listed after the order is taken: a subscriber added while it was held gets this event.
+        let subs: Vec<Subscriber> = self.inner.read().iter().map(|(_, s)| s.clone()).collect();
+        for s in subs {
+            s(&event);
+        }
+    }
+}
+
+impl EventBus {
+    /// An event from another node: kept in this process's copy of the log as numbered there,
+    /// then delivered like a local one (in the order the owner published them).
+    pub fn emit_remote(&self, event: DomainEvent) {
+        debug_assert!(event.remote);
+        let _order = self.sequencer.lock().unwrap_or_else(PoisonError::into_inner);
+        if event.is_stream_event() {
+            if let Some(id) = event.session_id.as_deref() {
+                self.log.insert_numbered(id, event.name, &event.payload);
+            }
+        }
         let subs: Vec<Subscriber> = self.inner.read().iter().map(|(_, s)| s.clone()).collect();
         for s in subs {
             s(&event);

@@ -8,6 +8,7 @@
 //! - [`agent`]: conversation blocks and the per-architecture transcript parsers.
 //! - [`session`]: `SessionManager` and `AgentSession` (lifecycle, state, persistence order).
 //! - [`runtime`]: `AgentRuntime`, which owns all of the above.
+//! - [`cluster`]: several processes sharing Redis (leases, the shared event log, forwarding).
 //! - [`transport`]: the REST router (axum), served through `fetch` from JS or natively.
 //! - [`model_proxy`] and [`usage`]: the model API seen from sandboxes (keys stay on the host),
 //!   token usage, prices and budgets.
@@ -16,6 +17,7 @@
 //! scripts that run *inside* a sandbox.
 
 pub mod agent;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod event_log;

@@ -18,6 +18,7 @@ use crate::sandbox::SandboxProvider;
 /// Modal app used when `modal.appName` is not given.
 pub const DEFAULT_MODAL_APP: &str = "agent-runtime";
 use crate::session::ledger::Ledger;
+use crate::cluster::{fence::Fenced, log::ClusterLog, Cluster};
 use crate::session::{SessionContext, SessionManager};
 
 pub struct AgentRuntime {
@@ -27,13 +28,34 @@ pub struct AgentRuntime {
     pub metrics: Arc<crate::metrics::Metrics>,
     sandboxes: Option<Arc<dyn SandboxProvider>>,
     shut_down: AtomicBool,
+    /// Several servers sharing Redis (`cluster` option).
+    pub cluster: Option<Arc<Cluster>>,
+    /// Why the `cluster` option could not be used (reported by `start()`).
+    cluster_error: Option<String>,
 }
 
 impl AgentRuntime {
     pub fn new(options: RuntimeOptions, persistence: Arc<dyn PersistenceAdapter>) -> Arc<Self> {
-        let events = match options.event_log {
-            Some(limits) => EventBus::with_log(Arc::new(crate::event_log::MemoryLog::new(limits))),
-            None => EventBus::unlogged(),
+        let (cluster, cluster_error) = match options.cluster.clone().map(Cluster::new) {
+            None => (None, None),
+            Some(Ok(c)) => (Some(c), None),
+            Some(Err(e)) => (None, Some(e)),
+        };
+        let events = match (options.event_log, &cluster) {
+            (limits, Some(c)) => {
+                let local = Arc::new(crate::event_log::MemoryLog::new(limits.unwrap_or_default()));
+                let bus = EventBus::with_log(Arc::new(ClusterLog::new(c.clone(), local.clone())));
+                c.attach(bus.clone(), local);
+                let publisher = c.clone();
+                bus.subscribe(move |e| {
+                    if !e.remote && e.name == "sessions:changed" {
+                        publisher.list_changed();
+                    }
+                });
+                bus
+            }
+            (Some(limits), None) => EventBus::with_log(Arc::new(crate::event_log::MemoryLog::new(limits))),
+            (None, None) => EventBus::unlogged(),
         };
         let sandboxes: std::result::Result<Arc<dyn SandboxProvider>, String> = match options.provider {
             ProviderKind::Local => {
@@ -57,6 +79,10 @@ impl AgentRuntime {
             bundled_mcp_roots: options.bundled_mcp_roots.clone(),
         };
         let metrics = Arc::new(crate::metrics::Metrics::default());
+        let persistence: Arc<dyn PersistenceAdapter> = match &cluster {
+            Some(c) => Arc::new(Fenced::new(persistence, c.clone())),
+            None => persistence,
+        };
         let persistence: Arc<dyn PersistenceAdapter> =
             Arc::new(crate::metrics::Measured::new(persistence, metrics.clone()));
         let sessions = SessionManager::new(SessionContext {
@@ -72,6 +98,7 @@ impl AgentRuntime {
             active_sandboxes: Default::default(),
             shutting_down: Default::default(),
             model_proxy: Default::default(),
+            cluster: cluster.clone(),
         });
         Arc::new(Self {
             options,
@@ -80,6 +107,8 @@ impl AgentRuntime {
             metrics,
             sandboxes: sandboxes.ok(),
             shut_down: AtomicBool::new(false),
+            cluster,
+            cluster_error,
         })
     }
 
@@ -93,7 +122,13 @@ impl AgentRuntime {
     /// `start()`: one `listAllSessions()` call, which also checks that the adapter answers.
     /// Sessions whose ledger holds accepted messages or sandboxes (a previous run ended without
     /// finishing them) are loaded, which runs or reports the messages and stops the sandboxes.
-    pub async fn start(&self) -> Result<()> {
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
+        if let Some(e) = &self.cluster_error {
+            return Err(Error::Config(e.clone()));
+        }
+        if let Some(c) = &self.cluster {
+            self.join_cluster(c).await?;
+        }
         self.sessions.context().model_proxy().await?;
         let records = self.sessions.context().persistence.list_all_sessions().await?;
         tracing::info!(sessions = records.len(), "runtime started");
@@ -104,11 +139,35 @@ impl AgentRuntime {
             }
             let sessions = self.sessions.clone();
             tokio::spawn(async move {
-                if let Err(e) = sessions.load_session(&r.session_id).await {
-                    tracing::warn!(session_id = %r.session_id, error = %e, "could not resume a session left unfinished");
+                match sessions.load_session(&r.session_id).await {
+                    Ok(_) => {}
+                    // Another node runs it.
+                    Err(e @ Error::OwnedElsewhere { .. }) => tracing::debug!(session_id = %r.session_id, "{e}"),
+                    Err(e) => {
+                        tracing::warn!(session_id = %r.session_id, error = %e, "could not resume a session left unfinished")
+                    }
                 }
             });
         }
+        Ok(())
+    }
+
+    /// Connect to Redis, serve requests other nodes forward (through the REST router, whose
+    /// checks the forwarding node made), and drop sessions whose lease is lost.
+    async fn join_cluster(self: &Arc<Self>, c: &Arc<Cluster>) -> Result<()> {
+        c.start().await?;
+        let router = crate::transport::rest::unkeyed_router(self.clone(), crate::transport::rest::Mode::Forwarded);
+        let max_body = self.options.max_body_bytes;
+        c.set_handler(Arc::new(move |req| {
+            let router = router.clone();
+            Box::pin(async move { crate::transport::cluster_route::run_forwarded(&router, max_body, req).await })
+        }));
+        let sessions = Arc::downgrade(&self.sessions);
+        c.on_lost(Arc::new(move |id| {
+            if let Some(m) = sessions.upgrade() {
+                m.drop_lost(id);
+            }
+        }));
         Ok(())
     }
 
@@ -142,6 +201,10 @@ impl AgentRuntime {
         self.shut_down.store(true, Ordering::SeqCst);
         let unstored = self.sessions.shutdown(self.options.shutdown_timeout).await;
         self.kill_sandboxes();
+        if let Some(c) = &self.cluster {
+            // The sessions' last events and lease releases go out before the node does.
+            c.stop().await;
+        }
         tracing::info!("runtime shut down");
         crate::logging::flush_traces();
         unstored

@@ -110,6 +110,7 @@ fn harness_on(adapter: Arc<MemoryAdapter>, root: PathBuf, options: serde_json::V
         shutting_down: Default::default(),
         model_proxy: Default::default(),
         metrics: Default::default(),
+        cluster: None,
     });
     Harness { adapter, manager, events, root }
 }

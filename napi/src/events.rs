@@ -33,7 +33,8 @@ pub fn forward(bus: &EventBus, sink: EventFn, enabled: Arc<AtomicBool>) {
     let queued = Arc::new(AtomicUsize::new(0));
     let dropped = AtomicU64::new(0);
     bus.subscribe(move |e: &DomainEvent| {
-        if !enabled.load(Ordering::Relaxed) {
+        // Another node's events reach its own `runtime.eventBus`, not this one's.
+        if !enabled.load(Ordering::Relaxed) || e.remote {
             return;
         }
         let payload = if e.payload.is_null() { String::new() } else { e.payload.to_string() };

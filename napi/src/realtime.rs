@@ -240,7 +240,7 @@ impl RealtimeServer {
         let Some(name) = agent_runtime::events::known_event(&name) else { return };
         let payload: serde_json::Value = serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null);
         let session_id = payload.get("sessionId").and_then(serde_json::Value::as_str).map(str::to_string);
-        self.realtime.publish(agent_runtime::DomainEvent { name, session_id, payload });
+        self.realtime.publish(agent_runtime::DomainEvent { name, session_id, payload, remote: false });
     }
 
     /// Disconnect every client and stop bridging the runtime's events to this server.

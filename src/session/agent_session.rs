@@ -47,6 +47,8 @@ pub struct SessionContext {
     /// the key).
     pub model_proxy: tokio::sync::OnceCell<Option<Arc<crate::model_proxy::ModelProxy>>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Several servers sharing Redis (`None`: this process is the whole system).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,7 +365,7 @@ impl AgentSession {
 
     pub(super) fn session_event(&self, name: &'static str, mut payload: Value) -> DomainEvent {
         payload["sessionId"] = serde_json::json!(self.session_id);
-        DomainEvent { name, session_id: Some(self.session_id.clone()), payload }
+        DomainEvent { name, session_id: Some(self.session_id.clone()), payload, remote: false }
     }
 
     /// A turn is running.
@@ -430,6 +432,7 @@ impl AgentSession {
             queue: Some(self.queue_view()),
             pending_requests: Some(self.pending_requests()),
             usage: self.usage_view(),
+            owner_node_id: self.ctx.cluster.as_ref().map(|c| c.node_id().to_string()),
         }
     }
 

@@ -146,11 +146,18 @@ impl SessionManager {
                             this.loading.locked().remove(&id);
                             return Err(e);
                         }
+                        if let Err(e) = this.take_lease(&id).await {
+                            this.loading.locked().remove(&id);
+                            return Err(e);
+                        }
                         // A panic in a load must not poison the shared future for later callers.
                         let result = std::panic::AssertUnwindSafe(AgentSession::load(&id, this.ctx.clone()))
                             .catch_unwind()
                             .await
                             .unwrap_or_else(|_| Err(Error::Sandbox(format!("loading session {id} panicked"))));
+                        if let (Err(_), Some(c)) = (&result, &this.ctx.cluster) {
+                            c.release(&id);
+                        }
                         if let Ok(s) = &result {
                             // A create or load may have won the race while we waited on the adapter.
                             if let Some(existing) = this.get(&id) {
@@ -203,11 +210,46 @@ impl SessionManager {
         session.end_closing(true);
         self.ctx.events.emit(DomainEvent::status(id, &RuntimeState::UNLOADED));
         // Its last event logged, the session's log goes with it (ids from it then read as
-        // unknown: `reset`).
+        // unknown: `reset`; in a cluster the shared log stays).
         self.ctx.events.log().forget(id);
+        if let Some(c) = &self.ctx.cluster {
+            c.release(id);
+        }
         self.ctx.events.emit(DomainEvent::sessions_changed());
         tracing::info!(session_id = %id, "session unloaded");
         Ok(())
+    }
+
+    /// In a cluster: hold session `id`'s lease before loading it (another node holding it:
+    /// [`Error::OwnedElsewhere`]), and continue its event numbering from the shared log.
+    async fn take_lease(&self, id: &str) -> Result<()> {
+        let Some(c) = &self.ctx.cluster else { return Ok(()) };
+        match c.acquire(id).await? {
+            crate::cluster::lease::Taken::Ours => {}
+            crate::cluster::lease::Taken::By(node) => {
+                return Err(Error::OwnedElsewhere { session: id.to_string(), node });
+            }
+        }
+        if let Err(e) = c.adopt_log(id).await {
+            c.release(id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Another node holds session `id` now: stop its sandbox and forget it here, storing
+    /// nothing (the fence would refuse it; the new holder loaded what was stored).
+    pub fn drop_lost(self: &Arc<Self>, id: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Some(session) = this.sessions.write_locked().remove(&id) else { return };
+            session.begin_closing();
+            session.abandon().await;
+            session.revoke_model_access();
+            session.end_closing(true);
+            this.ctx.events.log().forget(&id);
+            tracing::warn!(session_id = %id, "session dropped: another node holds it now");
+        });
     }
 
     /// Loaded sessions with writes owed to storage that are failing, and the last error.
@@ -219,13 +261,27 @@ impl SessionManager {
     /// The persisted list enriched with each session's runtime state (`SessionListItem[]`).
     pub async fn all_sessions(&self) -> Result<Vec<Value>> {
         let records = self.ctx.persistence.list_all_sessions().await?;
+        // In a cluster the other nodes' sessions are loaded too, there.
+        let (node, remote) = match &self.ctx.cluster {
+            Some(c) => (Some(c.node_id()), c.runtime_states().await.unwrap_or_default()),
+            None => (None, Default::default()),
+        };
         Ok(records
             .into_iter()
             .map(|mut r| {
                 ledger::Ledger::strip(&mut r.metadata);
-                let runtime = self.get(&r.session_id).map(|s| s.runtime_state()).unwrap_or(RuntimeState::UNLOADED);
+                let runtime = match self.get(&r.session_id) {
+                    Some(s) => {
+                        let mut runtime = json!(s.runtime_state());
+                        if let Some(n) = node {
+                            runtime["ownerNodeId"] = json!(n);
+                        }
+                        runtime
+                    }
+                    None => remote.get(&r.session_id).cloned().unwrap_or_else(|| json!(RuntimeState::UNLOADED)),
+                };
                 let mut v = serde_json::to_value(&r).expect("record serializes");
-                v["runtime"] = json!(runtime);
+                v["runtime"] = runtime;
                 v
             })
             .collect())

@@ -37,15 +37,18 @@ pub struct RuntimeState {
     /// Tokens and cost so far, by model and conversation (after the first model call).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<serde_json::Value>,
+    /// In a cluster: the node that holds the session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_node_id: Option<String>,
 }
 
 impl RuntimeState {
     pub const UNLOADED: RuntimeState =
-        RuntimeState { is_loaded: false, sandbox: None, queue: None, pending_requests: None, usage: None };
+        RuntimeState { is_loaded: false, sandbox: None, queue: None, pending_requests: None, usage: None, owner_node_id: None };
 
     /// Just `{ isLoaded, sandbox }` (status events).
     pub fn of_sandbox(sandbox: Option<SandboxState>) -> Self {
-        RuntimeState { is_loaded: true, sandbox, queue: None, pending_requests: None, usage: None }
+        RuntimeState { is_loaded: true, sandbox, queue: None, pending_requests: None, usage: None, owner_node_id: None }
     }
 }
 

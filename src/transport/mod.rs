@@ -2,6 +2,7 @@
 //! CORS as the reference's Hono app answers it, and request bodies.
 
 pub mod access;
+pub mod cluster_route;
 pub mod control;
 pub mod meter;
 pub mod openapi;

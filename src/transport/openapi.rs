@@ -55,6 +55,19 @@ pub struct Health {
     /// Sessions whose state cannot be stored yet (only when degraded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unstored_sessions: Option<u64>,
+    /// With the `cluster` option: this node and its link to Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterHealth {
+    /// `up` or `down`.
+    pub redis: &'static str,
+    pub node_id: String,
+    /// Sessions this node holds the lease of.
+    pub owned_sessions: u64,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -34,6 +34,19 @@ pub struct RestState {
     pub api_key: Arc<str>,
     /// Open Server-Sent Event streams.
     pub streams: Arc<super::sse::Streams>,
+    pub mode: Mode,
+}
+
+/// Who a router serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// HTTP clients: the API key is checked; in a cluster, session routes go to their holder.
+    Public,
+    /// This process's own calls (Socket.IO controls for sessions held elsewhere): no key,
+    /// routed like public ones.
+    Internal,
+    /// Requests another node checked and forwarded here: no key, run here.
+    Forwarded,
 }
 
 /// Build the router for one `createRestServer({ apiKey })` call.
@@ -88,7 +101,18 @@ route_table! {
 
 /// [`router`] serving its event streams from `streams`.
 pub fn router_with(runtime: Arc<AgentRuntime>, api_key: &str, streams: Arc<super::sse::Streams>) -> Router {
-    let state = RestState { runtime, api_key: Arc::from(api_key), streams };
+    let state = RestState { runtime, api_key: Arc::from(api_key), streams, mode: Mode::Public };
+    build(state)
+}
+
+/// A router without the API key: for requests other nodes forward ([`Mode::Forwarded`]) or
+/// this process makes ([`Mode::Internal`]).
+pub fn unkeyed_router(runtime: Arc<AgentRuntime>, mode: Mode) -> Router {
+    let streams = super::sse::Streams::new(&runtime.events, super::sse::DEFAULT_MAX_BUFFERED_BYTES);
+    build(RestState { runtime, api_key: Arc::from(""), streams, mode })
+}
+
+fn build(state: RestState) -> Router {
     let not_found =
         || async { (StatusCode::NOT_FOUND, [("content-type", "text/plain; charset=UTF-8")], "404 Not Found") };
     add_routes(Router::new())
@@ -158,7 +182,7 @@ async fn checked(State(st): State<RestState>, req: Request<Body>, next: Next) ->
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let private_metrics = path == "/metrics" && st.runtime.options.metrics_public == Some(false);
-    if needs_auth(&path) || private_metrics {
+    if (needs_auth(&path) || private_metrics) && st.mode == Mode::Public {
         if let Err(e) = check_api_key(req.headers(), &st.api_key).or_else(|e| stream_token(&req, &st.api_key).ok_or(e))
         {
             return e.into_response();
@@ -176,9 +200,22 @@ async fn checked(State(st): State<RestState>, req: Request<Body>, next: Next) ->
         }
         Err(e) => return ApiError::bad_request(format!("Could not read request body: {e}")).into_response(),
     };
-    let res = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let res = match (&st.runtime.cluster, routed_session(&path)) {
+        (Some(cluster), Some(id)) if st.mode != Mode::Forwarded => {
+            super::cluster_route::route(&st, cluster, id, parts, body, next).await
+        }
+        _ => next.run(Request::from_parts(parts, Body::from(body))).await,
+    };
     tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "http");
     res
+}
+
+/// The session a request is about, when it must run where the session is held: every
+/// session route but the event stream (served from the shared log wherever the client is).
+fn routed_session(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/api/sessions/").or_else(|| path.strip_prefix("/sessions/"))?;
+    let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    (!id.is_empty() && id != "create" && tail != "events/stream").then_some(id)
 }
 
 /// A browser's `EventSource` cannot send headers: an event stream also takes the key as
@@ -207,10 +244,17 @@ fn stream_token(req: &Request<Body>, key: &str) -> Option<()> {
 )]
 async fn health(State(st): State<RestState>) -> Json<doc::Health> {
     let unstored = st.runtime.sessions.unstored_sessions().len();
-    if unstored == 0 {
-        return Json(doc::Health { status: doc::HealthStatus::Ok, unstored_sessions: None });
-    }
-    Json(doc::Health { status: doc::HealthStatus::Degraded, unstored_sessions: Some(unstored as u64) })
+    let cluster = st.runtime.cluster.as_ref().map(|c| doc::ClusterHealth {
+        redis: if c.redis_up() { "up" } else { "down" },
+        node_id: c.node_id().to_string(),
+        owned_sessions: c.owned_count() as u64,
+    });
+    let degraded = unstored > 0 || cluster.as_ref().is_some_and(|c| c.redis == "down");
+    Json(doc::Health {
+        status: if degraded { doc::HealthStatus::Degraded } else { doc::HealthStatus::Ok },
+        unstored_sessions: (unstored > 0).then_some(unstored as u64),
+        cluster,
+    })
 }
 
 /// The `{id}` of a session route, refused with 400 when it is not a plausible session id.
@@ -304,7 +348,12 @@ async fn list_sessions(State(st): State<RestState>) -> Result<Json<Value>, ApiEr
 
 fn failed(what: &str, code: &'static str, e: Error) -> ApiError {
     match e {
-        e @ (Error::Capacity(_) | Error::QueueFull(_) | Error::SessionClosing(_) | Error::ShutDown) => refused(e),
+        e @ (Error::Capacity(_)
+        | Error::QueueFull(_)
+        | Error::SessionClosing(_)
+        | Error::ShutDown
+        | Error::Cluster(_)
+        | Error::OwnedElsewhere { .. }) => refused(e),
         e @ (Error::InvalidInput(_) | Error::NotFound(_) | Error::AlreadyResolved(_)) => rejected(e),
         e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, format!("{what}: {e}")),
     }
@@ -316,7 +365,11 @@ fn refused(e: Error) -> ApiError {
     let status = match e {
         Error::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
         Error::BudgetExceeded(_) => StatusCode::PAYMENT_REQUIRED,
-        Error::Capacity(_) | Error::SessionClosing(_) | Error::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Capacity(_)
+        | Error::SessionClosing(_)
+        | Error::ShutDown
+        | Error::Cluster(_)
+        | Error::OwnedElsewhere { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(status, e.code(), e.to_string())
@@ -577,7 +630,7 @@ async fn session_events(
         return Err(ApiError::bad_request("Invalid query: since must be an eventId (1 to 200 characters)"));
     }
     load(&st, &id).await?;
-    let read = st.runtime.events.log().read_since(&id, q.since.as_deref(), limit);
+    let read = st.runtime.events.log().read_durable(&id, q.since.as_deref(), limit).await;
     Ok(Json(serde_json::to_value(read).expect("log read serializes")))
 }
 
@@ -629,7 +682,14 @@ async fn session_event_stream(
     if since.as_ref().is_some_and(|s| s.is_empty() || s.len() > 200) {
         return Err(ApiError::bad_request("Invalid query: since must be an eventId (1 to 200 characters)"));
     }
-    load(&st, &id).await?;
+    // In a cluster a session held elsewhere streams from the shared log, unloaded here.
+    let held_elsewhere = match &st.runtime.cluster {
+        Some(c) if !st.runtime.sessions.is_loaded(&id) => c.holder(&id).await.ok().flatten().is_some_and(|n| n != c.node_id()),
+        _ => false,
+    };
+    if !held_elsewhere {
+        load(&st, &id).await?;
+    }
     let stream = st.streams.open(&id, since.as_deref());
     let headers = [
         (axum::http::header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),

@@ -464,7 +464,9 @@ async fn try_join(
     }
     let rt = shared.runtime.upgrade().ok_or("The runtime is shutting down")?;
     let session = match rt.sessions.load_session(&id).await {
-        Ok(session) => session,
+        Ok(session) => Some(session),
+        // In a cluster: held by another node; its events come here through the cluster.
+        Err(crate::error::Error::OwnedElsewhere { .. }) => None,
         Err(e) if e.is_not_found() => return Err("Session not found".into()),
         Err(e) => return Err(shared.redactor.apply(&e.to_string())),
     };
@@ -491,12 +493,22 @@ async fn try_join(
             }
         }
     }
-    let status = json!({ "sessionId": id, "runtime": session.runtime_state() });
+    let (runtime, pending) = match &session {
+        Some(s) => (json!(s.runtime_state()), s.pending_requests().iter().filter_map(|r| serde_json::to_value(r).ok()).collect()),
+        None => {
+            // The holder's state, through the REST route (forwarded there).
+            let state = via_rest(&rt, "GET", format!("/api/sessions/{id}"), Value::Null).await.map_err(|(e, _)| e)?;
+            let r = &state["runtime"];
+            let pending = r["pendingRequests"].as_array().cloned().unwrap_or_default();
+            (json!({ "isLoaded": r["isLoaded"], "sandbox": r["sandbox"] }), pending)
+        }
+    };
+    let status = json!({ "sessionId": id, "runtime": runtime });
     send("session:status", &redact_status(&shared.redactor, status));
     // A tab that joins late (or again after a refresh) can answer what is waiting.
-    for r in session.pending_requests() {
-        let name = if r.kind == "question" { "session:question:requested" } else { "session:permission:requested" };
-        let mut payload = serde_json::to_value(&r).unwrap_or_default();
+    for mut payload in pending {
+        let question = payload.get("type").and_then(Value::as_str) == Some("question");
+        let name = if question { "session:question:requested" } else { "session:permission:requested" };
         if let Some(o) = payload.as_object_mut() {
             o.remove("type");
             o.insert("sessionId".into(), json!(id));
@@ -532,7 +544,8 @@ async fn catch_up(
     mut since: Option<String>,
     ack: &mut Option<AckSender>,
 ) -> Result<(), String> {
-    let now = rt.events.log().read_since(id, since.as_deref(), 0);
+    let log = rt.events.log();
+    let now = log.read_durable(id, since.as_deref(), 0).await;
     let seq = |e: &Option<String>| e.as_deref().and_then(|e| e.rsplit_once('-')?.1.parse::<u64>().ok()).unwrap_or(0);
     let backlog = if now.reset || since.is_none() { 0 } else { seq(&now.last_event_id).saturating_sub(seq(&since)) };
     let mut answer = json!({ "success": true, "lastEventId": now.last_event_id, "replayed": backlog });
@@ -544,39 +557,59 @@ async fn catch_up(
     if let Some(a) = ack.take() {
         let _ = a.send(&answer);
     }
-    for _ in 0..HANDOFF_TRIES {
+    let dropped = || "the log dropped events this client had not caught up with".to_string();
+    let mut handoffs = 0;
+    // In a cluster this node's copy of another node's events can lag what Redis has: wait
+    // (briefly) for it to catch up with the reader.
+    let lag_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handoffs < HANDOFF_TRIES {
         while since.is_some() {
-            let read = rt.events.log().read_since(id, since.as_deref(), REPLAY_PAGE);
+            let read = log.read_durable(id, since.as_deref(), REPLAY_PAGE).await;
             if read.reset {
-                return Err("the log dropped events this client had not caught up with".into());
+                return Err(dropped());
             }
-            if read.events.len() < REPLAY_PAGE {
+            if read.events.is_empty() {
                 break;
             }
-            feed(c, client_items(shared, id, &read.events)).await?;
+            let full = read.events.len() == REPLAY_PAGE;
             since = read.events.last().map(|e| e.event_id.clone());
+            feed(c, client_items(shared, id, &read.events)).await?;
+            if !full {
+                break;
+            }
         }
-        let (items, last) = {
+        let tail = {
             let _order = rt.events.hold_order();
             let limit = if since.is_some() { usize::MAX } else { 0 };
-            let read = rt.events.log().read_since(id, since.as_deref(), limit);
-            if read.reset {
-                return Err("the log dropped events this client had not caught up with".into());
-            }
-            let items = client_items(shared, id, &read.events);
-            let size: usize = items.iter().map(Weigh::weight).sum();
-            if c.outbox.queued_bytes() + size <= c.outbox.limit() {
-                for item in items {
-                    c.outbox.push(item).map_err(|_| "disconnected".to_string())?;
+            match log.read_tail(id, since.as_deref(), limit) {
+                None => None,
+                Some(read) if read.reset => return Err(dropped()),
+                Some(read) => {
+                    let items = client_items(shared, id, &read.events);
+                    let size: usize = items.iter().map(Weigh::weight).sum();
+                    if c.outbox.queued_bytes() + size <= c.outbox.limit() {
+                        for item in items {
+                            c.outbox.push(item).map_err(|_| "disconnected".to_string())?;
+                        }
+                        socket.join(room(id));
+                        return Ok(());
+                    }
+                    Some((items, read.events.last().map(|e| e.event_id.clone())))
                 }
-                socket.join(room(id));
-                return Ok(());
             }
-            (items, read.events.last().map(|e| e.event_id.clone()))
         };
-        // The tail does not fit yet: feed it at the client's pace and try the handoff again.
-        feed(c, items).await?;
-        since = last;
+        match tail {
+            // The tail does not fit yet: feed it at the client's pace and try the handoff again.
+            Some((items, last)) => {
+                feed(c, items).await?;
+                since = last;
+                handoffs += 1;
+            }
+            None if tokio::time::Instant::now() > lag_deadline => {
+                return Err("this node's copy of the session's events did not catch up".into())
+            }
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
     }
     Err("the session streams faster than this connection takes its events".into())
 }
@@ -627,28 +660,90 @@ fn answer(ack: AckSender, result: Result<Value, (String, Option<&'static str>)>)
 
 /// `session:interrupt (sessionId, ack)` → `{ success, interrupted }`.
 async fn interrupt(socket: SocketRef, TryData(id): TryData<Value>, ack: AckSender, State(shared): State<Arc<Shared>>) {
-    let result = (|| {
-        let (id, clear_queue) = match &id {
-            Ok(Value::String(id)) => (id.clone(), false),
-            Ok(Value::Object(o)) if o.get("sessionId").is_some_and(Value::is_string) => (
-                o["sessionId"].as_str().unwrap_or_default().to_string(),
-                o.get("clearQueue").and_then(Value::as_bool).unwrap_or(false),
-            ),
-            _ => return Err(("session:interrupt expects a session id string".to_string(), None)),
-        };
-        let session = joined_session(&socket, &shared, &id).map_err(|e| (e, None))?;
-        Ok(json!({ "interrupted": session.interrupt(clear_queue) }))
-    })();
+    let (id, clear_queue) = match &id {
+        Ok(Value::String(id)) => (id.clone(), false),
+        Ok(Value::Object(o)) if o.get("sessionId").is_some_and(Value::is_string) => (
+            o["sessionId"].as_str().unwrap_or_default().to_string(),
+            o.get("clearQueue").and_then(Value::as_bool).unwrap_or(false),
+        ),
+        _ => return answer(ack, Err(("session:interrupt expects a session id string".to_string(), None))),
+    };
+    let result = match joined_target(&socket, &shared, &id) {
+        Err(e) => Err((e, None)),
+        Ok(Target::Local(session)) => Ok(json!({ "interrupted": session.interrupt(clear_queue) })),
+        Ok(Target::Elsewhere(rt)) => {
+            let path = format!("/api/sessions/{id}/interrupt");
+            via_rest(&rt, "POST", path, json!({ "clearQueue": clear_queue }))
+                .await
+                .map(|v| json!({ "interrupted": v.get("interrupted").cloned().unwrap_or(Value::Bool(false)) }))
+        }
+    };
     answer(ack, result);
 }
 
-/// The `{ sessionId, requestId, ... }` payload of a respond event, and the session.
+/// Where a control for a joined session runs.
+enum Target {
+    Local(Arc<AgentSession>),
+    /// In a cluster, not loaded here: the REST call, routed to the session's holder.
+    Elsewhere(Arc<AgentRuntime>),
+}
+
+/// The session `id` this socket joined, here or (in a cluster) wherever it is held.
+fn joined_target(socket: &SocketRef, shared: &Shared, id: &str) -> Result<Target, String> {
+    match joined_session(socket, shared, id) {
+        Ok(s) => Ok(Target::Local(s)),
+        Err(e) => {
+            let rt = shared.runtime.upgrade().ok_or("The runtime is shutting down")?;
+            let joined = socket.rooms().iter().any(|r| *r == room(id));
+            if rt.cluster.is_some() && joined {
+                Ok(Target::Elsewhere(rt))
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Run a REST call for this process (no key; in a cluster routed to the session's holder) and
+/// give its JSON answer, or its `{ error, code }`.
+async fn via_rest(
+    rt: &Arc<AgentRuntime>,
+    method: &str,
+    path: String,
+    body: Value,
+) -> Result<Value, (String, Option<&'static str>)> {
+    let router = super::rest::unkeyed_router(rt.clone(), super::rest::Mode::Internal);
+    let req = super::rest::PlainRequest {
+        method: method.into(),
+        url: path,
+        headers: vec!["content-type".into(), "application/json".into()],
+        body: body.to_string().into(),
+        oversized: false,
+    };
+    let res = super::rest::handle_plain(&router, rt.options.max_body_bytes, req).await;
+    let v: Value = serde_json::from_slice(&res.body).unwrap_or(Value::Null);
+    if (200..300).contains(&res.status) {
+        return Ok(v);
+    }
+    const CODES: &[&str] = &[
+        "OWNER_UNREACHABLE",
+        "CLUSTER_UNAVAILABLE",
+        "NOT_FOUND",
+        "SESSION_NOT_FOUND",
+        "ALREADY_RESOLVED",
+        "INVALID_REQUEST",
+    ];
+    let code = v.get("code").and_then(Value::as_str).and_then(|c| CODES.iter().copied().find(|k| *k == c));
+    Err((v.get("error").and_then(Value::as_str).unwrap_or("The request failed").to_string(), code))
+}
+
+/// The `{ sessionId, requestId, ... }` payload of a respond event, and where it goes.
 fn respond_target(
     socket: &SocketRef,
     shared: &Shared,
     event: &str,
     data: &Result<Value, impl std::fmt::Display>,
-) -> Result<(Arc<AgentSession>, String, Map<String, Value>), (String, Option<&'static str>)> {
+) -> Result<(Target, String, String, Map<String, Value>), (String, Option<&'static str>)> {
     let bad = |m: String| (m, Some("INVALID_REQUEST"));
     let Ok(Value::Object(o)) = data else {
         return Err(bad(format!("{event} expects an object {{ sessionId, requestId, ... }}")));
@@ -656,8 +751,36 @@ fn respond_target(
     let id = o.get("sessionId").and_then(Value::as_str).ok_or_else(|| bad("sessionId must be a string".into()))?;
     let request_id =
         o.get("requestId").and_then(Value::as_str).ok_or_else(|| bad("requestId must be a string".into()))?;
-    let session = joined_session(socket, shared, id).map_err(|e| (e, Some("NOT_FOUND")))?;
-    Ok((session, request_id.to_string(), o.clone()))
+    let target = joined_target(socket, shared, id).map_err(|e| (e, Some("NOT_FOUND")))?;
+    Ok((target, id.to_string(), request_id.to_string(), o.clone()))
+}
+
+/// The answer to a respond event, run here or by the session's holder (`kind`: the REST
+/// route's segment, `permissions` or `questions`).
+async fn respond(
+    target: (Target, String, String, Map<String, Value>),
+    kind: &str,
+    local: impl FnOnce(&AgentSession, &str, &Map<String, Value>) -> Result<(), (String, Option<&'static str>)>,
+) -> Result<Value, (String, Option<&'static str>)> {
+    let (target, id, rid, o) = target;
+    match target {
+        Target::Local(s) => local(&s, &rid, &o)?,
+        Target::Elsewhere(rt) => {
+            let path = format!("/api/sessions/{id}/{kind}/{}", utf8_percent(&rid));
+            via_rest(&rt, "POST", path, Value::Object(o)).await?;
+        }
+    }
+    Ok(json!({ "requestId": rid }))
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn utf8_percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn respond_permission(
@@ -666,11 +789,16 @@ async fn respond_permission(
     ack: AckSender,
     State(shared): State<Arc<Shared>>,
 ) {
-    let result = respond_target(&socket, &shared, "session:permission:respond", &data).and_then(|(s, rid, o)| {
-        let a = super::control::permission_answer_of(&o).map_err(|m| (m, Some("INVALID_REQUEST")))?;
-        s.respond_permission(&rid, a).map_err(|e| (e.to_string(), Some(e.code())))?;
-        Ok(json!({ "requestId": rid }))
-    });
+    let result = match respond_target(&socket, &shared, "session:permission:respond", &data) {
+        Err(e) => Err(e),
+        Ok(t) => {
+            respond(t, "permissions", |s, rid, o| {
+                let a = super::control::permission_answer_of(o).map_err(|m| (m, Some("INVALID_REQUEST")))?;
+                s.respond_permission(rid, a).map_err(|e| (e.to_string(), Some(e.code())))
+            })
+            .await
+        }
+    };
     answer(ack, result);
 }
 
@@ -680,11 +808,16 @@ async fn respond_question(
     ack: AckSender,
     State(shared): State<Arc<Shared>>,
 ) {
-    let result = respond_target(&socket, &shared, "session:question:respond", &data).and_then(|(s, rid, o)| {
-        let answers = super::control::question_answers_of(&o).map_err(|m| (m, Some("INVALID_REQUEST")))?;
-        s.answer_question(&rid, &answers).map_err(|e| (e.to_string(), Some(e.code())))?;
-        Ok(json!({ "requestId": rid }))
-    });
+    let result = match respond_target(&socket, &shared, "session:question:respond", &data) {
+        Err(e) => Err(e),
+        Ok(t) => {
+            respond(t, "questions", |s, rid, o| {
+                let answers = super::control::question_answers_of(o).map_err(|m| (m, Some("INVALID_REQUEST")))?;
+                s.answer_question(rid, &answers).map_err(|e| (e.to_string(), Some(e.code())))
+            })
+            .await
+        }
+    };
     answer(ack, result);
 }
 

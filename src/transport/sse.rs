@@ -120,6 +120,7 @@ impl Streams {
             tick: None,
             heartbeat: self.heartbeat,
             done: false,
+            lag_tries: 0,
         };
         if pump.cursor.is_none() {
             self.go_live(&mut pump);
@@ -130,31 +131,55 @@ impl Streams {
     /// Replay the stream's next page of the log; the last one is read under the bus's order
     /// lock and the stream joins the live events there, so they meet with no gap or repeat.
     /// Pages are read only as the client takes them: a long backlog is never all in memory.
-    fn catch_up(&self, pump: &mut Pump) {
+    async fn catch_up(&self, pump: &mut Pump) {
         let Some(cursor) = pump.cursor.clone() else { return };
-        let read = self.bus.log().read_since(&pump.guard.session, Some(&cursor), REPLAY_PAGE);
-        if !read.reset && read.events.len() == REPLAY_PAGE {
-            pump.first.extend(read.events.iter().map(|e| frame(e.event, &e.payload)));
-            pump.cursor = read.events.last().map(|e| e.event_id.clone());
+        let session = pump.guard.session.clone();
+        let read = self.bus.log().read_durable(&session, Some(&cursor), REPLAY_PAGE).await;
+        if read.reset {
+            reset_frame(pump, &session, read.last_event_id);
+            pump.cursor = None;
+            self.go_live(pump);
             return;
         }
-        self.go_live(pump);
+        if let Some(last) = read.events.last() {
+            pump.cursor = Some(last.event_id.clone());
+            pump.first.extend(read.events.iter().map(|e| frame(e.event, &e.payload)));
+            if read.events.len() == REPLAY_PAGE {
+                return;
+            }
+        }
+        if !self.go_live(pump) {
+            // In a cluster this node's copy of the events lags Redis: give it a moment, then
+            // tell the client to start over rather than wait forever.
+            pump.lag_tries += 1;
+            if pump.lag_tries > 2000 {
+                reset_frame(pump, &session, read.last_event_id);
+                pump.cursor = None;
+                self.go_live(pump);
+            } else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
     }
 
     /// Under the order lock: what is left after the cursor, then membership of the live stream.
-    fn go_live(&self, pump: &mut Pump) {
+    /// False (nothing done) when this process cannot tell yet what follows the cursor.
+    fn go_live(&self, pump: &mut Pump) -> bool {
         let session = pump.guard.session.clone();
         let _order = self.bus.hold_order();
-        if let Some(cursor) = pump.cursor.take() {
-            let read = self.bus.log().read_since(&session, Some(&cursor), usize::MAX);
+        if let Some(cursor) = pump.cursor.as_deref() {
+            let Some(read) = self.bus.log().read_tail(&session, Some(cursor), usize::MAX) else {
+                return false;
+            };
             if read.reset {
                 // Unknown, too old, or dropped from the log while the client caught up.
-                let body = json!({ "sessionId": session, "reset": true, "lastEventId": read.last_event_id });
-                pump.first.push_back(Bytes::from(format!("event: reset\ndata: {body}\n\n")));
+                reset_frame(pump, &session, read.last_event_id.clone());
             }
             pump.first.extend(read.events.iter().map(|e| frame(e.event, &e.payload)));
+            pump.cursor = None;
         }
         self.open.locked().entry(session).or_default().push(pump.guard.entry.clone());
+        true
     }
 
     fn close(&self, session: &str, entry_id: u64) {
@@ -193,13 +218,15 @@ struct Pump {
     tick: Option<tokio::time::Interval>,
     heartbeat: Duration,
     done: bool,
+    /// Tries to go live while this process's copy of the log lagged (cluster).
+    lag_tries: u32,
 }
 
 impl Pump {
     async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
-        if self.first.is_empty() && self.cursor.is_some() {
+        while self.first.is_empty() && self.cursor.is_some() {
             match self.guard.streams.upgrade() {
-                Some(streams) => streams.catch_up(&mut self),
+                Some(streams) => streams.catch_up(&mut self).await,
                 None => return None, // the server is gone
             }
         }
@@ -231,6 +258,11 @@ impl Pump {
             _ = tick.tick() => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self)),
         }
     }
+}
+
+fn reset_frame(pump: &mut Pump, session: &str, last_event_id: Option<String>) {
+    let body = json!({ "sessionId": session, "reset": true, "lastEventId": last_event_id });
+    pump.first.push_back(Bytes::from(format!("event: reset\ndata: {body}\n\n")));
 }
 
 fn slow_consumer_frame(session: &str) -> Bytes {
@@ -270,6 +302,7 @@ mod tests {
             name: "session:block:delta",
             session_id: Some(session.into()),
             payload: json!({ "sessionId": session, "delta": text }),
+            remote: false,
         });
     }
 
