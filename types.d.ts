@@ -66,6 +66,8 @@ export interface SessionRuntimeState {
   pendingRequests?: PendingRequest[];
   /** In a session's state, after its first model call: tokens and cost so far. */
   usage?: SessionUsage;
+  /** With `cluster`: the node that holds the session (in its state and in the list). */
+  ownerNodeId?: string;
 }
 
 export interface SessionListItem extends PersistedSessionListData {
@@ -227,14 +229,29 @@ export interface RuntimeConfig {
   maxActiveSandboxes?: number;
   /** Messages waiting per session (default 100); beyond it messages get 429. */
   maxQueuedMessages?: number;
+  /** Serve Prometheus metrics at `GET /metrics` (REST handler and `listen()`): `true` behind
+   *  the API key, `{ public: true }` without it. Off by default (404). */
+  metrics?: boolean | { public?: boolean };
+  /** Several servers, one system: every process given the same Redis shares the sessions. Each
+   *  loaded session is held by one node (a lease in Redis, renewed every `leaseTtlMs / 3`);
+   *  any node answers any request (forwarded to the holder), events reach clients on every node
+   *  and replay from the shared log. `AGENT_RUNTIME_REDIS_URL` sets `redisUrl` too. Without it:
+   *  one process, no Redis. See docs/DEPLOYMENT.md. */
+  cluster?: {
+    /** `redis://[user:password@]host:port[/db]` (or `rediss://`). `start()` rejects when it
+     *  cannot be reached. */
+    redisUrl?: string;
+    /** Unique per running process (letters, digits, `-_.`); default `<HOSTNAME>-<random>`. */
+    nodeId?: string;
+    /** How long a silent node keeps its sessions before another may take them (default 15000,
+     *  1000 to 600000). */
+    leaseTtlMs?: number;
+  };
   /** Sessions kept started ahead of `createSession` (sandbox, runner and agent CLI running), so
    *  the first turn is as quick as a later one. A `createSession` with the same architecture,
    *  profile and `sessionOptions` (none: none) and no `defaultWorkspaceFiles` takes one, and
    *  another starts in its place. Waiting sessions are not stored and emit nothing until taken;
    *  each holds a sandbox (and counts toward `maxActiveSandboxes`). Off by default. */
-  /** Serve Prometheus metrics at `GET /metrics` (REST handler and `listen()`): `true` behind
-   *  the API key, `{ public: true }` without it. Off by default (404). */
-  metrics?: boolean | { public?: boolean };
   warmPool?: Array<{ architecture: AGENT_ARCHITECTURE_TYPE; agentProfileRef: string; sessionOptions?: AgentArchitectureSessionOptions; /** default 1, at most 16 */ size?: number }>;
   /** Absolute host folders that a profile's `bundledMCPs[].localProjectPath` may name (default
    *  none: a bundled MCP with a localProjectPath fails the session's start with an error that

@@ -632,6 +632,36 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn cluster_options_are_checked_and_urls_never_show_their_password() {
+        let c = cluster(
+            Some(RawCluster { redis_url: Some("redis://:s3cret@h:6379/0".into()), node_id: Some("a-1".into()), lease_ttl_ms: None }),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.node_id.as_str(), c.lease_ttl), ("a-1", Duration::from_secs(15)));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(redact_url("redis://user:pw@h:1/2"), "redis://user:***@h:1/2");
+        assert_eq!(redact_url("redis://pw@h"), "redis://***@h");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        // From the environment alone, with a generated node id.
+        let c = cluster(None, Some("redis://h".into())).unwrap().unwrap();
+        assert!(!c.node_id.is_empty() && !c.node_id.contains('/'));
+        assert_eq!(cluster(None, None).unwrap(), None);
+        for (raw, field) in [
+            (RawCluster { redis_url: None, ..Default::default() }, "cluster.redisUrl is required"),
+            (RawCluster { redis_url: Some("http://pw@h".into()), ..Default::default() }, "must start with redis://"),
+            (RawCluster { redis_url: Some("redis://h".into()), node_id: Some("a/b".into()), ..Default::default() }, "cluster.nodeId"),
+            (RawCluster { redis_url: Some("redis://h".into()), lease_ttl_ms: Some(10.0), ..Default::default() }, "cluster.leaseTtlMs"),
+        ] {
+            let e = cluster(Some(raw), None).unwrap_err();
+            assert!(e.contains(field) && !e.contains("pw@"), "{e}");
+        }
+        let e = RuntimeOptions::from_json_env(json!({ "cluster": { "redisUrl": "redis://h" }, "eventLog": false }), None).unwrap_err();
+        assert!(e.contains("eventLog: false cannot be combined with cluster"), "{e}");
+    }
+
+    #[test]
     fn warm_pool_entries_are_checked_by_name() {
         let o = RuntimeOptions::from_json(
             json!({"warmPool": [{"architecture": "claude-agent-sdk", "agentProfileRef": "default"}]}),

@@ -343,4 +343,39 @@ mod tests {
         assert!(l.bytes <= 64 * 1024, "{}", l.bytes);
         assert_eq!(l.next_seq, 100_001);
     }
+
+    #[test]
+    fn a_copy_of_another_nodes_events_keeps_their_numbers_and_knows_what_it_cannot_answer() {
+        let owner = MemoryLog::new(LogLimits::default());
+        let copy = MemoryLog::new(LogLimits::default());
+        let a = append(&owner, "a", 5);
+        // This node started after event 2: it holds 3.. only.
+        for e in &a[2..] {
+            copy.insert_numbered("a", e.event, &e.payload);
+        }
+        assert_eq!(copy.last_event_id("a"), owner.last_event_id("a"));
+        assert_eq!(copy.tail("a", Some(&a[2].event_id), 10).unwrap().events.len(), 2);
+        assert!(copy.tail("a", Some(&a[0].event_id), 10).is_none(), "a gap: read the shared log first");
+        assert!(copy.tail("a", Some("other-1"), 10).is_none(), "another epoch");
+        let ahead = format!("{}-9", a[0].event_id.rsplit_once('-').unwrap().0);
+        assert!(copy.tail("a", Some(&ahead), 10).is_none(), "events still on their way");
+        assert_eq!(copy.tail("b", Some(&a[0].event_id), 10), Some(LogRead::default()), "nothing held");
+        // Held already: not kept twice.
+        copy.insert_numbered("a", a[4].event, &a[4].payload);
+        assert_eq!(copy.read_since("a", None, 100).events.len(), 3);
+    }
+
+    #[test]
+    fn a_node_taking_a_session_over_continues_its_numbering() {
+        let log = MemoryLog::new(LogLimits::default());
+        log.adopt("a", "e1", 8);
+        let mut payload = serde_json::json!({});
+        assert_eq!(log.append("a", "session:status", &mut payload), 8);
+        assert_eq!(payload["eventId"], "e1-8");
+        // The same log continued: what is held stays.
+        log.adopt("a", "e1", 9);
+        assert_eq!(log.read_since("a", None, 10).events.len(), 1);
+        log.adopt("a", "e2", 1);
+        assert!(log.read_since("a", None, 10).events.is_empty());
+    }
 }

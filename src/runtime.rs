@@ -199,6 +199,16 @@ impl AgentRuntime {
     /// store them; returns the ids whose latest state could not be stored.
     pub async fn shutdown(&self) -> Vec<String> {
         self.shut_down.store(true, Ordering::SeqCst);
+        if self.cluster.is_some() {
+            // Another node takes these sessions next: let running turns finish here first
+            // (new messages are refused now), for half the time shutdown may take.
+            let settle = async {
+                while self.sessions.loaded().iter().any(|s| !s.is_idle()) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            let _ = tokio::time::timeout(self.options.shutdown_timeout / 2, settle).await;
+        }
         let unstored = self.sessions.shutdown(self.options.shutdown_timeout).await;
         self.kill_sandboxes();
         if let Some(c) = &self.cluster {

@@ -94,6 +94,7 @@ impl Cluster {
             .query_async(&mut c)
             .await;
         sent.map_err(|e| unreachable(self.unavailable(e).to_string()))?;
+        self.expire_inbox(&mut c, owner).await;
         let started = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -116,6 +117,11 @@ impl Cluster {
                 return Err(unreachable(format!("node {owner} did not answer within {} s", FORWARD_TIMEOUT.as_secs())));
             }
         }
+    }
+
+    /// An inbox goes an hour after its last message (node ids of processes long gone).
+    async fn expire_inbox(&self, c: &mut redis::aio::ConnectionManager, node: &str) {
+        let _: redis::RedisResult<i64> = redis::cmd("EXPIRE").arg(self.inbox_key(node)).arg(3600).query_async(c).await;
     }
 
     /// An inbox entry: a request to run, or the answer to one this node sent.
@@ -191,6 +197,7 @@ impl Cluster {
         if let Err(err) = cmd.query_async::<String>(&mut c).await {
             tracing::warn!(error = %err, to = e.text("from"), "could not send the answer to a forwarded request");
         }
+        self.expire_inbox(&mut c, e.text("from")).await;
     }
 }
 

@@ -160,8 +160,9 @@ impl EventLog for ClusterLog {
 
     fn read_durable<'a>(&'a self, session_id: &'a str, since: Option<&'a str>, limit: usize) -> BoxFuture<'a, LogRead> {
         Box::pin(async move {
-            if let Some(read) = self.local.tail(session_id, since, limit) {
-                // Held here from `since` on (or nothing is held: ask Redis, which may know more).
+            // Held here from `since` on. From the start (no `since`) only Redis knows: this
+            // copy may begin anywhere.
+            if let Some(read) = since.and_then(|_| self.local.tail(session_id, since, limit)) {
                 if read.last_event_id.is_some() {
                     return read;
                 }
@@ -280,7 +281,8 @@ impl Cluster {
             .arg(limits.max_events)
             .arg(limits.max_bytes)
             .arg(LOG_TTL_SECS)
-            .arg(BUS_LENGTH);
+            .arg(BUS_LENGTH)
+            .arg(self.config.lease_ttl.as_millis() as u64);
         for o in events {
             match o {
                 Outgoing::Event { session, token, seq, epoch, name, payload, runtime } => {
@@ -381,30 +383,57 @@ impl Cluster {
         }
     }
 
-    /// The runtime states other nodes published for the session list: id → `runtime` (with
-    /// `ownerNodeId`), only for sessions whose lease is live.
-    pub async fn runtime_states(&self) -> crate::error::Result<std::collections::HashMap<String, Json>> {
-        let mut c = self.conn()?;
-        let all: std::collections::HashMap<String, String> =
-            redis::cmd("HGETALL").arg(format!("{PREFIX}runtime")).query_async(&mut c).await.map_err(|e| self.unavailable(e))?;
-        if all.is_empty() {
-            return Ok(Default::default());
-        }
-        let ids: Vec<&String> = all.keys().collect();
-        let leases: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(ids.iter().map(|id| Self::lease_key(id)).collect::<Vec<_>>())
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.unavailable(e))?;
+    /// The runtime state of each of `ids` held by some node, for the session list: what its
+    /// holder last published (a session not yet started: loaded, no sandbox), with
+    /// `ownerNodeId` the holder now.
+    pub async fn runtime_states(&self, ids: &[String]) -> crate::error::Result<std::collections::HashMap<String, Json>> {
         let mut out = std::collections::HashMap::new();
-        for (id, lease) in ids.into_iter().zip(leases) {
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let mut c = self.conn()?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET").arg(ids.iter().map(|id| Self::lease_key(id)).collect::<Vec<_>>());
+        pipe.cmd("HMGET").arg(format!("{PREFIX}runtime")).arg(ids);
+        let (leases, states): (Vec<Option<String>>, Vec<Option<String>>) =
+            pipe.query_async(&mut c).await.map_err(|e| self.unavailable(e))?;
+        for ((id, lease), state) in ids.iter().zip(leases).zip(states) {
             let Some(owner) = lease.as_deref().map(super::node_of) else { continue };
-            if let Ok(mut runtime) = serde_json::from_str::<Json>(&all[id]) {
-                // The holder now, whoever published the state.
-                runtime["ownerNodeId"] = Json::from(owner);
-                out.insert(id.clone(), runtime);
-            }
+            let mut runtime = state
+                .and_then(|s| serde_json::from_str::<Json>(&s).ok())
+                .unwrap_or_else(|| serde_json::json!({ "isLoaded": true, "sandbox": null }));
+            runtime["ownerNodeId"] = Json::from(owner);
+            out.insert(id.clone(), runtime);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_read_of_the_shared_log_decodes_to_the_events_as_numbered() {
+        let p1 = r#"{"sessionId":"s","eventId":"ep-7","seq":7}"#;
+        let answer = [bulk("ep"), Value::Int(8), Value::Int(0), bulk("session:status"), bulk(p1), bulk("session:made:up"), bulk(r#"{"eventId":"ep-8","seq":8}"#)];
+        let read = decode_read(&answer);
+        assert!(!read.reset);
+        assert_eq!(read.last_event_id.as_deref(), Some("ep-8"));
+        assert_eq!(read.events.iter().map(|e| (e.seq, e.event)).collect::<Vec<_>>(), [(7, "session:status"), (8, "session:made:up")]);
+        let reset = decode_read(&[bulk(""), Value::Int(0), Value::Int(1)]);
+        assert!(reset.reset && reset.last_event_id.is_none() && reset.events.is_empty());
+    }
+
+    #[test]
+    fn names_from_redis_are_bounded_to_session_events() {
+        assert_eq!(static_name("session:status"), Some("session:status"));
+        assert_eq!(static_name("session:queue:changed"), static_name("session:queue:changed"));
+        assert_eq!(static_name("evil"), None);
+        assert_eq!(static_name(&format!("session:{}", "x".repeat(100))), None);
     }
 }

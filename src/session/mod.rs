@@ -263,7 +263,11 @@ impl SessionManager {
         let records = self.ctx.persistence.list_all_sessions().await?;
         // In a cluster the other nodes' sessions are loaded too, there.
         let (node, remote) = match &self.ctx.cluster {
-            Some(c) => (Some(c.node_id()), c.runtime_states().await.unwrap_or_default()),
+            Some(c) => {
+                let ids: Vec<String> =
+                    records.iter().filter(|r| !self.is_loaded(&r.session_id)).map(|r| r.session_id.clone()).collect();
+                (Some(c.node_id()), c.runtime_states(&ids).await.unwrap_or_default())
+            }
             None => (None, Default::default()),
         };
         Ok(records

@@ -1120,3 +1120,18 @@ fn build_request(req: PlainRequest, max_body: usize) -> Result<Request<Body>, Ap
     }
     builder.body(Body::from(req.body)).map_err(|e| ApiError::bad_request(format!("Invalid request: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_routes_run_where_the_session_is_held_but_event_streams_stay() {
+        assert_eq!(super::routed_session("/api/sessions/abc"), Some("abc"));
+        assert_eq!(super::routed_session("/api/sessions/abc/messages"), Some("abc"));
+        assert_eq!(super::routed_session("/api/sessions/abc/files/a/b.txt"), Some("abc"));
+        assert_eq!(super::routed_session("/sessions/abc/message"), Some("abc"));
+        assert_eq!(super::routed_session("/api/sessions/abc/events/stream"), None);
+        assert_eq!(super::routed_session("/api/sessions"), None);
+        assert_eq!(super::routed_session("/sessions/create"), None);
+        assert_eq!(super::routed_session("/api/agent-profiles"), None);
+    }
+}

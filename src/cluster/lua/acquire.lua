@@ -8,6 +8,8 @@ if v and string.sub(v, 1, #ARGV[1] + 1) ~= ARGV[1] .. '/' then
   return {0, v}
 end
 local n = redis.call('INCR', KEYS[2])
+-- The counter outlives any lease by far; a week idle, it goes (a new one starts at 1).
+redis.call('EXPIRE', KEYS[2], 604800)
 local token = ARGV[1] .. '/' .. n
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
 return {1, token}

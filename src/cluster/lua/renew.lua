@@ -15,7 +15,7 @@ for i = 2, #ARGV, 3 do
     local f = redis.call('GET', fence)
     if (not f) or f == n then
       redis.call('SET', lease, token, 'PX', ARGV[1])
-      if not f then redis.call('SET', fence, n) end
+      if not f then redis.call('SET', fence, n, 'EX', 604800) end
       held = 1
     end
   end
