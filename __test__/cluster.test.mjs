@@ -56,6 +56,20 @@ async function sendRetrying(c, node, id, content, deadlineMs = TTL + 20_000) {
   return r;
 }
 
+/** A session created on `owner` with a watcher on `on` that saw one whole turn, then a story
+ *  streaming slowly (`ms` per delta) that the watcher has seen start. Returns what the tests use. */
+async function storyStreaming(c, { owner = 'A', on, ms }) {
+  const id = await createSession(c, owner);
+  const w = await c.watch(on, id);
+  const first = `first message ${nonce()}`;
+  assert.equal((await send(c, owner, id, first)).status, 200);
+  await w.waitReply(first);
+  const mark = w.events.length;
+  assert.equal((await send(c, owner, id, `tell me a story slowly ${ms}ms ${nonce()}`)).status, 200);
+  await w.waitFor(() => deltasSince(w, mark).length >= 3, 60_000, `the story streaming to ${on}`);
+  return { id, w, first, mark };
+}
+
 async function getState(c, node, id) {
   const r = await c.api(node)('GET', `/api/sessions/${id}`);
   assert.equal(r.status, 200, `GET session via ${node}: ${r.status} ${JSON.stringify(r.body)}`);
@@ -347,15 +361,7 @@ test('rolling restart with clients connected: each reconnects to another node wi
 
 test('Redis going away mid-turn: the turn completes, /health says so, and a client on another node gets its events after reconnecting', { timeout: 240_000 }, async () => {
   await withCluster({}, async (c) => {
-    const id = await createSession(c, 'A');
-    const onB = await c.watch('B', id);
-    const first = `first message ${nonce()}`;
-    assert.equal((await send(c, 'A', id, first)).status, 200);
-    await onB.waitReply(first);
-
-    const mark = onB.events.length;
-    assert.equal((await send(c, 'A', id, `tell me a story slowly 60ms ${nonce()}`)).status, 200);
-    await onB.waitFor(() => deltasSince(onB, mark).length >= 3, 60_000, 'the story streaming to B');
+    const { id, w: onB } = await storyStreaming(c, { on: 'B', ms: 60 });
     await c.redis.stop(); // its data goes with it
     await poll(async () => (await health(c, 'B')).cluster?.redis === 'down', { ms: 15_000, what: 'B to report Redis down' });
     await c.redis.start();
@@ -390,16 +396,8 @@ test('Redis going away mid-turn: the turn completes, /health says so, and a clie
 
 test('an owner SIGSTOPped past its lease loses the session: after SIGCONT it writes and publishes nothing more for it', { timeout: 240_000 }, async () => {
   await withCluster({}, async (c) => {
-    const id = await createSession(c, 'A');
-    const onC = await c.watch('C', id);
-    const first = `first message ${nonce()}`;
-    assert.equal((await send(c, 'A', id, first)).status, 200);
-    await onC.waitReply(first);
-
     // Stopped mid-turn: its sandbox keeps streaming into the stopped node's pipe.
-    const mark = onC.events.length;
-    assert.equal((await send(c, 'A', id, `tell me a story slowly 100ms ${nonce()}`)).status, 200);
-    await onC.waitFor(() => deltasSince(onC, mark).length >= 3, 60_000, 'the story streaming');
+    const { id, w: onC, first, mark } = await storyStreaming(c, { on: 'C', ms: 100 });
     const staleBlocks = new Set(deltasSince(onC, mark).map((e) => e.p.blockId));
     const a = c.nodes.A;
     const stoppedAt = a.signal('SIGSTOP');
@@ -444,6 +442,23 @@ test('an owner SIGSTOPped past its lease loses the session: after SIGCONT it wri
   });
 });
 
+test('Socket.IO controls on a node that does not hold the session reach its holder: an interrupt sent to B stops the turn on A', { timeout: 240_000 }, async () => {
+  await withCluster({}, async (c) => {
+    const { id, w: onB, mark } = await storyStreaming(c, { on: 'B', ms: 100 });
+    const ack = await onB.socket.timeout(15_000).emitWithAck('session:interrupt', id);
+    assert.deepEqual(ack, { success: true, interrupted: true });
+    await onB.waitFor(() => onB.events.slice(mark).some((e) => isTurnEnd(e.name, e.p)), 30_000, 'the turn end');
+    const end = onB.events.slice(mark).find((e) => isTurnEnd(e.name, e.p));
+    assert.equal(end.p.block.metadata.stopReason, 'interrupted');
+    const state = await getState(c, 'B', id);
+    assert.equal(state.runtime.ownerNodeId, 'A', 'still held by A');
+    // A request id nobody asked for: the holder's answer (404 NOT_FOUND), through B.
+    const answer = await onB.socket.timeout(15_000).emitWithAck('session:permission:respond', { sessionId: id, requestId: 'nope', behavior: 'allow' });
+    assert.equal(answer.success, false, JSON.stringify(answer));
+    assert.equal(answer.code, 'NOT_FOUND', JSON.stringify(answer));
+  });
+});
+
 test('two nodes racing to take the same unowned session agree on one owner', { timeout: 240_000 }, async () => {
   await withCluster({}, async (c) => {
     // Unowned sessions: two A stored and released when it shut down, three only in the store.
@@ -453,6 +468,8 @@ test('two nodes racing to take the same unowned session agree on one owner', { t
     assert.equal((await send(c, 'A', ids[0], hello)).status, 200);
     await w.waitReply(hello);
     w.close();
+    // The turn's blocks reach the state when its transcript is read back, just before it is stored.
+    await stored(c, ids[0], hello);
     const before = {};
     for (const id of ids) before[id] = (await getState(c, 'A', id)).blocks;
     const a = c.nodes.A;

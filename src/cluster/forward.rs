@@ -60,6 +60,11 @@ impl Cluster {
     /// Run `req` on `owner` and return its answer.
     pub async fn forward(&self, owner: &str, req: ForwardRequest) -> Result<ForwardResponse, ForwardError> {
         let unreachable = |why: String| ForwardError::Unreachable(why);
+        // The request itself is sent once (at most once); a ping first heals a connection that
+        // Redis dropped (a restart), so that one send does not fail for nothing.
+        self.with_conn(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await
+            .map_err(|e| unreachable(self.unavailable(e).to_string()))?;
         let mut c = self.conn().map_err(|e| unreachable(e.to_string()))?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (tx, mut rx) = tokio::sync::oneshot::channel();

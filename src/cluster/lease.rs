@@ -39,14 +39,18 @@ impl Cluster {
         if self.holds(id) {
             return Ok(Taken::Ours);
         }
-        let mut c = self.conn()?;
         let ttl = self.config.lease_ttl.as_millis() as u64;
-        let answer: Value = acquire_script()
-            .key(Self::lease_key(id))
-            .key(Self::fence_key(id))
-            .arg(self.node_id())
-            .arg(ttl)
-            .invoke_async(&mut c)
+        // Twice is harmless: a second taking by the same node only moves the counter on.
+        let answer: Value = self
+            .with_conn(|mut c| async move {
+                acquire_script()
+                    .key(Self::lease_key(id))
+                    .key(Self::fence_key(id))
+                    .arg(self.node_id())
+                    .arg(ttl)
+                    .invoke_async(&mut c)
+                    .await
+            })
             .await
             .map_err(|e| self.unavailable(e))?;
         self.set_redis_up(true);
@@ -68,8 +72,10 @@ impl Cluster {
         if self.holds(id) {
             return Ok(Some(self.node_id().to_string()));
         }
-        let mut c = self.conn()?;
-        let v: Option<String> = redis::cmd("GET").arg(Self::lease_key(id)).query_async(&mut c).await.map_err(|e| self.unavailable(e))?;
+        let v: Option<String> = self
+            .with_conn(|mut c| async move { redis::cmd("GET").arg(Self::lease_key(id)).query_async(&mut c).await })
+            .await
+            .map_err(|e| self.unavailable(e))?;
         self.set_redis_up(true);
         Ok(v.map(|t| node_of(&t).to_string()))
     }
@@ -96,13 +102,14 @@ impl Cluster {
     }
 
     async fn renew(&self, leases: &[(String, String)]) -> Result<Vec<bool>> {
-        let mut c = self.conn()?;
         let mut inv = renew_script().prepare_invoke();
         inv.arg(self.config.lease_ttl.as_millis() as u64);
         for (id, token) in leases {
             inv.arg(Self::lease_key(id)).arg(Self::fence_key(id)).arg(token);
         }
-        let answer: Value = inv.invoke_async(&mut c).await.map_err(|e| self.unavailable(e))?;
+        let inv = &inv;
+        let answer: Value =
+            self.with_conn(|mut c| async move { inv.invoke_async(&mut c).await }).await.map_err(|e| self.unavailable(e))?;
         self.set_redis_up(true);
         Ok(redis_io::array(&answer).iter().map(|v| redis_io::int(v) == Some(1)).collect())
     }

@@ -184,20 +184,24 @@ impl EventLog for ClusterLog {
 
 impl Cluster {
     pub(super) async fn read_log(&self, session_id: &str, since: Option<&str>, limit: usize) -> redis::RedisResult<LogRead> {
-        let mut c = self.conn().map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
         let (epoch, seq) = match since.and_then(|s| s.rsplit_once('-')) {
             Some((e, s)) => (e.to_string(), s.parse::<u64>().unwrap_or(u64::MAX).to_string()),
             // Not `epoch-seq` at all: no epoch matches it.
             None if since.is_some() => ("\u{0}".to_string(), "0".to_string()),
             None => (String::new(), "0".to_string()),
         };
-        let answer: Value = read_script()
-            .key(format!("{PREFIX}log:{session_id}"))
-            .key(format!("{PREFIX}logmeta:{session_id}"))
-            .arg(epoch)
-            .arg(seq)
-            .arg(limit.min(10_000))
-            .invoke_async(&mut c)
+        let (epoch, seq) = (&epoch, &seq);
+        let answer: Value = self
+            .with_conn(|mut c| async move {
+                read_script()
+                    .key(format!("{PREFIX}log:{session_id}"))
+                    .key(format!("{PREFIX}logmeta:{session_id}"))
+                    .arg(epoch)
+                    .arg(seq)
+                    .arg(limit.min(10_000))
+                    .invoke_async(&mut c)
+                    .await
+            })
             .await?;
         Ok(decode_read(redis_io::array(&answer)))
     }
@@ -391,12 +395,12 @@ impl Cluster {
         if ids.is_empty() {
             return Ok(out);
         }
-        let mut c = self.conn()?;
         let mut pipe = redis::pipe();
         pipe.cmd("MGET").arg(ids.iter().map(|id| Self::lease_key(id)).collect::<Vec<_>>());
         pipe.cmd("HMGET").arg(format!("{PREFIX}runtime")).arg(ids);
+        let pipe = &pipe;
         let (leases, states): (Vec<Option<String>>, Vec<Option<String>>) =
-            pipe.query_async(&mut c).await.map_err(|e| self.unavailable(e))?;
+            self.with_conn(|mut c| async move { pipe.query_async(&mut c).await }).await.map_err(|e| self.unavailable(e))?;
         for ((id, lease), state) in ids.iter().zip(leases).zip(states) {
             let Some(owner) = lease.as_deref().map(super::node_of) else { continue };
             let mut runtime = state

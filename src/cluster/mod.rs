@@ -183,6 +183,27 @@ impl Cluster {
         self.conn.get().cloned().ok_or_else(|| Error::Config("the cluster is not started".into()))
     }
 
+    /// Run `f` on the command connection, again (up to 3 times) when the connection was lost:
+    /// the first command after a Redis restart fails and makes the manager reconnect. Only for
+    /// commands that may run twice.
+    async fn with_conn<T, F, Fut>(&self, mut f: F) -> redis::RedisResult<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let mut tries = 0u32;
+        loop {
+            let c = self.conn().map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+            match f(c).await {
+                Err(e) if tries < 3 && (e.is_io_error() || e.is_connection_dropped() || e.is_timeout()) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(tries))).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
     fn bus_key(&self) -> String {
         format!("{PREFIX}bus")
     }
