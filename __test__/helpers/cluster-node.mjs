@@ -20,12 +20,11 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { createAgentRuntime } from '../../index.mjs';
 import { startFakeAnthropic } from '../../fake-model/fake-anthropic.mjs';
 import { AGENT_PROFILE } from './agent.mjs';
 import { API_KEY } from './http.mjs';
+import { answer } from './server.mjs';
 import { sharedStore } from './shared-store.mjs';
 
 const env = process.env;
@@ -64,18 +63,7 @@ await runtime.start();
 const app = runtime.createRestServer({ apiKey: API_KEY });
 const server = http.createServer(async (req, res) => {
   try {
-    const chunks = [];
-    for await (const c of req) chunks.push(c);
-    const response = await app.fetch(
-      new Request(`http://${req.headers.host}${req.url}`, {
-        method: req.method,
-        headers: req.headers,
-        body: req.method !== 'GET' && req.method !== 'HEAD' ? Buffer.concat(chunks) : undefined,
-      }),
-    );
-    res.writeHead(response.status, Object.fromEntries(response.headers));
-    if (response.body) await pipeline(Readable.fromWeb(response.body), res).catch(() => {});
-    else res.end();
+    await answer(app.fetch, req, res);
   } catch (err) {
     console.error(`cluster-node ${nodeId}: ${req.method} ${req.url}: ${err?.stack ?? err}`);
     if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });

@@ -7,6 +7,23 @@ import { pipeline } from 'node:stream/promises';
 import { io } from 'socket.io-client';
 import { client, API_KEY } from './http.mjs';
 
+/** Answer a Node request with a fetch handler, as the seed's server does: the body read whole,
+ *  the response piped, so an event stream flows as it comes and a closed connection cancels it. */
+export async function answer(fetch, req, res) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  const response = await fetch(
+    new Request(`http://${req.headers.host}${req.url}`, {
+      method: req.method,
+      headers: req.headers,
+      body: req.method !== 'GET' && req.method !== 'HEAD' ? Buffer.concat(chunks) : undefined,
+    }),
+  );
+  res.writeHead(response.status, Object.fromEntries(response.headers));
+  if (response.body) await pipeline(Readable.fromWeb(response.body), res).catch(() => {});
+  else res.end();
+}
+
 /** A seed-style server: the user's own handler answers everything that is not Socket.IO.
  *  `mounts` routes path prefixes to other fetch handlers (e.g. `{ '/console': console.fetch }`). */
 export async function serve(rt, { secure, rest: restOptions, ws: wsOptions, mounts = {} } = {}) {
@@ -15,21 +32,7 @@ export async function serve(rt, { secure, rest: restOptions, ws: wsOptions, moun
     for (const [prefix, fetch] of Object.entries(mounts)) if (url === prefix || url.startsWith(prefix + '/') || url.startsWith(prefix + '?')) return fetch;
     return app.fetch;
   };
-  const handler = async (req, res) => {
-    const chunks = [];
-    for await (const c of req) chunks.push(c);
-    const response = await route(req.url)(
-      new Request(`http://${req.headers.host}${req.url}`, {
-        method: req.method,
-        headers: req.headers,
-        body: req.method !== 'GET' && req.method !== 'HEAD' ? Buffer.concat(chunks) : undefined,
-      }),
-    );
-    res.writeHead(response.status, Object.fromEntries(response.headers));
-    // Piped, so an event stream flows as it comes and a closed connection cancels it.
-    if (response.body) await pipeline(Readable.fromWeb(response.body), res).catch(() => {});
-    else res.end();
-  };
+  const handler = (req, res) => answer(route(req.url), req, res);
   const server = secure ? https.createServer(secure, handler) : http.createServer(handler);
   const ws = rt.createWebSocketServer(server, wsOptions);
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
