@@ -56,14 +56,22 @@ async function sendRetrying(c, node, id, content, deadlineMs = TTL + 20_000) {
   return r;
 }
 
-/** A session created on `owner` with a watcher on `on` that saw one whole turn, then a story
- *  streaming slowly (`ms` per delta) that the watcher has seen start. Returns what the tests use. */
-async function storyStreaming(c, { owner = 'A', on, ms }) {
+/** A session created on `owner`, a watcher on `on`, and one turn the watcher saw end and the
+ *  store holds (so any node that loads the session gets it). */
+async function sessionWithTurn(c, { owner = 'A', on }) {
   const id = await createSession(c, owner);
   const w = await c.watch(on, id);
   const first = `first message ${nonce()}`;
   assert.equal((await send(c, owner, id, first)).status, 200);
   await w.waitReply(first);
+  await stored(c, id, first);
+  return { id, w, first };
+}
+
+/** [sessionWithTurn], then a story streaming slowly (`ms` per delta) that the watcher has seen
+ *  start (`mark`: its event count before the story). */
+async function storyStreaming(c, { owner = 'A', on, ms }) {
+  const { id, w, first } = await sessionWithTurn(c, { owner, on });
   const mark = w.events.length;
   assert.equal((await send(c, owner, id, `tell me a story slowly ${ms}ms ${nonce()}`)).status, 200);
   await w.waitFor(() => deltasSince(w, mark).length >= 3, 60_000, `the story streaming to ${on}`);
@@ -225,12 +233,7 @@ test('a message sent to C for a session owned by A runs on A, and C answers what
 
 test('SIGKILL of an idle owner: the next message, through another node, is taken within leaseTtlMs + 2 s; the conversation has both turns', { timeout: 240_000 }, async () => {
   await withCluster({}, async (c) => {
-    const id = await createSession(c, 'A');
-    const w = await c.watch('C', id);
-    const first = `first message ${nonce()}`;
-    assert.equal((await send(c, 'A', id, first)).status, 200);
-    await w.waitReply(first);
-    await stored(c, id, first);
+    const { id, w, first } = await sessionWithTurn(c, { on: 'C' });
 
     const a = c.nodes.A;
     const killedAt = await a.kill('SIGKILL');
@@ -253,12 +256,7 @@ test('SIGKILL of an idle owner: the next message, through another node, is taken
 
 test('SIGKILL of the owner mid-turn: its queued message runs once on the new owner, the cut one is reported, the next message works', { timeout: 240_000 }, async () => {
   await withCluster({}, async (c) => {
-    const id = await createSession(c, 'A');
-    const w = await c.watch('C', id);
-    const first = `first message ${nonce()}`;
-    assert.equal((await send(c, 'A', id, first)).status, 200);
-    await w.waitReply(first);
-    await stored(c, id, first);
+    const { id, w, first } = await sessionWithTurn(c, { on: 'C' });
 
     // A turn whose model call the fake holds for 5 s, and a message queued behind it.
     const cut = `wait 5000ms then answer ${nonce()}`;
@@ -507,12 +505,7 @@ test('two nodes racing to take the same unowned session agree on one owner', { t
 
 test('a message forwarded to an owner that stops answering gets 503 OWNER_UNREACHABLE; resent once the owner is dead, it runs once', { timeout: 240_000 }, async () => {
   await withCluster({}, async (c) => {
-    const id = await createSession(c, 'A');
-    const onC = await c.watch('C', id);
-    const first = `first message ${nonce()}`;
-    assert.equal((await send(c, 'A', id, first)).status, 200);
-    await onC.waitReply(first);
-    await stored(c, id, first);
+    const { id, w: onC, first } = await sessionWithTurn(c, { on: 'C' });
 
     const a = c.nodes.A;
     const stoppedAt = a.signal('SIGSTOP');

@@ -138,7 +138,9 @@ impl Cluster {
     /// publish what is queued, then stop.
     pub async fn stop(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.publisher.send(log::Outgoing::Flush(tx)).is_ok() {
+        // Never started (Redis was unreachable): nothing is sending.
+        let started = self.publisher_rx.locked().is_none();
+        if started && self.publisher.send(log::Outgoing::Flush(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
         }
         self.stopped.store(true, Ordering::SeqCst);
