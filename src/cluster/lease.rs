@@ -3,26 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::{Script, Value};
+use redis::Value;
 
-use super::{node_of, redis_io, Cluster};
+use super::{node_of, redis_io, scripts, Cluster};
 use crate::error::{Error, Result};
 use crate::sync::Locked as _;
-
-fn acquire_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    S.get_or_init(|| Script::new(include_str!("lua/acquire.lua")))
-}
-
-fn renew_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    S.get_or_init(|| Script::new(include_str!("lua/renew.lua")))
-}
-
-pub(super) fn release_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    S.get_or_init(|| Script::new(include_str!("lua/release.lua")))
-}
 
 /// Who holds a session when this node could not take it.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +28,7 @@ impl Cluster {
         // Twice is harmless: a second taking by the same node only moves the counter on.
         let answer: Value = self
             .with_conn(|mut c| async move {
-                acquire_script()
+                scripts::acquire()
                     .key(Self::lease_key(id))
                     .key(Self::fence_key(id))
                     .arg(self.node_id())
@@ -102,7 +87,7 @@ impl Cluster {
     }
 
     async fn renew(&self, leases: &[(String, String)]) -> Result<Vec<bool>> {
-        let mut inv = renew_script().prepare_invoke();
+        let mut inv = scripts::renew().prepare_invoke();
         inv.arg(self.config.lease_ttl.as_millis() as u64);
         for (id, token) in leases {
             inv.arg(Self::lease_key(id)).arg(Self::fence_key(id)).arg(token);

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
-use redis::{Script, Value};
+use redis::Value;
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
-use super::{redis_io, Cluster, PREFIX};
+use super::{redis_io, scripts, Cluster, PREFIX};
 use crate::event_log::{EventLog, LogRead, LoggedEvent, MemoryLog};
 use crate::events::DomainEvent;
 use crate::sync::Locked as _;
@@ -27,16 +27,6 @@ const LOG_TTL_SECS: u64 = 24 * 3600;
 const BUS_LENGTH: u64 = 100_000;
 /// Events per publish script call.
 const BATCH: usize = 256;
-
-fn publish_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    S.get_or_init(|| Script::new(include_str!("lua/publish.lua")))
-}
-
-fn read_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    S.get_or_init(|| Script::new(include_str!("lua/read.lua")))
-}
 
 /// What the publisher task sends, in order.
 pub enum Outgoing {
@@ -193,7 +183,7 @@ impl Cluster {
         let (epoch, seq) = (&epoch, &seq);
         let answer: Value = self
             .with_conn(|mut c| async move {
-                read_script()
+                scripts::read()
                     .key(format!("{PREFIX}log:{session_id}"))
                     .key(format!("{PREFIX}logmeta:{session_id}"))
                     .arg(epoch)
@@ -261,7 +251,7 @@ impl Cluster {
                 Outgoing::Release { session, token } => {
                     self.publish_events(&mut c, &events).await?;
                     events.clear();
-                    let _: i64 = super::lease::release_script()
+                    let _: i64 = scripts::release()
                         .key(Self::lease_key(session))
                         .arg(token)
                         .invoke_async(&mut c)
@@ -279,7 +269,7 @@ impl Cluster {
             return Ok(());
         }
         let limits = self.local_log.get().map(|l| l.limits()).unwrap_or_default();
-        let mut inv = publish_script().prepare_invoke();
+        let mut inv = scripts::publish().prepare_invoke();
         inv.arg(PREFIX)
             .arg(self.node_id())
             .arg(limits.max_events)

@@ -19,6 +19,28 @@ pub mod lease;
 pub mod log;
 mod redis_io;
 
+/// The Lua scripts (`lua/*.lua`), each loaded into Redis on first use (EVALSHA after that).
+mod scripts {
+    use redis::Script;
+
+    macro_rules! scripts {
+        ($($name:ident => $file:literal),* $(,)?) => {$(
+            pub(super) fn $name() -> &'static Script {
+                static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+                S.get_or_init(|| Script::new(include_str!($file)))
+            }
+        )*};
+    }
+
+    scripts! {
+        acquire => "lua/acquire.lua",
+        renew => "lua/renew.lua",
+        release => "lua/release.lua",
+        publish => "lua/publish.lua",
+        read => "lua/read.lua",
+    }
+}
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

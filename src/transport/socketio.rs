@@ -766,21 +766,11 @@ async fn respond(
     match target {
         Target::Local(s) => local(&s, &rid, &o)?,
         Target::Elsewhere(rt) => {
-            let path = format!("/api/sessions/{id}/{kind}/{}", utf8_percent(&rid));
+            let path = format!("/api/sessions/{id}/{kind}/{}", percent_encoding::utf8_percent_encode(&rid, percent_encoding::NON_ALPHANUMERIC));
             via_rest(&rt, "POST", path, Value::Object(o)).await?;
         }
     }
     Ok(json!({ "requestId": rid }))
-}
-
-/// A path segment with everything but unreserved characters percent-encoded.
-fn utf8_percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 async fn respond_permission(
